@@ -1,0 +1,1 @@
+"""Customer AI: propensity scoring over identity-stitched customer profiles stored in DuckDB."""

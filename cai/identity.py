@@ -1,0 +1,159 @@
+"""Identity stitching: records that share any identity value belong to one profile (connected components)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from cai import store
+
+KNOWN_NAMESPACES = ["Email", "ECID", "Phone", "CRMID", "LoyaltyID"]
+_NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES}
+
+IdentityKey = tuple[str, str]
+
+
+def canonical_namespace(name: str) -> str:
+    """``email`` and ``EMAIL`` are the Email namespace; names we do not know keep their spelling."""
+    return _NAMESPACE_BY_LOWER.get(name.strip().lower(), name.strip())
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, node):
+        parent = self.parent.setdefault(node, node)
+        if parent != node:
+            root = self.find(parent)
+            self.parent[node] = root
+            return root
+        return node
+
+    def union(self, a, b) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            self.parent[root_b] = root_a
+
+
+@dataclass
+class StitchResult:
+    """Which profile each identity belongs to after stitching, and what changed to get there."""
+
+    profile_of: dict[IdentityKey, int]
+    new_profiles: list[int] = field(default_factory=list)
+    merges: list[tuple[int, int]] = field(default_factory=list)  # (merged away, kept)
+    new_identities: list[tuple[str, str, int, bool]] = field(default_factory=list)
+
+
+def _existing_owners(con: duckdb.DuckDBPyConnection, keys: list[IdentityKey]) -> dict[IdentityKey, int]:
+    if not keys:
+        return {}
+    wanted = pd.DataFrame(keys, columns=["namespace", "id_value"])
+    con.register("wanted_identities", wanted)
+    rows = con.execute(
+        "SELECT i.namespace, i.id_value, i.profile_id FROM identities i "
+        "JOIN wanted_identities w USING (namespace, id_value)"
+    ).fetchall()
+    con.unregister("wanted_identities")
+    return {(namespace, value): profile_id for namespace, value, profile_id in rows}
+
+
+def stitch(
+    con: duckdb.DuckDBPyConnection,
+    record_identities: Iterable[list[IdentityKey]],
+    primary_keys: set[IdentityKey],
+) -> StitchResult:
+    """Resolves each record's identities to a profile, creating and merging profiles inside ``con``'s transaction.
+
+    ``record_identities`` holds, per distinct record, the identities it carries; ``primary_keys`` are those a
+    record marked primary. The oldest profile of a linked group survives a merge.
+    """
+    groups = [list(dict.fromkeys(keys)) for keys in record_identities]
+    all_keys = list(dict.fromkeys(key for keys in groups for key in keys))
+    owners = _existing_owners(con, all_keys)
+
+    components = _UnionFind()
+    for keys in groups:
+        for key in keys:
+            components.find(("id",) + key)
+        for other in keys[1:]:
+            components.union(("id",) + keys[0], ("id",) + other)
+    for key, profile_id in owners.items():
+        components.union(("profile", profile_id), ("id",) + key)
+
+    members: dict = {}
+    for key in all_keys:
+        members.setdefault(components.find(("id",) + key), []).append(key)
+
+    result = StitchResult(profile_of={})
+    next_profile = store.next_id(con, "profiles", "profile_id")
+    for keys in members.values():
+        existing = sorted({owners[key] for key in keys if key in owners})
+        if existing:
+            kept = existing[0]
+            result.merges.extend((merged, kept) for merged in existing[1:])
+        else:
+            kept = next_profile
+            next_profile += 1
+            result.new_profiles.append(kept)
+        for key in keys:
+            result.profile_of[key] = kept
+            if key not in owners:
+                result.new_identities.append((key[0], key[1], kept, key in primary_keys))
+    return result
+
+
+def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], batch_id: int) -> None:
+    """Moves everything of each merged-away profile onto the profile it joins, then removes it."""
+    if not merges:
+        return
+    frame = pd.DataFrame(merges, columns=["merged_id", "kept_id"])
+    con.register("profile_merge_plan", frame)
+    for table in ("identities", "events"):
+        con.execute(
+            f"UPDATE {table} SET profile_id = m.kept_id FROM profile_merge_plan m "
+            f"WHERE {table}.profile_id = m.merged_id"
+        )
+    # A merged profile fills only the attributes the kept profile does not have.
+    con.execute(
+        """
+        UPDATE profiles SET
+            first_name = coalesce(profiles.first_name, src.first_name),
+            last_name = coalesce(profiles.last_name, src.last_name),
+            gender = coalesce(profiles.gender, src.gender),
+            birth_year = coalesce(profiles.birth_year, src.birth_year),
+            city = coalesce(profiles.city, src.city),
+            country = coalesce(profiles.country, src.country),
+            loyalty_tier = coalesce(profiles.loyalty_tier, src.loyalty_tier),
+            loyalty_points = coalesce(profiles.loyalty_points, src.loyalty_points),
+            signup_date = coalesce(profiles.signup_date, src.signup_date),
+            attributes = coalesce(profiles.attributes, src.attributes)
+        FROM (
+            SELECT m.kept_id, arg_min(p.first_name, p.profile_id) AS first_name,
+                   arg_min(p.last_name, p.profile_id) AS last_name, arg_min(p.gender, p.profile_id) AS gender,
+                   arg_min(p.birth_year, p.profile_id) AS birth_year, arg_min(p.city, p.profile_id) AS city,
+                   arg_min(p.country, p.profile_id) AS country,
+                   arg_min(p.loyalty_tier, p.profile_id) AS loyalty_tier,
+                   arg_min(p.loyalty_points, p.profile_id) AS loyalty_points,
+                   arg_min(p.signup_date, p.profile_id) AS signup_date,
+                   arg_min(p.attributes, p.profile_id) AS attributes
+            FROM profile_merge_plan m JOIN profiles p ON p.profile_id = m.merged_id
+            GROUP BY m.kept_id
+        ) src
+        WHERE profiles.profile_id = src.kept_id
+        """
+    )
+    # Scores of a merged-away profile described a customer who no longer exists on their own.
+    con.execute("DELETE FROM scores WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
+    con.execute("DELETE FROM score_factors WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
+    con.execute("DELETE FROM profiles WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
+    con.execute(
+        "INSERT INTO profile_merges (merged_profile_id, into_profile_id, batch_id) "
+        "SELECT merged_id, kept_id, $batch FROM profile_merge_plan",
+        {"batch": batch_id},
+    )
+    con.unregister("profile_merge_plan")
