@@ -1,0 +1,468 @@
+"""A Customer AI run: leak-free training on past snapshots, calibration and evaluation on the latest complete one,
+then scoring, influential factors and an atomic swap of the instance's results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from cai import audit, evaluation, factors, features, store
+from cai.errors import CaiError, NotFound
+from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_STEP_DAYS = 14
+MAX_TRAINING_SNAPSHOTS = 8
+MAX_PROFILES_PER_SNAPSHOT = 60_000
+MAX_TRAINING_ROWS = 250_000
+MIN_HISTORY_FLOOR_DAYS = 30
+SEED = 20_260_101
+MAX_CATEGORIES = 30
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    instance: str
+    status: str
+    as_of: str
+    error: str | None = None
+    profiles_scored: int = 0
+    buckets: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Model:
+    """Everything needed to score: the fitted trees, the calibration, the encodings and the evaluation."""
+
+    classifier: HistGradientBoostingClassifier
+    calibration: tuple[float, float]
+    feature_names: list[str]
+    categorical: np.ndarray
+    categories: dict[str, list[str]]
+    evaluation: dict
+    training: dict
+    sklearn_version: str = sklearn.__version__
+
+    def logit(self, matrix: np.ndarray) -> np.ndarray:
+        return self.classifier.decision_function(matrix)
+
+    def probability(self, matrix: np.ndarray) -> np.ndarray:
+        slope, intercept = self.calibration
+        return 1.0 / (1.0 + np.exp(-(slope * self.logit(matrix) + intercept)))
+
+
+def _noop(_: float, __: str) -> None:
+    pass
+
+
+def _encode(frame: pd.DataFrame, catalog: list[features.Feature], categories: dict[str, list[str]]) -> np.ndarray:
+    columns = []
+    for feature in catalog:
+        values = frame[feature.name]
+        if feature.kind == "categorical":
+            lookup = {value: code for code, value in enumerate(categories[feature.name])}
+            columns.append(values.map(lambda v: lookup.get(v, np.nan) if v is not None else np.nan).astype(float))
+        else:
+            columns.append(pd.to_numeric(values, errors="coerce").astype(float))
+    return np.column_stack([c.to_numpy() for c in columns]) if columns else np.empty((len(frame), 0))
+
+
+def _learn_categories(frame: pd.DataFrame, catalog: list[features.Feature]) -> dict[str, list[str]]:
+    categories = {}
+    for feature in catalog:
+        if feature.kind == "categorical":
+            counts = frame[feature.name].dropna().astype(str).value_counts()
+            categories[feature.name] = sorted(counts.index[:MAX_CATEGORIES].tolist())
+    return categories
+
+
+def _snapshots(as_of: dt.date, first_event: dt.date, definition: Definition) -> tuple[dt.date, list[dt.date]]:
+    """The held-out snapshot (label window ending at as-of) and earlier training snapshots whose label windows end
+    by the held-out one's start, so evaluation never sees a period the model was trained on."""
+    window = dt.timedelta(days=definition.window_days)
+    needed = dt.timedelta(days=max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS))
+    holdout = as_of - window
+    training = []
+    snapshot = holdout - window
+    while len(training) < MAX_TRAINING_SNAPSHOTS and snapshot - needed >= first_event:
+        training.append(snapshot)
+        snapshot -= dt.timedelta(days=SNAPSHOT_STEP_DAYS)
+    return holdout, training
+
+
+def _check_history(as_of: dt.date, first_event: dt.date | None, definition: Definition) -> None:
+    needed = max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS) + 2 * definition.window_days
+    have = (as_of - first_event).days if first_event else 0
+    if have < needed:
+        raise CaiError(
+            f"Not enough history: the data covers {have} days before the score date, and this set-up needs at least "
+            f"{needed} (the eligibility lookback of {max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS)} days plus "
+            f"two outcome windows of {definition.window_days} days: one to learn from, one to check the model). "
+            "Load more history, or shorten the outcome window or the lookback."
+        )
+
+
+def _check_examples(labels: np.ndarray, definition: Definition) -> None:
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives < definition.min_examples or negatives < definition.min_examples:
+        raise CaiError(
+            f"Too little data to learn from: the past snapshots hold {positives:,} customers who reached the goal "
+            f"and {negatives:,} who did not; at least {definition.min_examples:,} of each are needed. Load more "
+            "profiles or history, widen the eligible population, or lengthen the outcome window."
+        )
+
+
+def _stratified(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Caps training rows by keeping every goal-reacher (up to half) and sampling the rest; calibration on the
+    untouched held-out snapshot restores true probabilities afterwards."""
+    if len(frame) <= MAX_TRAINING_ROWS:
+        return frame
+    positives = frame[frame["label"]]
+    positives = positives.sample(min(len(positives), MAX_TRAINING_ROWS // 2), random_state=seed)
+    negatives = frame[~frame["label"]]
+    negatives = negatives.sample(min(len(negatives), MAX_TRAINING_ROWS - len(positives)), random_state=seed)
+    return pd.concat([positives, negatives]).sort_values(["snapshot", "profile_id"])
+
+
+def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition) -> _Model:
+    categories = _learn_categories(train, catalog)
+    names = [feature.name for feature in catalog]
+    categorical = np.array([feature.kind == "categorical" for feature in catalog])
+    x_train = _encode(train, catalog, categories)
+    y_train = train["label"].to_numpy(dtype=bool)
+    classifier = HistGradientBoostingClassifier(
+        max_iter=300, learning_rate=0.06, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
+        categorical_features=categorical if categorical.any() else None, early_stopping=True,
+        validation_fraction=0.15, n_iter_no_change=20, random_state=SEED,
+    )
+    classifier.fit(x_train, y_train)
+
+    # Platt scaling on half the held-out profiles, evaluation on the other half: strictly monotone, so
+    # calibrating never changes a factor's direction, and evaluation never sees the rows that calibrated it.
+    x_holdout = _encode(holdout, catalog, categories)
+    y_holdout = holdout["label"].to_numpy(dtype=bool)
+    in_calibration = (holdout["profile_id"].to_numpy() % 2) == 0
+    raw = classifier.decision_function(x_holdout) if len(holdout) else np.array([])
+    calibration_labels = y_holdout[in_calibration]
+    if len(calibration_labels) and 0 < calibration_labels.sum() < len(calibration_labels):
+        platt = LogisticRegression(C=1e4).fit(raw[in_calibration].reshape(-1, 1), calibration_labels)
+        calibration = (float(platt.coef_[0][0]), float(platt.intercept_[0]))
+    else:
+        calibration = (1.0, 0.0)
+    model = _Model(classifier, calibration, names, categorical, categories, evaluation={}, training={})
+    eval_rows = ~in_calibration
+    model.evaluation = evaluation.evaluate(
+        y_holdout[eval_rows], model.probability(x_holdout[eval_rows]) if eval_rows.any() else np.array([]),
+        definition.low_threshold, definition.high_threshold,
+    )
+    model.training = {
+        "training_rows": int(len(train)), "training_conversions": int(y_train.sum()),
+        "holdout_rows": int(len(holdout)), "holdout_conversions": int(y_holdout.sum()),
+        "iterations": int(classifier.n_iter_),
+    }
+    return model
+
+
+def _data_fingerprint(con, as_of: dt.date) -> str:
+    row = con.execute(
+        """
+        SELECT count(*), min(ts), max(ts), sum(hash(profile_id, ts, event_type, value) % 1000003),
+               (SELECT count(*) FROM profiles), (SELECT sum(hash(profile_id, loyalty_tier, loyalty_points, country,
+               city, gender, birth_year) % 1000003) FROM profiles)
+        FROM events WHERE ts < CAST($as_of AS TIMESTAMP)
+        """,
+        {"as_of": as_of.isoformat()},
+    ).fetchall()[0]
+    return json.dumps([str(value) for value in row])
+
+
+def cache_key(definition: Definition, fingerprint: str, as_of: dt.date) -> str:
+    payload = json.dumps([definition.to_json(), fingerprint, as_of.isoformat(), sklearn.__version__])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_cached(db_path: Path, models: Path, key: str) -> tuple[_Model | None, str]:
+    """The cached model for ``key`` if its file is ours and unchanged; never unpickles anything else."""
+    with store.connect(db_path) as con:
+        rows = con.execute("SELECT file_name, sha256, sklearn_version FROM models WHERE cache_key = ?",
+                           [key]).fetchall()
+    if not rows:
+        return None, "no cached model"
+    file_name, expected, version = rows[0]
+    path = (models / file_name).resolve()
+    if path.parent != models.resolve() or not path.is_file():
+        return None, "cached model file missing; retrained"
+    if version != sklearn.__version__:
+        return None, f"cached model was written by scikit-learn {version}; retrained"
+    if _sha256(path) != expected:
+        log.warning("Model file %s does not match its recorded checksum; refusing to load it.", path)
+        return None, "cached model file failed its checksum check and was not loaded; retrained"
+    return joblib.load(path), "reused cached model"
+
+
+def _save_model(models: Path, key: str, model: _Model) -> tuple[str, str]:
+    models.mkdir(parents=True, exist_ok=True)
+    file_name = f"{key[:40]}.joblib"
+    temporary = models / f".{file_name}.{os.getpid()}.tmp"
+    joblib.dump(model, temporary)
+    os.replace(temporary, models / file_name)
+    return file_name, _sha256(models / file_name)
+
+
+def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[int, int]:
+    def work(con):
+        rows = con.execute("SELECT instance_id, status FROM instances WHERE name = ?", [name]).fetchall()
+        if not rows:
+            raise NotFound(f"There is no instance named {name!r}.")
+        instance_id, status = rows[0]
+        running = con.execute("SELECT pid FROM runs WHERE instance_id = ? AND status = 'running'",
+                              [instance_id]).fetchall()
+        if status == TRAINING and any(_process_alive(pid) for (pid,) in running):
+            raise CaiError(f"{name!r} is already being trained. Wait for that run to finish.")
+        run_id = store.next_id(con, "runs", "run_id")
+        con.execute(
+            "INSERT INTO runs (run_id, instance_id, status, as_of, started_at, pid) "
+            "VALUES (?, ?, 'running', ?, current_timestamp, ?)",
+            [run_id, instance_id, as_of, os.getpid()],
+        )
+        con.execute("UPDATE instances SET status = ?, status_reason = NULL, updated_at = current_timestamp "
+                    "WHERE instance_id = ?", [TRAINING, instance_id])
+        audit.record(con, actor, "run", "instance", name, {"as_of": as_of.isoformat()})
+        return run_id, instance_id
+
+    return store.write(db_path, work)
+
+
+def _process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted_runs(db_path: Path) -> int:
+    """Marks runs whose process is gone as interrupted, and gives their instance back its last good state."""
+
+    def work(con):
+        stale = [(run_id, instance_id) for run_id, instance_id, pid in con.execute(
+            "SELECT run_id, instance_id, pid FROM runs WHERE status = 'running'").fetchall()
+            if not _process_alive(pid) or pid == os.getpid() and not _active_here(run_id)]
+        for run_id, instance_id in stale:
+            con.execute("UPDATE runs SET status = 'interrupted', finished_at = current_timestamp, "
+                        "error = 'The run stopped before it finished (the process ended).' WHERE run_id = ?",
+                        [run_id])
+            con.execute(
+                "UPDATE instances SET status = CASE WHEN current_run_id IS NULL THEN ? ELSE ? END, "
+                "status_reason = 'The last run was interrupted before it finished; the previous scores are kept.' "
+                "WHERE instance_id = ? AND status = ?",
+                [ERROR, SUCCESS, instance_id, TRAINING],
+            )
+        return len(stale)
+
+    return store.write(db_path, work)
+
+
+_active_runs: set[int] = set()
+
+
+def _active_here(run_id: int) -> bool:
+    return run_id in _active_runs
+
+
+def _fail_run(db_path: Path, run_id: int, instance_id: int, message: str, started: float) -> None:
+    def work(con):
+        con.execute("UPDATE runs SET status = 'error', error = ?, finished_at = current_timestamp, duration_s = ? "
+                    "WHERE run_id = ?", [message, time.monotonic() - started, run_id])
+        con.execute("UPDATE instances SET status = ?, status_reason = ?, updated_at = current_timestamp "
+                    "WHERE instance_id = ?", [ERROR, message, instance_id])
+
+    store.write(db_path, work)
+
+
+def _global_factors(model: _Model, catalog, scoring: pd.DataFrame, matrix: np.ndarray, columns: list[int],
+                    effect_matrix: np.ndarray, bucket: np.ndarray) -> pd.DataFrame:
+    rows = []
+    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(columns))
+    for rank, position in enumerate(np.argsort(-strength)[:10], start=1):
+        feature = catalog[columns[position]]
+        by_bucket = factors.bucket_distributions(
+            pd.Series(matrix[:, columns[position]]), bucket, feature.kind == "categorical",
+            model.categories.get(feature.name),
+        )
+        for name in ("high", "medium", "low"):
+            mask = bucket == name
+            by_bucket[name]["importance"] = float(np.abs(effect_matrix[mask, position]).mean()) if mask.any() else 0.0
+        rows.append({"feature": feature.name, "label": feature.label, "description": feature.description,
+                     "kind": feature.kind, "importance": float(strength[position]), "rank": rank,
+                     "by_bucket": json.dumps(by_bucket)})
+    return pd.DataFrame(rows, columns=["feature", "label", "description", "kind", "importance", "rank", "by_bucket"])
+
+
+def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progress: Progress | None = None,
+                 actor: str = "local", models: Path | None = None) -> RunResult:
+    """Trains (or reuses a cached model), scores everyone eligible at ``as_of`` and swaps in the results."""
+    progress = progress or _noop
+    started = time.monotonic()
+    models = Path(models) if models else store.models_dir(Path(db_path))
+    definition = get_instance(db_path, name).definition
+    with store.connect(db_path) as con:
+        first_event, last_event = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+    if last_event is None:
+        raise CaiError("There are no events yet. Load a dataset on the Data page first.")
+    as_of = as_of or (last_event.date() + dt.timedelta(days=1))
+    run_id, instance_id = _start_run(db_path, name, as_of, actor)
+    _active_runs.add(run_id)
+    timings: dict[str, float] = {}
+    try:
+        progress(0.05, "Checking the data")
+        _check_history(as_of, first_event.date() if first_event else None, definition)
+        catalog = features.feature_catalog(definition)
+        holdout_date, training_dates = _snapshots(as_of, first_event.date(), definition)
+        with store.connect(db_path) as con:
+            fingerprint = _data_fingerprint(con, as_of)
+            population = features.profiles_with_history(con, as_of)
+        key = cache_key(definition, fingerprint, as_of)
+        model, cache_note = _load_cached(db_path, models, key)
+        fraction = min(1.0, MAX_PROFILES_PER_SNAPSHOT / max(population, 1))
+        model_record = None
+        if model is None:
+            progress(0.15, f"Building features for {len(training_dates)} training snapshots")
+            clock = time.monotonic()
+            with store.connect(db_path) as con:
+                train = features.build(con, definition, training_dates, with_labels=True, sample_fraction=fraction)
+                holdout = features.build(con, definition, [holdout_date], with_labels=True,
+                                         sample_fraction=fraction)
+            timings["training_features_s"] = time.monotonic() - clock
+            _check_examples(train["label"].to_numpy(dtype=bool), definition)
+            progress(0.35, f"Training on {len(train):,} examples")
+            clock = time.monotonic()
+            model = _fit(_stratified(train, SEED), holdout, catalog, definition)
+            model.training.update({"sample_fraction": fraction, "training_snapshots":
+                                   [d.isoformat() for d in training_dates], "holdout_snapshot": holdout_date.isoformat()})
+            timings["train_s"] = time.monotonic() - clock
+            model_record = (key, *_save_model(models, key, model))
+
+        progress(0.55, "Scoring every eligible profile")
+        clock = time.monotonic()
+        with store.connect(db_path) as con:
+            scoring = features.build(con, definition, [as_of], with_labels=False)
+        timings["scoring_features_s"] = time.monotonic() - clock
+        if scoring.empty:
+            raise CaiError(
+                f"No profile is eligible on {as_of}: nobody was active in the {definition.eligible_days} days "
+                "before it. Widen the eligible population or choose another score date."
+            )
+        clock = time.monotonic()
+        matrix = _encode(scoring, catalog, model.categories)
+        raw = model.logit(matrix)
+        slope, intercept = model.calibration
+        probability = 1.0 / (1.0 + np.exp(-(slope * raw + intercept)))
+        base_rate = float(probability.mean())
+        score = evaluation.scores_from_probabilities(probability, base_rate)
+        bucket = evaluation.buckets(score, definition.low_threshold, definition.high_threshold)
+        percentile = evaluation.percentiles(score)
+        timings["score_s"] = time.monotonic() - clock
+
+        progress(0.7, "Finding each profile's influential factors")
+        clock = time.monotonic()
+        typical = factors.typical_values(matrix, model.categorical)
+        columns = factors.screen(model.logit, matrix, typical, SEED)
+        effect_matrix = factors.effects(model.logit, matrix, typical, columns, baseline=raw)
+        profile_ids = scoring["profile_id"].to_numpy()
+        per_profile = factors.top_factors(profile_ids, matrix, typical, columns, effect_matrix, model.feature_names)
+        global_factors = _global_factors(model, catalog, scoring, matrix, columns, effect_matrix, bucket)
+        timings["factors_s"] = time.monotonic() - clock
+
+        progress(0.85, "Saving the scores")
+        clock = time.monotonic()
+        scores = pd.DataFrame({"profile_id": profile_ids, "probability": probability, "score": score,
+                               "percentile": percentile, "bucket": bucket})
+        counts = {name: int((bucket == name).sum()) for name in evaluation.BUCKETS}
+        metrics = {key: model.evaluation[key] for key in ("auc", "average_precision", "brier", "lift_top_decile",
+                                                          "grade", "advice")}
+        details = {
+            "as_of": as_of.isoformat(), "base_rate": base_rate, "cache": cache_note if model_record is None
+            else ("trained a new model" if cache_note == "no cached model" else cache_note),
+            "model_file": model_record[1] if model_record else None, "features": len(catalog),
+            "data_first_event": first_event.isoformat(), "data_last_event": last_event.isoformat(),
+            "training": model.training, "timings": timings, "sklearn_version": sklearn.__version__,
+            "typical": {model.feature_names[c]: (None if np.isnan(typical[c]) else float(typical[c]))
+                        for c in range(len(typical))},
+            "categories": model.categories,
+        }
+
+        def swap(con):
+            if model_record:
+                con.execute("INSERT OR REPLACE INTO models (cache_key, file_name, sha256, sklearn_version) "
+                            "VALUES (?, ?, ?, ?)", [*model_record, sklearn.__version__])
+            con.register("new_scores", scores)
+            con.execute("INSERT INTO scores SELECT $run, profile_id, probability, score, percentile, bucket "
+                        "FROM new_scores", {"run": run_id})
+            con.register("new_factors", per_profile)
+            con.execute("INSERT INTO score_factors SELECT $run, profile_id, rank, feature, value, typical, effect, "
+                        "importance FROM new_factors", {"run": run_id})
+            con.register("new_run_factors", global_factors)
+            con.execute("INSERT INTO run_factors SELECT $run, feature, label, description, kind, importance, rank, "
+                        "by_bucket FROM new_run_factors", {"run": run_id})
+            con.execute(
+                "UPDATE runs SET status = 'success', finished_at = current_timestamp, duration_s = ?, "
+                "profiles_scored = ?, buckets = ?, metrics = ?, evaluation = ?, details = ? WHERE run_id = ?",
+                [time.monotonic() - started, len(scores), json.dumps(counts), json.dumps(metrics),
+                 json.dumps(model.evaluation), json.dumps(details), run_id],
+            )
+            con.execute(
+                "UPDATE instances SET status = ?, status_reason = ?, current_run_id = ?, "
+                "updated_at = current_timestamp WHERE instance_id = ?",
+                [SUCCESS, metrics["advice"], run_id, instance_id],
+            )
+
+        store.write(db_path, swap)
+        progress(1.0, "Done")
+        return RunResult(run_id, name, SUCCESS, as_of.isoformat(), None, len(scores), counts,
+                         {k: v for k, v in metrics.items() if k != "advice"}, time.monotonic() - started)
+    except CaiError as error:
+        _fail_run(db_path, run_id, instance_id, str(error), started)
+        return RunResult(run_id, name, ERROR, as_of.isoformat(), str(error), duration_s=time.monotonic() - started)
+    except Exception as error:
+        log.exception("Run %s of %r failed", run_id, name)
+        message = f"The run failed unexpectedly ({type(error).__name__}: {error}). The previous scores are kept."
+        _fail_run(db_path, run_id, instance_id, message, started)
+        return RunResult(run_id, name, ERROR, as_of.isoformat(), message, duration_s=time.monotonic() - started)
+    finally:
+        _active_runs.discard(run_id)

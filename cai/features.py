@@ -1,0 +1,251 @@
+"""Behavioural features and goal labels per (profile, snapshot date), built in DuckDB SQL from events before the date."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
+
+HISTORY_DAYS = 365
+COUNT_WINDOWS_DAYS = (7, 30, 90)
+PASSIVE_EVENT = "directMarketing.emailSent"
+PURCHASE_EVENT = "commerce.purchases"
+SAMPLE_GRAIN = 10_000
+
+STANDARD_ACTIVITIES = [
+    ("purchases", "commerce.purchases", "purchases"),
+    ("product_views", "commerce.productViews", "product views"),
+    ("cart_adds", "commerce.productListAdds", "cart additions"),
+    ("checkouts", "commerce.checkouts", "checkouts"),
+    ("page_views", "web.webpagedetails.pageViews", "page views"),
+    ("email_opens", "directMarketing.emailOpened", "email opens"),
+    ("email_clicks", "directMarketing.emailClicked", "email clicks"),
+    ("searches", "search", "searches"),
+]
+PROFILE_FEATURES = {
+    "loyalty_tier": ("Loyalty tier", "The customer's loyalty programme tier.", "categorical"),
+    "loyalty_points": ("Loyalty points", "Loyalty points balance.", "numeric"),
+    "birth_year": ("Age", "Age in years at the score date.", "numeric"),
+    "gender": ("Gender", "Gender from the profile.", "categorical"),
+    "country": ("Country", "Country from the profile.", "categorical"),
+    "city": ("City", "City from the profile.", "categorical"),
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    label: str
+    description: str
+    kind: str = "numeric"
+    unit: str = "count"
+
+
+def _activities(definition: Definition) -> list[tuple[str, str, str]]:
+    activities = list(STANDARD_ACTIVITIES)
+    known = {event_type for _, event_type, _ in activities}
+    extra = [goal.event_type for goal in definition.goals] + list(definition.custom_events)
+    for event_type in dict.fromkeys(extra):
+        if event_type not in known:
+            activities.append((f"custom_{len(activities) - len(STANDARD_ACTIVITIES)}", event_type,
+                               f"'{event_type}' events"))
+            known.add(event_type)
+    return activities
+
+
+def feature_catalog(definition: Definition) -> list[Feature]:
+    """Every feature the model sees, with a business-readable name and description."""
+    features = []
+    for key, _, noun in _activities(definition):
+        for days in COUNT_WINDOWS_DAYS:
+            features.append(Feature(f"{key}_{days}d", f"{noun.capitalize()} in the last {days} days",
+                                    f"Number of {noun} in the {days} days before the score date."))
+        features.append(Feature(f"{key}_days_since", f"Days since last of {noun}",
+                                f"Days between the most recent of {noun} and the score date (empty if none in a "
+                                "year).", unit="days"))
+    features += [
+        Feature("purchase_value_90d", "Purchase value in the last 90 days", "Sum of order totals, last 90 days.",
+                unit="money"),
+        Feature("purchase_value_365d", "Purchase value in the last year", "Sum of order totals, last 365 days.",
+                unit="money"),
+        Feature("average_order_value", "Average order value", "Mean order total over the last year.",
+                unit="money"),
+        Feature("tenure_days", "Days since first activity", "Days since the first event in the last year.",
+                unit="days"),
+        Feature("purchase_gap_days", "Typical days between purchases",
+                "Mean days between purchases over the last year.", unit="days"),
+        Feature("purchase_gap_trend", "Purchase overdue ratio",
+                "Days since the last purchase divided by the typical gap; above 1 means a purchase is overdue.",
+                unit="ratio"),
+        Feature("active_days_30d", "Active days in the last 30 days", "Days with any activity in the last 30 days."),
+        Feature("distinct_products_90d", "Distinct products in the last 90 days",
+                "Different products viewed, added or bought in the last 90 days."),
+        Feature("cart_to_purchase_90d", "Cart-to-purchase ratio (90 days)",
+                "Purchases per cart addition in the last 90 days.", unit="ratio"),
+        Feature("view_to_cart_90d", "View-to-cart ratio (90 days)",
+                "Cart additions per product view in the last 90 days.", unit="ratio"),
+        Feature("email_open_rate_90d", "Email open rate (90 days)", "Emails opened per email sent, last 90 days.",
+                unit="ratio"),
+        Feature("email_click_rate_90d", "Email click rate (90 days)", "Emails clicked per email sent, last 90 days.",
+                unit="ratio"),
+        Feature("mobile_share_90d", "Share of mobile activity (90 days)",
+                "Share of the customer's own events on mobile in the last 90 days.", unit="ratio"),
+        Feature("activity_trend", "Activity trend",
+                "Events in the last 30 days relative to the monthly average of the last 90 days.", unit="ratio"),
+    ]
+    for attribute in definition.profile_attributes:
+        label, description, kind = PROFILE_FEATURES[attribute]
+        features.append(Feature(f"profile_{attribute}", label, description, kind=kind,
+                                unit="years" if attribute == "birth_year" else "points"))
+    return features
+
+
+def _condition_sql(condition: Condition, column: str, kind: str, param: str) -> str:
+    operator = OPERATORS[condition.op]
+    if operator == "contains":
+        return f"contains(lower(CAST({column} AS VARCHAR)), lower(CAST(${param} AS VARCHAR)))"
+    cast = "DOUBLE" if kind == "number" else "VARCHAR"
+    return f"CAST({column} AS {cast}) {operator} CAST(${param} AS {cast})"
+
+
+def _goal_sql(definition: Definition, params: dict) -> str:
+    hits = []
+    for index, goal in enumerate(definition.goals):
+        params[f"goal_{index}"] = goal.event_type
+        predicate = f"f.event_type = $goal_{index}"
+        if goal.condition:
+            column, kind = CONDITION_FIELDS[goal.condition.field]
+            params[f"goal_{index}_value"] = goal.condition.value
+            predicate += " AND " + _condition_sql(goal.condition, f"f.{column}", kind, f"goal_{index}_value")
+        hits.append(f"count(f.event_type) FILTER (WHERE {predicate}) > 0")
+    combined = (" OR " if definition.goal_mode == "any" else " AND ").join(hits)
+    return f"({combined})" if definition.will_occur else f"NOT ({combined})"
+
+
+def build(
+    con: duckdb.DuckDBPyConnection,
+    definition: Definition,
+    snapshots: list[dt.date],
+    with_labels: bool,
+    sample_fraction: float = 1.0,
+) -> pd.DataFrame:
+    """One row per eligible (snapshot ``t``, profile): features from events before ``t``, and with ``with_labels``
+    whether the goal was reached in ``[t, t + window)``. ``sample_fraction`` keeps a stable hash sample of
+    profiles, so the same profiles are sampled in every snapshot and every run."""
+    activities = _activities(definition)
+    params: dict = {
+        "snapshots": [d.isoformat() for d in snapshots],
+        "eligible_days": definition.eligible_days,
+        "passive": PASSIVE_EVENT,
+        "purchase": PURCHASE_EVENT,
+        "sample": int(round(sample_fraction * SAMPLE_GRAIN)),
+        "grain": SAMPLE_GRAIN,
+        "history_days": HISTORY_DAYS,
+    }
+    population_filter = ""
+    if definition.population_event_type:
+        params["population_event"] = definition.population_event_type
+        population_filter += " AND e.event_type = $population_event"
+    profile_join = ""
+    if definition.population_attribute:
+        condition = definition.population_attribute
+        params["population_value"] = condition.value
+        kind = "number" if condition.field in ("loyalty_points", "birth_year") else "text"
+        profile_join = (
+            "JOIN profiles pa ON pa.profile_id = el.profile_id AND "
+            + _condition_sql(condition, f"pa.{condition.field}", kind, "population_value")
+        )
+
+    aggregates = []
+    for index, (key, event_type, _) in enumerate(activities):
+        params[f"activity_{index}"] = event_type
+        is_it = f"event_type = $activity_{index}"
+        for days in COUNT_WINDOWS_DAYS:
+            aggregates.append(f"count(*) FILTER (WHERE {is_it} AND age < {days}) AS {key}_{days}d")
+        aggregates.append(f"min(age) FILTER (WHERE {is_it}) AS {key}_days_since")
+    aggregates += [
+        "coalesce(sum(value) FILTER (WHERE event_type = $purchase AND age < 90), 0) AS purchase_value_90d",
+        "coalesce(sum(value) FILTER (WHERE event_type = $purchase), 0) AS purchase_value_365d",
+        "avg(value) FILTER (WHERE event_type = $purchase) AS average_order_value",
+        "max(age) AS tenure_days",
+        "(max(age) FILTER (WHERE event_type = $purchase) - min(age) FILTER (WHERE event_type = $purchase))"
+        " / nullif(count(*) FILTER (WHERE event_type = $purchase) - 1, 0) AS purchase_gap_days",
+        "count(DISTINCT floor(age)) FILTER (WHERE age < 30 AND event_type <> $passive) AS active_days_30d",
+        "count(DISTINCT sku) FILTER (WHERE age < 90) AS distinct_products_90d",
+        "count(*) FILTER (WHERE event_type = $passive AND age < 90) AS emails_sent_90d",
+        "avg(CASE WHEN channel = 'mobile' THEN 1.0 ELSE 0.0 END) FILTER (WHERE age < 90 AND event_type <> $passive)"
+        " AS mobile_share_90d",
+        "count(*) FILTER (WHERE age < 30 AND event_type <> $passive) AS own_events_30d",
+        "count(*) FILTER (WHERE age < 90 AND event_type <> $passive) AS own_events_90d",
+    ]
+    profile_columns = []
+    for attribute in definition.profile_attributes:
+        if attribute == "birth_year":
+            profile_columns.append("year(a.t) - p.birth_year AS profile_birth_year")
+        else:
+            profile_columns.append(f"p.{attribute} AS profile_{attribute}")
+    label_join, label_column = "", ""
+    if with_labels:
+        params["window_days"] = definition.window_days
+        label_join = (
+            "LEFT JOIN (SELECT el.t, el.profile_id, " + _goal_sql(definition, params) + " AS label "
+            "FROM population el LEFT JOIN sampled f ON f.profile_id = el.profile_id AND f.ts >= el.t "
+            "AND f.ts < el.t + to_days(CAST($window_days AS INTEGER)) GROUP BY el.t, el.profile_id) lab "
+            "ON lab.t = a.t AND lab.profile_id = a.profile_id"
+        )
+        label_column = ", coalesce(lab.label, " + ("false" if definition.will_occur else "true") + ") AS label"
+
+    sql = f"""
+    WITH snaps AS (SELECT CAST(unnest(CAST($snapshots AS DATE[])) AS TIMESTAMP) AS t),
+    sampled AS (
+        SELECT * FROM events WHERE $sample >= $grain OR hash(profile_id) % $grain < $sample
+    ),
+    eligible AS (
+        SELECT DISTINCT s.t, e.profile_id
+        FROM snaps s JOIN sampled e
+          ON e.ts >= s.t - to_days(CAST($eligible_days AS INTEGER)) AND e.ts < s.t
+        WHERE e.event_type <> $passive {population_filter}
+    ),
+    population AS (SELECT el.t, el.profile_id FROM eligible el {profile_join}),
+    history AS (
+        SELECT el.t, el.profile_id, e.event_type, e.value, e.sku, e.channel,
+               (epoch(el.t) - epoch(e.ts)) / 86400.0 AS age
+        FROM population el JOIN sampled e
+          ON e.profile_id = el.profile_id AND e.ts < el.t
+         AND e.ts >= el.t - to_days(CAST($history_days AS INTEGER))
+    ),
+    aggregated AS (
+        SELECT t, profile_id, {", ".join(aggregates)}
+        FROM history GROUP BY t, profile_id
+    )
+    SELECT CAST(a.t AS DATE) AS snapshot, a.profile_id, a.* EXCLUDE (t, profile_id, emails_sent_90d,
+           own_events_30d, own_events_90d),
+           a.purchases_days_since / nullif(a.purchase_gap_days, 0) AS purchase_gap_trend,
+           a.purchases_90d / nullif(a.cart_adds_90d, 0) AS cart_to_purchase_90d,
+           a.cart_adds_90d / nullif(a.product_views_90d, 0) AS view_to_cart_90d,
+           a.email_opens_90d / nullif(a.emails_sent_90d, 0) AS email_open_rate_90d,
+           a.email_clicks_90d / nullif(a.emails_sent_90d, 0) AS email_click_rate_90d,
+           a.own_events_30d / nullif(a.own_events_90d / 3.0, 0) AS activity_trend
+           {"".join(", " + column for column in profile_columns)}
+           {label_column}
+    FROM aggregated a
+    {"LEFT JOIN profiles p ON p.profile_id = a.profile_id" if profile_columns else ""}
+    {label_join}
+    ORDER BY a.t, a.profile_id
+    """
+    frame = con.execute(sql, params).df()
+    catalog = feature_catalog(definition)
+    columns = ["snapshot", "profile_id"] + [feature.name for feature in catalog] + (["label"] if with_labels else [])
+    return frame[columns]
+
+
+def profiles_with_history(con: duckdb.DuckDBPyConnection, before: dt.date) -> int:
+    """Profiles with any event before ``before``: the population size that decides how much to sample."""
+    return con.execute(
+        "SELECT count(DISTINCT profile_id) FROM events WHERE ts < CAST($before AS TIMESTAMP)",
+        {"before": before.isoformat()},
+    ).fetchall()[0][0]
