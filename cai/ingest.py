@@ -729,3 +729,9 @@ def events_per_month(db_path: Path) -> pd.DataFrame:
         "SELECT date_trunc('month', ts)::DATE AS month, event_type, count(*) AS events "
         "FROM events GROUP BY ALL ORDER BY month, event_type",
     )
+
+
+def event_types(db_path: Path) -> list[str]:
+    """Event types present in the store, most frequent first (the choices for goals and custom events)."""
+    return store.query_df(db_path, "SELECT event_type FROM events GROUP BY ALL ORDER BY count(*) DESC")[
+        "event_type"].tolist()

@@ -319,3 +319,17 @@ def due_instances(db_path: Path, today: dt.date) -> list[str]:
         if last is None or (today - last.date()).days >= period:
             due.append(instance.name)
     return due
+
+
+def ensure_tutorial_instance(db_path: Path) -> Instance:
+    """The tutorial's instance: will the customer purchase within 30 days?"""
+    try:
+        return get_instance(db_path, TUTORIAL_INSTANCE)
+    except NotFound:
+        return create_instance(db_path, Definition(
+            name=TUTORIAL_INSTANCE,
+            description="Predict the likelihood for customers to purchase a product",
+            goals=(Goal("commerce.purchases"),),
+            profile_attributes=("loyalty_tier", "loyalty_points"),
+            schedule="weekly",
+        ))

@@ -1,0 +1,294 @@
+"""The command line: `python -m cai --db PATH <command>` runs the app's jobs without a browser."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from cai import demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
+from cai.errors import CaiError, ValidationError
+from cai.instances import Condition, Definition, Goal
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def _progress(fraction: float, message: str) -> None:
+    print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_demo(args) -> int:
+    summary = demo.build_demo(args.db, profiles=args.profiles, seed=args.seed)
+    instances.ensure_tutorial_instance(args.db)
+    print(f"Built the demo: {summary.profiles:,} profiles, {summary.events:,} events from "
+          f"{summary.first_event:%Y-%m-%d} to {summary.last_event:%Y-%m-%d} in {args.db}.")
+    if args.train:
+        return _report_run(engine.run_instance(args.db, instances.TUTORIAL_INSTANCE, progress=_progress), False)
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    try:
+        if args.online_retail:
+            report = online_retail.load(args.db, Path(args.file), max_customers=args.max_customers)
+        else:
+            report = ingest.ingest_file(args.db, Path(args.file), kind=args.kind, dataset=args.dataset)
+    except ValidationError as error:
+        print(str(error), file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"Loaded {report.file_name} into {report.dataset!r}: {report.rows_accepted:,} of {report.rows_total:,} "
+          f"rows accepted, {report.rows_duplicate:,} duplicates skipped, {report.profiles_created:,} new profiles, "
+          f"{report.profiles_merged:,} profiles merged.")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    overview = ingest.datasets_overview(args.db)
+    summary = ingest.store_summary(args.db)
+    if args.json:
+        _print_json({"datasets": overview.to_dict("records"), "store": summary})
+    else:
+        print(overview.to_string(index=False))
+        print(f"\n{summary['profiles']:,} profiles, {summary['events']:,} events, {summary['first_event']} to "
+              f"{summary['last_event']} ({summary['days_covered']} days).")
+    return 0
+
+
+def _definition_from_args(args) -> Definition:
+    condition = None
+    if args.goal_field:
+        condition = Condition(args.goal_field, args.goal_op, args.goal_value)
+    population = None
+    if args.population_attribute:
+        population = Condition(args.population_attribute, args.population_op, args.population_value)
+    return Definition(
+        name=args.name, description=args.description or "", propensity_type=args.type,
+        goals=tuple(Goal(event_type, condition) for event_type in args.goal),
+        goal_mode=args.goal_mode, will_occur=not args.will_not_occur, window_days=args.window_days,
+        eligible_days=args.eligible_days, population_event_type=args.population_event,
+        population_attribute=population, custom_events=tuple(args.custom_event or ()),
+        profile_attributes=tuple(args.profile_attribute or ()), schedule=args.schedule,
+        low_threshold=args.low, high_threshold=args.high, min_examples=args.min_examples,
+    )
+
+
+def cmd_instances(args) -> int:
+    if args.action == "list":
+        table = instances.instances_table(args.db)
+        if args.json:
+            _print_json(table.to_dict("records"))
+        else:
+            print(table.to_string(index=False) if len(table) else "No instances yet.")
+    elif args.action == "show":
+        run = scores.latest_run(args.db, args.name)
+        _print_json({"name": args.name, "status": run["status"], "reason": run["status_reason"],
+                     "definition": json.loads(run["definition"].to_json()), "goal": run["definition"].goal_text(),
+                     "last_run": {"run_id": run["run_id"], "as_of": run["as_of"], "metrics": run["metrics"],
+                                  "buckets": run["buckets"]},
+                     "history": instances.run_history(args.db, args.name).to_dict("records")})
+    elif args.action == "create":
+        instance = instances.create_instance(args.db, _definition_from_args(args))
+        print(f"Created {instance.name!r} ({instance.status}): {instance.definition.goal_text()}.")
+    elif args.action == "clone":
+        instance = instances.clone_instance(args.db, args.name, args.new_name)
+        print(f"Cloned {args.name!r} as {instance.name!r}.")
+    elif args.action == "delete":
+        instances.delete_instance(args.db, args.name)
+        print(f"Deleted {args.name!r} with its runs, scores and segments.")
+    return 0
+
+
+def _report_run(result: engine.RunResult, as_json: bool) -> int:
+    if as_json:
+        _print_json(result.as_dict())
+    elif result.error:
+        print(f"{result.instance}: {result.status}. {result.error}", file=sys.stderr)
+    else:
+        metrics = result.metrics
+        print(f"{result.instance}: {result.status} as of {result.as_of} in {result.duration_s:.1f} s. "
+              f"{result.profiles_scored:,} profiles scored (high {result.buckets['high']:,}, medium "
+              f"{result.buckets['medium']:,}, low {result.buckets['low']:,}); AUC {metrics['auc']:.3f}, average "
+              f"precision {metrics['average_precision']:.3f}, top-decile lift {metrics['lift_top_decile']:.2f} "
+              f"({metrics['grade']}).")
+    return 0 if result.error is None else 1
+
+
+def cmd_run(args) -> int:
+    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
+    engine.recover_interrupted_runs(args.db)
+    return _report_run(engine.run_instance(args.db, args.name, as_of=as_of,
+                                           progress=None if args.json else _progress), args.json)
+
+
+def cmd_run_due(args) -> int:
+    engine.recover_interrupted_runs(args.db)
+    due = instances.due_instances(args.db, dt.date.today())
+    if not due:
+        print("No instance is due.")
+    status = 0
+    for name in due:
+        status |= _report_run(engine.run_instance(args.db, name, progress=_progress), False)
+    return status
+
+
+def cmd_scores(args) -> int:
+    count = scores.export_scores(args.db, args.name, Path(args.out))
+    print(f"Wrote {count:,} scored profiles of {args.name!r} to {args.out}.")
+    return 0
+
+
+def cmd_segments(args) -> int:
+    if args.action == "list":
+        table = segments.list_segments(args.db)
+        if args.json:
+            _print_json(table.to_dict("records"))
+        else:
+            print(table.to_string(index=False) if len(table) else "No segments yet.")
+    elif args.action == "create":
+        rule = segments.Rule(instance=args.instance, field=args.field, minimum=args.min_score,
+                             maximum=args.max_score, country=args.country, loyalty_tier=args.loyalty_tier)
+        saved = segments.create_segment(args.db, args.name, rule, args.description or "", actor="cli")
+        print(f"Saved {saved['name']!r}: {saved['rule_text']} ({saved['size']:,} profiles).")
+    elif args.action == "export":
+        count = segments.export(args.db, args.name, Path(args.out))
+        print(f"Wrote {count:,} members of {args.name!r} to {args.out}.")
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    profile_id = profiles.find(args.db, args.namespace, args.value)
+    if profile_id is None:
+        print(f"No profile has the {args.namespace} identity {args.value!r}.", file=sys.stderr)
+        return 1
+    description = profiles.describe(args.db, profile_id)
+    if args.json:
+        _print_json(description)
+    else:
+        print(f"Profile {profile_id}")
+        for identity in description["identities"]:
+            print(f"  {identity['namespace']}: {identity['identity']}{' (primary)' if identity['primary'] else ''}")
+        for output in description["customer_ai"]:
+            print(f"  {output['instance']}: score {output['score']}, probability {output['probability']:.3f}, "
+                  f"percentile {output['percentile']}, {output['bucket']} ({output['score_date']})")
+            for factor in output["factors"]:
+                print(f"    - {factor['sentence']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cai", description="Customer AI: propensity scoring.")
+    parser.add_argument("--db", help=f"database file (default: ${store.DB_ENV_VAR} or {store.DEFAULT_DB_PATH})")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("demo", help="build the seeded demo store and the tutorial's instance")
+    p.add_argument("--profiles", type=int, default=demo.DEFAULT_PROFILES)
+    p.add_argument("--seed", type=int, default=demo.DEFAULT_SEED)
+    p.add_argument("--train", action="store_true", help="also run the tutorial's instance")
+    p.set_defaults(handler=cmd_demo)
+
+    p = commands.add_parser("ingest", help="load an events or profiles file (XDM JSON, CSV, Parquet)")
+    p.add_argument("file")
+    p.add_argument("--kind", choices=["events", "profiles"])
+    p.add_argument("--dataset", help="dataset name (default: the file name)")
+    p.add_argument("--online-retail", action="store_true",
+                   help="the file is the UCI Online Retail log (shared/datasets/online-retail)")
+    p.add_argument("--max-customers", type=int, help="with --online-retail: load only this many customers")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = commands.add_parser("datasets", help="datasets, batches and the covered date range")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_datasets)
+
+    p = commands.add_parser("instances", help="list, show, create, clone or delete instances")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list")
+    a.add_argument("--json", action="store_true")
+    for verb in ("show", "delete"):
+        actions.add_parser(verb).add_argument("name")
+    a = actions.add_parser("clone")
+    a.add_argument("name")
+    a.add_argument("--new-name")
+    a = actions.add_parser("create")
+    a.add_argument("--name", required=True)
+    a.add_argument("--goal", action="append", required=True, help="goal event type (repeatable)")
+    a.add_argument("--goal-mode", choices=["any", "all"], default="any")
+    a.add_argument("--goal-field", choices=sorted(instances.CONDITION_FIELDS))
+    a.add_argument("--goal-op", choices=sorted(instances.OPERATORS), default=">")
+    a.add_argument("--goal-value")
+    a.add_argument("--will-not-occur", action="store_true")
+    a.add_argument("--type", choices=instances.PROPENSITY_TYPES, default="conversion")
+    a.add_argument("--window-days", type=int, default=30)
+    a.add_argument("--eligible-days", type=int, default=45)
+    a.add_argument("--population-event", help="eligible only if this event type occurred in the lookback")
+    a.add_argument("--population-attribute", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
+    a.add_argument("--population-op", choices=sorted(instances.OPERATORS), default="=")
+    a.add_argument("--population-value")
+    a.add_argument("--custom-event", action="append", help="extra event type to turn into features (repeatable)")
+    a.add_argument("--profile-attribute", action="append", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
+    a.add_argument("--description")
+    a.add_argument("--schedule", choices=list(instances.SCHEDULES), default="none")
+    a.add_argument("--low", type=int, default=25)
+    a.add_argument("--high", type=int, default=75)
+    a.add_argument("--min-examples", type=int, default=500)
+    p.set_defaults(handler=cmd_instances)
+
+    p = commands.add_parser("run", help="train and score an instance")
+    p.add_argument("name")
+    p.add_argument("--as-of", help="score date YYYY-MM-DD (default: the day after the latest event)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("run-due", help="run every instance whose weekly or monthly schedule is due (for cron)")
+    p.set_defaults(handler=cmd_run_due)
+
+    p = commands.add_parser("scores", help="export an instance's latest scores")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("export")
+    a.add_argument("name")
+    a.add_argument("--out", required=True, help="a .csv or .parquet file")
+    p.set_defaults(handler=cmd_scores)
+
+    p = commands.add_parser("segments", help="list, create or export segments")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("create")
+    a.add_argument("--instance", required=True)
+    a.add_argument("--name", required=True)
+    a.add_argument("--field", choices=list(segments.RANGE_FIELDS), default="score")
+    a.add_argument("--min-score", type=float, help="lower bound (inclusive) of the field")
+    a.add_argument("--max-score", type=float, help="upper bound (exclusive) of the field")
+    a.add_argument("--country")
+    a.add_argument("--loyalty-tier")
+    a.add_argument("--description")
+    a = actions.add_parser("export")
+    a.add_argument("name")
+    a.add_argument("--out", required=True, help="a .csv or .parquet file")
+    p.set_defaults(handler=cmd_segments)
+
+    p = commands.add_parser("profiles", help="find a profile by identity")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("find")
+    a.add_argument("namespace", help="Email, ECID, Phone, CRMID, LoyaltyID or 'Profile ID'")
+    a.add_argument("value")
+    a.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.db = store.resolve_db_path(args.db)
+    try:
+        return args.handler(args)
+    except CaiError as error:
+        print(str(error), file=sys.stderr)
+        for problem in getattr(error, "problems", []):
+            print(f"  - {problem}", file=sys.stderr)
+        return 2

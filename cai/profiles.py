@@ -1,0 +1,212 @@
+"""Profile lookup by any identity, and everything the profile view shows: attributes, Customer AI output, history."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from cai import segments, store
+from cai.features import feature_catalog
+from cai.identity import canonical_namespace
+from cai.instances import Definition
+
+PROFILE_ID = "Profile ID"
+SEARCH_LIMIT = 25
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def find(db_path: Path, namespace: str, value: str) -> int | None:
+    """Exact match, as in the real product: the profile that owns this identity, or None."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if namespace.replace("_", " ").lower() != PROFILE_ID.lower():
+        namespace = canonical_namespace(namespace)
+    with store.connect(db_path) as con:
+        if namespace.replace("_", " ").lower() == PROFILE_ID.lower():
+            if not value.isdigit():
+                return None
+            rows = con.execute("SELECT profile_id FROM profiles WHERE profile_id = ?", [int(value)]).fetchall()
+        else:
+            rows = con.execute("SELECT profile_id FROM identities WHERE namespace = ? AND id_value = ?",
+                               [namespace, value]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) -> pd.DataFrame:
+    """Forgiving search: case-insensitive identity prefix in the namespace, or a name containing the text."""
+    text = (text or "").strip()
+    columns = ["profile_id", "name", "primary_identity", "latest_scores"]
+    if not text:
+        return pd.DataFrame(columns=columns)
+    pattern = _escape_like(text.lower())
+    with store.connect(db_path) as con:
+        return con.execute(
+            """
+            WITH hits AS (
+                SELECT DISTINCT profile_id FROM identities
+                WHERE namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
+                UNION
+                SELECT profile_id FROM profiles
+                WHERE lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) LIKE '%' || $pattern || '%'
+                      ESCAPE '\\'
+                UNION
+                SELECT profile_id FROM profiles WHERE CAST(profile_id AS VARCHAR) = $exact
+                LIMIT $limit
+            )
+            SELECT h.profile_id, trim(coalesce(p.first_name, '') || ' ' || coalesce(p.last_name, '')) AS name,
+                   (SELECT i.namespace || ': ' || i.id_value FROM identities i WHERE i.profile_id = h.profile_id
+                    ORDER BY i.is_primary DESC, i.namespace LIMIT 1) AS primary_identity,
+                   (SELECT string_agg(ins.name || ': ' || round(s.score, 1) || ' (' || s.bucket || ')', '; ')
+                      FROM instances ins JOIN scores s ON s.run_id = ins.current_run_id AND s.profile_id = h.profile_id)
+                       AS latest_scores
+            FROM hits h JOIN profiles p USING (profile_id) ORDER BY h.profile_id
+            """,
+            {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit},
+        ).df()
+
+
+def attributes(db_path: Path, profile_id: int) -> dict:
+    with store.connect(db_path) as con:
+        frame = con.execute("SELECT * FROM profiles WHERE profile_id = ?", [profile_id]).df()
+    if frame.empty:
+        return {}
+    record = frame.iloc[0].to_dict()
+    extra = record.pop("attributes", None)
+    if extra:
+        record.update(json.loads(extra))
+    return {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in record.items()}
+
+
+def identities(db_path: Path, profile_id: int) -> pd.DataFrame:
+    return store.query_df(
+        db_path,
+        "SELECT namespace, id_value AS identity, is_primary AS \"primary\" FROM identities WHERE profile_id = ? "
+        "ORDER BY is_primary DESC, namespace, id_value",
+        [profile_id],
+    )
+
+
+def customer_ai(db_path: Path, profile_id: int) -> list[dict]:
+    """The latest Customer AI output of every instance that scored this profile, with factors in plain words."""
+    with store.connect(db_path) as con:
+        rows = con.execute(
+            """
+            SELECT i.name, i.definition, r.as_of, r.details, s.score, s.probability, s.percentile, s.bucket, r.run_id
+            FROM instances i JOIN runs r ON r.run_id = i.current_run_id
+            JOIN scores s ON s.run_id = r.run_id AND s.profile_id = ?
+            ORDER BY i.name
+            """,
+            [profile_id],
+        ).fetchall()
+        outputs = []
+        for name, definition, as_of, details, score, probability, percentile, bucket, run_id in rows:
+            factor_rows = con.execute(
+                "SELECT rank, feature, value, typical, effect, importance FROM score_factors "
+                "WHERE run_id = ? AND profile_id = ? ORDER BY rank",
+                [run_id, profile_id],
+            ).df()
+            definition = Definition.from_json(definition)
+            details = json.loads(details)
+            outputs.append({
+                "instance": name, "propensity_type": definition.propensity_type, "score": round(score, 1),
+                "probability": probability, "percentile": percentile, "bucket": bucket, "score_date": as_of,
+                "run_id": run_id,
+                "factors": [
+                    {**factor, "sentence": factor_sentence(factor, definition, details.get("categories", {}))}
+                    for factor in factor_rows.to_dict("records")
+                ],
+            })
+    return outputs
+
+
+def _format(value: float | None, unit: str, categories: list[str] | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    if categories is not None:
+        return categories[int(value)] if 0 <= int(value) < len(categories) else "other"
+    if unit == "ratio":
+        return f"{value:.2f}"
+    if unit == "money":
+        return f"{value:,.2f}"
+    return f"{value:,.0f}" if abs(value) >= 1 or value == 0 else f"{value:.1f}"
+
+
+def factor_sentence(factor: dict, definition: Definition, categories: dict[str, list[str]]) -> str:
+    """'Cart additions in the last 30 days: 4 — 4× the typical customer (1) — raises the score'."""
+    catalog = {feature.name: feature for feature in feature_catalog(definition)}
+    feature = catalog.get(factor["feature"])
+    label = feature.label if feature else factor["feature"]
+    unit = feature.unit if feature else "count"
+    names = categories.get(factor["feature"]) if feature and feature.kind == "categorical" else None
+    value, typical = factor["value"], factor["typical"]
+    value_text, typical_text = _format(value, unit, names), _format(typical, unit, names)
+    direction = "raises" if factor["effect"] > 0 else "lowers"
+    comparison = f"typical customer: {typical_text}"
+    if names is None and value_text != "none" and typical_text != "none" and typical and value and typical > 0:
+        ratio = value / typical
+        if ratio >= 1.5:
+            comparison = f"{ratio:,.1f}× the typical customer ({typical_text})"
+        elif ratio <= 1 / 1.5:
+            comparison = f"{ratio:.0%} of the typical customer ({typical_text})"
+    return f"{label}: {value_text} — {comparison} — {direction} the score"
+
+
+def score_history(db_path: Path, profile_id: int) -> pd.DataFrame:
+    return store.query_df(
+        db_path,
+        """
+        SELECT i.name AS instance, r.run_id, CAST(r.as_of AS DATE) AS score_date, s.score, s.probability, s.bucket
+        FROM scores s JOIN runs r USING (run_id) JOIN instances i USING (instance_id)
+        WHERE s.profile_id = ? AND r.status = 'success' ORDER BY r.as_of, r.run_id
+        """,
+        [profile_id],
+    )
+
+
+def events(db_path: Path, profile_id: int, limit: int = 50, offset: int = 0) -> pd.DataFrame:
+    return store.query_df(
+        db_path,
+        "SELECT ts AS timestamp, event_type, value, product_name, sku, quantity, channel, page_name, tracking_code "
+        "FROM events WHERE profile_id = ? ORDER BY ts DESC LIMIT ? OFFSET ?",
+        [profile_id, limit, offset],
+    )
+
+
+def event_counts(db_path: Path, profile_id: int) -> pd.DataFrame:
+    """Events per week and type, for the timeline."""
+    return store.query_df(
+        db_path,
+        "SELECT CAST(date_trunc('week', ts) AS DATE) AS week, event_type, count(*) AS events FROM events "
+        "WHERE profile_id = ? GROUP BY ALL ORDER BY week",
+        [profile_id],
+    )
+
+
+def total_events(db_path: Path, profile_id: int) -> int:
+    with store.connect(db_path) as con:
+        return con.execute("SELECT count(*) FROM events WHERE profile_id = ?", [profile_id]).fetchall()[0][0]
+
+
+def profile_segments(db_path: Path, profile_id: int) -> list[str]:
+    return segments.segments_of_profile(db_path, profile_id)
+
+
+def describe(db_path: Path, profile_id: int) -> dict:
+    """Everything about one profile, for the command line's JSON output."""
+    return {
+        "profile_id": profile_id,
+        "identities": identities(db_path, profile_id).to_dict("records"),
+        "attributes": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                       for k, v in attributes(db_path, profile_id).items()},
+        "customer_ai": [
+            {**output, "score_date": output["score_date"].isoformat()}
+            for output in customer_ai(db_path, profile_id)
+        ],
+    }

@@ -1,0 +1,341 @@
+"""Saved segments: structured rules over an instance's latest scores, their members, overlap, trade-offs and export."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from cai import audit, evaluation, store
+from cai.errors import CaiError, NotFound, ValidationError
+from cai.instances import get_instance
+
+MAX_NAME_CHARS = 128
+RANGE_FIELDS = {"score": "s.score", "percentile": "s.percentile", "probability": "s.probability"}
+ATTRIBUTE_FIELDS = {"country": "p.country", "loyalty_tier": "p.loyalty_tier"}
+BUCKET_LABELS = {"high": "High", "medium": "Medium", "low": "Low"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``minimum <= field < maximum`` (either side optional) over one instance's scores, plus optional filters."""
+
+    instance: str
+    field: str = "score"
+    minimum: float | None = None
+    maximum: float | None = None
+    buckets: tuple[str, ...] = ()
+    country: str | None = None
+    loyalty_tier: str | None = None
+
+    def text(self) -> str:
+        subject = f'CustomerAI["{self.instance}"]'
+        parts = []
+        if self.minimum is not None:
+            parts.append(f"{subject}.{self.field} >= {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"{subject}.{self.field} < {self.maximum:g}")
+        if self.buckets:
+            parts.append(f"{subject}.bucket in ({', '.join(self.buckets)})")
+        if self.country:
+            parts.append(f"profile.country = {json.dumps(self.country, ensure_ascii=False)}")
+        if self.loyalty_tier:
+            parts.append(f"profile.loyalty_tier = {json.dumps(self.loyalty_tier, ensure_ascii=False)}")
+        return " AND ".join(parts) or f"{subject} is scored"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> Rule:
+        data = json.loads(text)
+        data["buckets"] = tuple(data.get("buckets") or ())
+        return Rule(**data)
+
+
+def bucket_rule(instance: str, bucket: str, low: int, high: int) -> Rule:
+    """The rule behind a propensity card: High is ``score >= high``, Medium between, Low below ``low``."""
+    ranges = {"high": (high, None), "medium": (low, high), "low": (None, low)}
+    minimum, maximum = ranges[bucket]
+    return Rule(instance=instance, field="score", minimum=minimum, maximum=maximum)
+
+
+def suggested_name(instance: str, bucket: str) -> str:
+    return f"{instance} - Customer AI {BUCKET_LABELS[bucket]} Propensity"
+
+
+def _current_run(con: duckdb.DuckDBPyConnection, instance: str) -> tuple[int, int]:
+    rows = con.execute("SELECT instance_id, current_run_id FROM instances WHERE name = ?", [instance]).fetchall()
+    if not rows:
+        raise NotFound(f"There is no instance named {instance!r}.")
+    if rows[0][1] is None:
+        raise CaiError(f"{instance!r} has no successful run yet, so there are no scores to segment. Run it first.")
+    return rows[0]
+
+
+def _where(rule: Rule, params: dict) -> tuple[str, bool]:
+    if rule.field not in RANGE_FIELDS:
+        raise ValidationError(f"Segments can filter on score, percentile or probability, not {rule.field!r}.")
+    column = RANGE_FIELDS[rule.field]
+    clauses = ["s.run_id = $run"]
+    if rule.minimum is not None:
+        clauses.append(f"{column} >= $minimum")
+        params["minimum"] = float(rule.minimum)
+    if rule.maximum is not None:
+        clauses.append(f"{column} < $maximum")
+        params["maximum"] = float(rule.maximum)
+    if rule.buckets:
+        clauses.append("list_contains($buckets, s.bucket)")
+        params["buckets"] = list(rule.buckets)
+    needs_profile = False
+    for name, column in ATTRIBUTE_FIELDS.items():
+        value = getattr(rule, name)
+        if value:
+            clauses.append(f"{column} = ${name}")
+            params[name] = value
+            needs_profile = True
+    return " AND ".join(clauses), needs_profile
+
+
+def _members_sql(rule: Rule, run_id: int) -> tuple[str, dict]:
+    params = {"run": run_id}
+    where, needs_profile = _where(rule, params)
+    join = "JOIN profiles p ON p.profile_id = s.profile_id" if needs_profile else ""
+    return f"SELECT s.* FROM scores s {join} WHERE {where}", params
+
+
+def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None,
+            cost_per_contact: float | None = None) -> dict:
+    """Audience size and share, expected conversions, held-out precision/recall and, given money, expected return."""
+    with store.connect(db_path) as con:
+        _, run_id = _current_run(con, rule.instance)
+        sql, params = _members_sql(rule, run_id)
+        size, expected = con.execute(f"SELECT count(*), coalesce(sum(probability), 0) FROM ({sql})",
+                                     params).fetchall()[0]
+        total = con.execute("SELECT count(*) FROM scores WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        held_out = json.loads(con.execute("SELECT evaluation FROM runs WHERE run_id = ?",
+                                          [run_id]).fetchall()[0][0])
+    result = {"run_id": run_id, "size": int(size), "scored": int(total), "share": size / total if total else 0.0,
+              "expected_conversions": float(expected)}
+    upper = rule.maximum - 1e-9 if rule.maximum is not None else (1.0 if rule.field == "probability" else 100)
+    lower = rule.minimum if rule.minimum is not None else 0
+    result.update(evaluation.tradeoff(held_out, rule.field, lower, upper))
+    if value_per_conversion is not None and cost_per_contact is not None:
+        result["expected_return"] = float(expected) * value_per_conversion - size * cost_per_contact
+    return result
+
+
+def _validate_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError("Give the segment a name.")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValidationError(f"The name is {len(name)} characters long; the limit is {MAX_NAME_CHARS}.")
+    return name
+
+
+def create_segment(db_path: Path, name: str, rule: Rule, description: str = "", actor: str = "local") -> dict:
+    """Saves a segment with its size now; a taken name is refused even when two users save at the same moment."""
+    name = _validate_name(name)
+    get_instance(db_path, rule.instance)
+
+    def work(con):
+        if con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
+            raise ValidationError(f"A segment named {name!r} already exists. Choose another name.")
+        instance_id, run_id = _current_run(con, rule.instance)
+        sql, params = _members_sql(rule, run_id)
+        size = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
+        segment_id = store.next_id(con, "segments", "segment_id")
+        con.execute(
+            "INSERT INTO segments (segment_id, name, description, instance_id, definition, rule_text, "
+            "size_at_creation, run_id_at_creation, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [segment_id, name, description, instance_id, rule.to_json(), rule.text(), size, run_id, actor],
+        )
+        audit.record(con, actor, "create", "segment", name, {"rule": rule.text(), "size": size})
+        return {"segment_id": segment_id, "name": name, "size": size, "run_id": run_id, "rule_text": rule.text()}
+
+    try:
+        return store.write(db_path, work)
+    except duckdb.ConstraintException:
+        raise ValidationError(f"A segment named {name!r} already exists. Choose another name.") from None
+
+
+def get_segment(db_path: Path, name: str) -> dict:
+    with store.connect(db_path) as con:
+        rows = con.execute(
+            "SELECT s.segment_id, s.name, s.description, i.name, s.definition, s.rule_text, s.size_at_creation, "
+            "s.run_id_at_creation, s.created_by, s.created_at, i.current_run_id "
+            "FROM segments s JOIN instances i USING (instance_id) WHERE s.name = ?", [name]).fetchall()
+    if not rows:
+        raise NotFound(f"There is no segment named {name!r}.")
+    keys = ["segment_id", "name", "description", "instance", "definition", "rule_text", "size_at_creation",
+            "run_id_at_creation", "created_by", "created_at", "current_run_id"]
+    segment = dict(zip(keys, rows[0]))
+    segment["rule"] = Rule.from_json(segment.pop("definition"))
+    return segment
+
+
+def list_segments(db_path: Path) -> pd.DataFrame:
+    """Saved segments with their size at creation and now (evaluated against each instance's latest run)."""
+    frame = store.query_df(
+        db_path,
+        "SELECT s.name, s.rule_text, i.name AS instance, s.size_at_creation, s.created_at, s.created_by, "
+        "s.description, s.definition FROM segments s JOIN instances i USING (instance_id) ORDER BY s.created_at",
+    )
+    sizes = []
+    for text in frame["definition"]:
+        try:
+            sizes.append(measure(db_path, Rule.from_json(text))["size"])
+        except CaiError:
+            sizes.append(None)
+    frame.insert(4, "size_now", pd.array(sizes, dtype="Int64"))
+    return frame.drop(columns="definition")
+
+
+def members(db_path: Path, name: str, limit: int = 50, offset: int = 0) -> pd.DataFrame:
+    """One page of a segment's members: identities, score, probability, percentile and bucket."""
+    segment = get_segment(db_path, name)
+    with store.connect(db_path) as con:
+        _, run_id = _current_run(con, segment["instance"])
+        sql, params = _members_sql(segment["rule"], run_id)
+        params.update({"limit": limit, "offset": offset})
+        return con.execute(
+            f"""
+            SELECT m.profile_id,
+                   (SELECT id_value FROM identities i WHERE i.profile_id = m.profile_id AND i.namespace = 'Email'
+                    ORDER BY i.is_primary DESC, i.id_value LIMIT 1) AS email,
+                   (SELECT id_value FROM identities i WHERE i.profile_id = m.profile_id AND i.namespace = 'ECID'
+                    ORDER BY i.id_value LIMIT 1) AS ecid,
+                   round(m.score, 1) AS score, m.probability, m.percentile, m.bucket
+            FROM ({sql}) m ORDER BY m.score DESC, m.profile_id LIMIT $limit OFFSET $offset
+            """,
+            params,
+        ).df()
+
+
+def overlap(db_path: Path, name: str) -> pd.DataFrame:
+    """How many of this segment's members are also in each other saved segment."""
+    segment = get_segment(db_path, name)
+    others = [other for other in list_segments(db_path)["name"] if other != name]
+    rows = []
+    with store.connect(db_path) as con:
+        _, run_id = _current_run(con, segment["instance"])
+        mine_sql, mine_params = _members_sql(segment["rule"], run_id)
+        mine = set(con.execute(f"SELECT profile_id FROM ({mine_sql})", mine_params).df()["profile_id"])
+    for other in others:
+        rule = get_segment(db_path, other)["rule"]
+        with store.connect(db_path) as con:
+            try:
+                _, other_run = _current_run(con, rule.instance)
+            except CaiError:
+                continue
+            sql, params = _members_sql(rule, other_run)
+            theirs = set(con.execute(f"SELECT profile_id FROM ({sql})", params).df()["profile_id"])
+        shared = len(mine & theirs)
+        rows.append({"segment": other, "shared_profiles": shared,
+                     "share_of_this_segment": shared / len(mine) if mine else 0.0})
+    return pd.DataFrame(rows, columns=["segment", "shared_profiles", "share_of_this_segment"])
+
+
+def export(db_path: Path, name: str, out: Path) -> int:
+    """Writes every member (all identities and the scores) as CSV or Parquet, by the file's extension."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise CaiError("Export to a .csv or .parquet file.")
+    segment = get_segment(db_path, name)
+    with store.connect(db_path) as con:
+        _, run_id = _current_run(con, segment["instance"])
+        sql, params = _members_sql(segment["rule"], run_id)
+        frame = con.execute(export_sql(f"({sql})"), params).df()
+    write_frame(frame, out)
+    return len(frame)
+
+
+def export_sql(source: str) -> str:
+    """Members of ``source`` (rows of the scores table) with every identity pivoted into a column per namespace."""
+    return f"""
+        SELECT m.profile_id,
+               (SELECT string_agg(id_value, ';' ORDER BY id_value) FROM identities i
+                 WHERE i.profile_id = m.profile_id AND i.namespace = 'Email') AS email,
+               (SELECT string_agg(id_value, ';' ORDER BY id_value) FROM identities i
+                 WHERE i.profile_id = m.profile_id AND i.namespace = 'ECID') AS ecid,
+               (SELECT string_agg(id_value, ';' ORDER BY id_value) FROM identities i
+                 WHERE i.profile_id = m.profile_id AND i.namespace = 'Phone') AS phone,
+               (SELECT string_agg(id_value, ';' ORDER BY id_value) FROM identities i
+                 WHERE i.profile_id = m.profile_id AND i.namespace = 'CRMID') AS crmid,
+               (SELECT string_agg(id_value, ';' ORDER BY id_value) FROM identities i
+                 WHERE i.profile_id = m.profile_id AND i.namespace = 'LoyaltyID') AS loyaltyid,
+               m.probability, m.score, m.percentile, m.bucket, CAST(r.as_of AS DATE) AS score_date,
+               (SELECT string_agg(f.feature || ' (' || f.importance || ', '
+                                  || CASE WHEN f.effect > 0 THEN 'raises' ELSE 'lowers' END || ')', '; '
+                                  ORDER BY f.rank)
+                  FROM score_factors f WHERE f.run_id = m.run_id AND f.profile_id = m.profile_id) AS factors
+        FROM {source} m JOIN runs r ON r.run_id = m.run_id
+        ORDER BY m.score DESC, m.profile_id
+    """
+
+
+def write_frame(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+
+
+def export_bytes(db_path: Path, name: str, file_format: str) -> bytes:
+    """The export as bytes, for a browser download."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"segment.{file_format}"
+        export(db_path, name, path)
+        return path.read_bytes()
+
+
+def update_segment(db_path: Path, name: str, new_name: str, description: str, actor: str = "local") -> None:
+    new_name = _validate_name(new_name)
+
+    def work(con):
+        if not con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
+            raise NotFound(f"There is no segment named {name!r}.")
+        if new_name != name and con.execute("SELECT count(*) FROM segments WHERE name = ?",
+                                            [new_name]).fetchall()[0][0]:
+            raise ValidationError(f"A segment named {new_name!r} already exists. Choose another name.")
+        con.execute("UPDATE segments SET name = ?, description = ?, updated_at = current_timestamp WHERE name = ?",
+                    [new_name, description, name])
+        audit.record(con, actor, "edit", "segment", new_name, {"previous_name": name})
+
+    try:
+        store.write(db_path, work)
+    except duckdb.ConstraintException:
+        raise ValidationError(f"A segment named {new_name!r} already exists. Choose another name.") from None
+
+
+def delete_segment(db_path: Path, name: str, actor: str = "local") -> None:
+    def work(con):
+        if not con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
+            raise NotFound(f"There is no segment named {name!r}.")
+        con.execute("DELETE FROM segments WHERE name = ?", [name])
+        audit.record(con, actor, "delete", "segment", name)
+
+    store.write(db_path, work)
+
+
+def segments_of_profile(db_path: Path, profile_id: int) -> list[str]:
+    """Names of the saved segments this profile is a member of now."""
+    names = []
+    for name in list_segments(db_path)["name"]:
+        segment = get_segment(db_path, name)
+        with store.connect(db_path) as con:
+            try:
+                _, run_id = _current_run(con, segment["instance"])
+            except CaiError:
+                continue
+            sql, params = _members_sql(segment["rule"], run_id)
+            params["profile"] = profile_id
+            if con.execute(f"SELECT count(*) FROM ({sql}) WHERE profile_id = $profile", params).fetchall()[0][0]:
+                names.append(name)
+    return names

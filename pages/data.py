@@ -1,0 +1,59 @@
+"""Data: datasets and batches, events over time, the history requirement, and uploads."""
+
+import streamlit as st
+
+from cai import charts, ingest
+from cai.errors import CaiError, ValidationError
+from ui import cached, state
+
+db = state.db_path()
+st.title("Data")
+state.show_flash()
+
+summary = cached.store_summary(db)
+columns = st.columns(4)
+columns[0].metric("Profiles", f"{summary['profiles']:,}")
+columns[1].metric("Identities", f"{summary['identities']:,}")
+columns[2].metric("Events", f"{summary['events']:,}")
+columns[3].metric("Days covered", f"{summary['days_covered']:,}")
+if summary["first_event"]:
+    verdict = "meets" if summary["meets_two_quarters"] else "does not yet meet"
+    st.caption(f"Events from {summary['first_event'][:10]} to {summary['last_event'][:10]}: this {verdict} "
+               "Customer AI's requirement of at least two quarters (183 days) of history.")
+
+st.subheader("Events per month")
+per_month = cached.events_per_month(db)
+if per_month.empty:
+    st.info("No events yet. Upload a file below.")
+else:
+    st.altair_chart(charts.events_per_month(per_month), width="stretch")
+
+st.subheader("Datasets")
+st.dataframe(cached.datasets_overview(db), hide_index=True, key="data_datasets")
+with st.expander("Batches and their errors"):
+    st.dataframe(ingest.batches(db), hide_index=True, key="data_batches")
+
+st.subheader("Upload a file")
+st.caption("XDM ExperienceEvent JSON (array or JSON lines), or CSV/Parquet with `timestamp`, `event_type` and "
+           "identity columns; profile files with identity and attribute columns. A file is loaded whole or not at all.")
+with st.form("data_upload", clear_on_submit=True):
+    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet"], key="data_file")
+    kind = st.radio("It holds", ["events", "profiles"], horizontal=True, key="data_kind")
+    dataset = st.text_input("Dataset name (optional)", key="data_dataset")
+    submitted = st.form_submit_button("Load file", type="primary")
+if submitted and upload is not None:
+    try:
+        report = ingest.ingest_bytes(db, upload.getvalue(), upload.name, kind=kind, dataset=dataset or None)
+    except ValidationError as error:
+        cached.invalidate()
+        st.error(str(error))
+        for problem in error.problems:
+            st.markdown(f"- {problem}")
+    except CaiError as error:
+        st.error(str(error))
+    else:
+        cached.invalidate()
+        state.flash(f"Loaded {report.file_name}: {report.rows_accepted:,} events or rows accepted, "
+                    f"{report.rows_duplicate:,} duplicates skipped, {report.profiles_created:,} new profiles, "
+                    f"{report.profiles_merged:,} merged.")
+        st.rerun()

@@ -1,0 +1,106 @@
+"""Customer AI instances: the list, set-up, run now, edit, clone, delete and run history."""
+
+import pandas as pd
+import streamlit as st
+
+from cai import ingest, instances, scores
+from cai.errors import CaiError
+from ui import cached, components, state
+
+db = state.db_path()
+st.title("Customer AI")
+st.caption("Each instance predicts, for every eligible customer, how likely a goal is within an outcome window.")
+state.show_flash()
+
+table = cached.instances_table(db)
+if table.empty:
+    st.info("No instances yet. Create one below.")
+else:
+    header = st.columns([3, 1, 4, 1.3, 1.2, 1, 1])
+    for column, title in zip(header, ["Name", "Type", "Goal", "Status", "Last run", "Scored", "Quality"]):
+        column.markdown(f"**{title}**")
+    for row in table.itertuples():
+        cells = st.columns([3, 1, 4, 1.3, 1.2, 1, 1])
+        cells[0].page_link("pages/dashboard.py", label=row.name, query_params={"instance": row.name})
+        cells[1].write(row.propensity_type)
+        cells[2].write(row.goal)
+        cells[3].write(row.status)
+        cells[4].write(str(row.last_run_date)[:10] if pd.notna(row.last_run_date) else "—")
+        cells[5].write(f"{int(row.profiles_scored):,}" if pd.notna(row.profiles_scored) else "—")
+        cells[6].write(row.quality if pd.notna(row.quality) else "—")
+        if row.status == instances.ERROR and pd.notna(row.status_reason):
+            st.error(f"{row.name}: {row.status_reason}")
+
+st.divider()
+names = table["name"].tolist()
+if names:
+    chosen = st.selectbox("Instance", names, key="instances_selected")
+    run = scores.latest_run(db, chosen)
+    definition = run["definition"]
+    summary, actions = st.columns([3, 2])
+    with summary:
+        st.subheader("Summary")
+        st.markdown(
+            f"**Status:** {run['status']}  \n**Goal:** {definition.goal_text()}  \n"
+            f"**Type:** {definition.propensity_type}  \n**Eligible:** active in the last {definition.eligible_days} "
+            f"days{' and did ' + definition.population_event_type if definition.population_event_type else ''}  \n"
+            f"**Schedule:** {definition.schedule}  \n**Description:** {definition.description or '—'}"
+        )
+        if run["run_id"]:
+            st.markdown(
+                f"**Last successful run:** score date {run['as_of']}, {run['profiles_scored']:,} profiles, "
+                f"{run['duration_s']:.1f} s, AUC {run['metrics']['auc']:.3f} ({run['metrics']['grade']})"
+            )
+        if run["status_reason"]:
+            st.warning(run["status_reason"])
+    with actions:
+        st.subheader("Actions")
+        if st.button("Run now", type="primary", key="instances_run"):
+            result = components.run_with_progress(db, chosen)
+            cached.invalidate()
+            if result.error:
+                st.error(result.error)
+            else:
+                state.flash(f"{chosen}: {result.profiles_scored:,} profiles scored, AUC {result.metrics['auc']:.3f}.")
+                st.rerun()
+        if st.button("Clone", key="instances_clone"):
+            clone = instances.clone_instance(db, chosen, actor=state.ACTOR)
+            cached.invalidate()
+            state.flash(f"Cloned as {clone.name!r}.")
+            st.rerun()
+        if st.toggle("Delete…", key="instances_delete_toggle"):
+            st.warning(f"Deleting {chosen!r} removes its runs, scores and segments.")
+            if st.button("Yes, delete", key="instances_delete_confirm"):
+                instances.delete_instance(db, chosen, actor=state.ACTOR)
+                cached.invalidate()
+                state.flash(f"Deleted {chosen!r}.")
+                st.rerun()
+    with st.expander("Run history"):
+        st.dataframe(instances.run_history(db, chosen), hide_index=True, key="instances_history")
+    with st.expander("Edit the set-up", expanded=False):
+        if run["status"] not in instances.EDITABLE_STATUSES:
+            st.info(f"{chosen!r} is {run['status']}: definitions can be edited only while awaiting training or in "
+                    "error, as in Adobe's product. Clone it to change the set-up.")
+        else:
+            edited = components.instance_form("instances_edit", ingest.event_types(db), definition)
+            if edited:
+                try:
+                    instances.update_instance(db, chosen, edited, actor=state.ACTOR)
+                except CaiError as error:
+                    st.error(str(error))
+                else:
+                    cached.invalidate()
+                    state.flash(f"Saved {edited.name!r}.")
+                    st.rerun()
+
+with st.expander("Create an instance", expanded=not names):
+    created = components.instance_form("instances_create", ingest.event_types(db))
+    if created:
+        try:
+            instance = instances.create_instance(db, created, actor=state.ACTOR)
+        except CaiError as error:
+            st.error(str(error))
+        else:
+            cached.invalidate()
+            state.flash(f"Created {instance.name!r}. Run it to see its dashboard.")
+            st.rerun()

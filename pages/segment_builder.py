@@ -1,0 +1,70 @@
+"""Segment builder: a rule over an instance's scores, with its audience and trade-off shown before saving."""
+
+import streamlit as st
+
+from cai import segments
+from cai.errors import CaiError
+from ui import cached, state
+
+db = state.db_path()
+st.title("Segment builder")
+table = cached.instances_table(db)
+scored = table[table["last_run_date"].notna()]["name"].tolist()
+if not scored:
+    st.info("No instance has scores yet. Run an instance on the Customer AI page first.")
+    st.stop()
+
+params = st.query_params
+instance = params.get("instance") if params.get("instance") in scored else scored[0]
+bucket = params.get("bucket") if params.get("bucket") in segments.BUCKET_LABELS else "high"
+if st.session_state.get("builder_origin") != (instance, bucket):
+    # A new Create Segment click pre-fills the form; later edits by the user are kept.
+    definition = cached.latest_run(db, instance)["definition"]
+    rule = segments.bucket_rule(instance, bucket, definition.low_threshold, definition.high_threshold)
+    st.session_state.update({
+        "builder_origin": (instance, bucket), "builder_instance": instance, "builder_field": "score",
+        "builder_range": (float(rule.minimum or 0), float(rule.maximum or 100)),
+        "builder_name": segments.suggested_name(instance, bucket),
+    })
+
+instance = st.selectbox("Instance", scored, key="builder_instance")
+field = st.radio("Filter on", list(segments.RANGE_FIELDS), horizontal=True, key="builder_field")
+top = 1.0 if field == "probability" else 100.0
+low, high = st.session_state.get("builder_range", (0.0, top))
+if high > top:
+    st.session_state["builder_range"] = (min(low, top), top)
+low, high = st.slider(f"{field.capitalize()} from (inclusive) to (exclusive; the top end includes everyone)",
+                      0.0, top, key="builder_range", step=0.01 if field == "probability" else 1.0)
+columns = st.columns(2)
+country = columns[0].text_input("Country (optional, exact)", key="builder_country").strip() or None
+tier = columns[1].text_input("Loyalty tier (optional, exact)", key="builder_tier").strip() or None
+rule = segments.Rule(instance=instance, field=field, minimum=low if low > 0 else None,
+                     maximum=high if high < top else None, country=country, loyalty_tier=tier)
+st.code(rule.text(), language=None)
+
+columns = st.columns(2)
+value = columns[0].number_input("Value per conversion (optional)", min_value=0.0, value=0.0, key="builder_value")
+cost = columns[1].number_input("Cost per contact (optional)", min_value=0.0, value=0.0, key="builder_cost")
+figures = segments.measure(db, rule, value if value else None, cost if value else None)
+cells = st.columns(5)
+cells[0].metric("Audience", f"{figures['size']:,}", f"{figures['share']:.1%} of scored", delta_color="off")
+cells[1].metric("Expected conversions", f"{figures['expected_conversions']:,.0f}")
+cells[2].metric("Expected precision", f"{figures['precision']:.1%}" if figures["precision"] is not None else "—")
+cells[3].metric("Expected recall", f"{figures['recall']:.1%}" if figures["recall"] is not None else "—")
+cells[4].metric("Expected return", f"{figures['expected_return']:,.0f}" if "expected_return" in figures else "—")
+st.caption("Precision and recall come from the held-out customers of the latest run: of those this rule would have "
+           "targeted, the share that converted, and the share of all converters it would have reached. Return is "
+           "expected conversions × value − audience × cost.")
+
+name = st.text_input("Segment name", key="builder_name", max_chars=segments.MAX_NAME_CHARS)
+description = st.text_area("Description", key="builder_description")
+if st.button("Save", type="primary", key="builder_save"):
+    try:
+        saved = segments.create_segment(db, name, rule, description, actor=state.ACTOR)
+    except CaiError as error:
+        st.error(str(error))
+    else:
+        cached.invalidate()
+        st.session_state.pop("builder_origin", None)
+        state.flash(f"Saved {saved['name']!r} with {saved['size']:,} profiles.")
+        st.switch_page("pages/segments.py")

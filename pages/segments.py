@@ -1,0 +1,66 @@
+"""Saved segments: sizes then and now, members, overlap, export for activation, rename and delete."""
+
+import streamlit as st
+
+from cai import segments
+from cai.errors import CaiError
+from ui import cached, state
+
+PAGE_SIZE = 50
+
+db = state.db_path()
+st.title("Segments")
+state.show_flash()
+table = cached.list_segments(db)
+if table.empty:
+    st.info("No segments yet. Open an instance's dashboard and press Create Segment on a propensity card.")
+    st.stop()
+st.dataframe(table, hide_index=True, key="segments_table",
+             column_config={"size_at_creation": st.column_config.NumberColumn("Size at creation", format="%d"),
+                            "size_now": st.column_config.NumberColumn("Size now", format="%d")})
+
+chosen = st.selectbox("Open segment", table["name"].tolist(), key="segments_selected")
+segment = segments.get_segment(db, chosen)
+st.subheader(chosen)
+st.code(segment["rule_text"], language=None)
+st.caption(f"Evaluated against the latest successful run of {segment['instance']!r} (run {segment['current_run_id']}); "
+           f"created from run {segment['run_id_at_creation']} with {segment['size_at_creation']:,} profiles.")
+
+members_tab, overlap_tab, export_tab, edit_tab = st.tabs(["Members", "Overlap", "Export", "Edit"])
+with members_tab:
+    size = int(table.loc[table["name"] == chosen, "size_now"].fillna(0).iloc[0])
+    pages = max(1, -(-size // PAGE_SIZE))
+    page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="segments_page")
+    st.dataframe(segments.members(db, chosen, PAGE_SIZE, (page - 1) * PAGE_SIZE), hide_index=True,
+                 key="segments_members")
+with overlap_tab:
+    shared = segments.overlap(db, chosen)
+    if shared.empty:
+        st.info("There are no other segments to compare with.")
+    else:
+        st.dataframe(shared, hide_index=True, key="segments_overlap",
+                     column_config={"share_of_this_segment": st.column_config.ProgressColumn(
+                         "Share of this segment", format="percent", min_value=0, max_value=1)})
+with export_tab:
+    st.caption("Every member with all identities, probability, score, percentile, bucket, score date and factors.")
+    for file_format, mime in (("csv", "text/csv"), ("parquet", "application/octet-stream")):
+        st.download_button(f"Download {file_format.upper()}", segments.export_bytes(db, chosen, file_format),
+                           file_name=f"{chosen}.{file_format}", mime=mime, key=f"segments_export_{file_format}")
+with edit_tab:
+    new_name = st.text_input("Name", chosen, max_chars=segments.MAX_NAME_CHARS, key="segments_new_name")
+    description = st.text_area("Description", segment["description"] or "", key="segments_description")
+    if st.button("Save changes", key="segments_save"):
+        try:
+            segments.update_segment(db, chosen, new_name, description, actor=state.ACTOR)
+        except CaiError as error:
+            st.error(str(error))
+        else:
+            cached.invalidate()
+            state.flash(f"Saved {new_name!r}.")
+            st.rerun()
+    if st.toggle("Delete…", key="segments_delete_toggle"):
+        if st.button(f"Yes, delete {chosen!r}", key="segments_delete_confirm"):
+            segments.delete_segment(db, chosen, actor=state.ACTOR)
+            cached.invalidate()
+            state.flash(f"Deleted {chosen!r}.")
+            st.rerun()

@@ -1,0 +1,25 @@
+"""Customer AI: the entry script routes to the pages; on the first start it builds the demo store."""
+
+import streamlit as st
+
+from ui import bootstrap, state
+
+st.set_page_config(page_title="Customer AI", page_icon=":material/insights:", layout="wide")
+bootstrap.ensure_database(state.db_path())
+
+pages = {
+    "Customer AI": [
+        st.Page("pages/instances.py", title="Customer AI", icon=":material/model_training:", default=True),
+        st.Page("pages/dashboard.py", title="Dashboard", icon=":material/dashboard:"),
+    ],
+    "Audiences": [
+        st.Page("pages/segment_builder.py", title="Segment builder", icon=":material/tune:"),
+        st.Page("pages/segments.py", title="Segments", icon=":material/groups:"),
+        st.Page("pages/profiles.py", title="Profiles", icon=":material/person_search:"),
+    ],
+    "Data": [
+        st.Page("pages/data.py", title="Data", icon=":material/database:"),
+    ],
+}
+st.sidebar.caption(f"Database: `{state.db_path()}`")
+st.navigation(pages).run()

@@ -1,0 +1,133 @@
+"""AppTest: every page renders on a trained demo store, and the main actions work."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai import instances, segments
+from tests.conftest import ROOT
+
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    import streamlit as st
+
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def _page(path: str, **query) -> AppTest:
+    """Opens a page through the entry script, as the navigation does, with the URL's query parameters."""
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    for key, value in query.items():
+        app.query_params[key] = value
+    return app.switch_page(path).run()
+
+
+def test_entry_script_routes_to_the_instance_list(trained_db):
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert not app.exception
+    assert app.title[0].value == "Customer AI"
+
+
+def test_data_page_shows_counts_and_datasets(trained_db):
+    app = _page("pages/data.py")
+    assert not app.exception
+    assert app.metric[0].value == "6,000"
+    assert "Luma retail events (demo)" in app.dataframe[0].value["dataset"].tolist()
+
+
+def test_instances_page_lists_the_tutorial_instance_and_refuses_edit_after_success(trained_db):
+    app = _page("pages/instances.py")
+    assert not app.exception
+    assert app.selectbox(key="instances_selected").value == instances.TUTORIAL_INSTANCE
+    assert any("can be edited only" in info.value for info in app.info)
+
+
+def test_creating_and_running_an_instance_from_the_form(trained_db):
+    app = _page("pages/instances.py")
+    app.text_input(key="instances_create_name").input("Checkout Propensity")
+    app.multiselect(key="instances_create_goals").set_value(["commerce.checkouts"])
+    app.button(key="FormSubmitter:instances_create-Save").click().run()
+    assert not app.exception
+    assert instances.get_instance(trained_db, "Checkout Propensity").status == instances.AWAITING
+    app.selectbox(key="instances_selected").set_value("Checkout Propensity").run()
+    app.button(key="instances_run").click().run()
+    assert not app.exception
+    assert instances.get_instance(trained_db, "Checkout Propensity").status == instances.SUCCESS
+
+
+def test_dashboard_shows_cards_charts_and_evaluation(trained_db):
+    app = _page("pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
+    assert not app.exception
+    assert app.title[0].value == instances.TUTORIAL_INSTANCE
+    labels = [metric.label for metric in app.metric]
+    assert labels.count("Profiles") == 3 and "AUC" in labels
+    assert len(app.get("vega_lite_chart")) == 8
+
+
+def test_dashboard_of_an_untrained_instance_says_what_to_do(trained_db):
+    instances.clone_instance(trained_db, instances.TUTORIAL_INSTANCE, "Untrained")
+    app = _page("pages/dashboard.py", instance="Untrained")
+    assert not app.exception
+    assert "Run now" in app.warning[0].value
+
+
+def test_create_segment_on_the_high_card_opens_the_prefilled_builder(trained_db):
+    app = _page("pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
+    high_card_count = [metric.value for metric in app.metric if metric.label == "Profiles"][0]
+    app.button(key="dashboard_segment_high").click().run()
+    assert not app.exception
+    assert app.title[0].value == "Segment builder"
+    assert app.text_input(key="builder_name").value == f"{instances.TUTORIAL_INSTANCE} - Customer AI High Propensity"
+    assert app.code[0].value == f'CustomerAI["{instances.TUTORIAL_INSTANCE}"].score >= 75'
+    assert app.metric[0].value == high_card_count
+
+
+def test_saving_the_prefilled_builder_stores_the_card_count(trained_db):
+    app = _page("pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high")
+    audience = app.metric[0].value
+    app.text_input(key="builder_name").input("Demo - Customer AI High Propensity")
+    app.button(key="builder_save").click().run()
+    assert not app.exception
+    saved = segments.get_segment(trained_db, "Demo - Customer AI High Propensity")
+    assert f"{saved['size_at_creation']:,}" == audience
+    assert saved["rule_text"] == f'CustomerAI["{instances.TUTORIAL_INSTANCE}"].score >= 75'
+
+
+def test_builder_refuses_a_duplicate_name(trained_db):
+    rule = segments.bucket_rule(instances.TUTORIAL_INSTANCE, "high", 25, 75)
+    segments.create_segment(trained_db, "Taken", rule)
+    builder = _page("pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high")
+    builder.text_input(key="builder_name").input("Taken")
+    builder.button(key="builder_save").click().run()
+    assert not builder.exception
+    assert "already exists" in builder.error[0].value
+
+
+def test_segments_page_lists_members_and_overlap(trained_db):
+    for bucket in ("high", "medium"):
+        segments.create_segment(trained_db, bucket, segments.bucket_rule(instances.TUTORIAL_INSTANCE, bucket, 25, 75))
+    app = _page("pages/segments.py")
+    assert not app.exception
+    assert app.dataframe[0].value["name"].tolist() == ["high", "medium"]
+    members = app.dataframe[1].value
+    assert len(members) > 0 and set(members["bucket"]) == {"high"}
+
+
+def test_profiles_page_finds_the_tutorial_email_and_shows_its_score(trained_db):
+    app = _page("pages/profiles.py", namespace="Email", value="hbirkenshawa@businessweek.com")
+    assert not app.exception
+    scores = [metric.value for metric in app.metric if metric.label == "Propensity score"]
+    assert len(scores) == 1 and 0 <= float(scores[0]) <= 100
+    assert "profile 1" in app.subheader[0].value
+
+
+def test_profiles_page_says_when_nothing_matches(trained_db):
+    app = _page("pages/profiles.py", namespace="Email", value="'; DROP TABLE events; --")
+    assert not app.exception
+    assert "No profile has" in app.warning[0].value

@@ -1,0 +1,1 @@
+"""The Streamlit side of the app: configuration, cached reads, session state and shared widgets."""

@@ -1,0 +1,81 @@
+"""Widgets shared by pages; each owns its keys and returns plain values."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from cai import engine, instances
+from cai.instances import Condition, Definition, Goal
+
+NO_CONDITION = "(none)"
+
+
+def instance_form(key: str, event_types: list[str], initial: Definition | None = None) -> Definition | None:
+    """The set-up form in Adobe's steps; returns the definition when submitted, else None."""
+    initial = initial or Definition(name="", goals=(Goal("commerce.purchases"),),
+                                    profile_attributes=("loyalty_tier", "loyalty_points"))
+    goal_choices = list(dict.fromkeys([*event_types, *(goal.event_type for goal in initial.goals)]))
+    condition = initial.goals[0].condition
+    with st.form(key):
+        st.markdown("**1. Set up**")
+        name = st.text_input("Name", initial.name, max_chars=instances.MAX_NAME_CHARS, key=f"{key}_name")
+        description = st.text_area("Description", initial.description, key=f"{key}_description")
+        propensity = st.radio("Propensity type", instances.PROPENSITY_TYPES, horizontal=True,
+                              index=instances.PROPENSITY_TYPES.index(initial.propensity_type),
+                              key=f"{key}_type", help="Churn predicts that the goal will not occur.")
+        st.markdown("**2. Goal and outcome window**")
+        goals = st.multiselect("Goal events", goal_choices, [goal.event_type for goal in initial.goals],
+                               key=f"{key}_goals")
+        columns = st.columns(3)
+        mode = columns[0].radio("Combine goals", ["any", "all"], index=["any", "all"].index(initial.goal_mode),
+                                horizontal=True, key=f"{key}_mode")
+        occurs = columns[1].radio("The goal", ["will occur", "will not occur"], horizontal=True,
+                                  index=0 if initial.will_occur else 1, key=f"{key}_occurs")
+        window = columns[2].number_input("Outcome window (days)", 1, 365, initial.window_days, key=f"{key}_window")
+        columns = st.columns(3)
+        fields = [NO_CONDITION, *instances.CONDITION_FIELDS]
+        field = columns[0].selectbox("Only when the field", fields,
+                                     index=fields.index(condition.field) if condition else 0, key=f"{key}_field")
+        operator = columns[1].selectbox("is", list(instances.OPERATORS),
+                                        index=list(instances.OPERATORS).index(condition.op) if condition else 0,
+                                        key=f"{key}_op")
+        value = columns[2].text_input("value", str(condition.value) if condition else "", key=f"{key}_value")
+        st.markdown("**3. Eligible population**")
+        columns = st.columns(2)
+        eligible = columns[0].number_input("Active in the last (days)", 1, 730, initial.eligible_days,
+                                           key=f"{key}_eligible")
+        population_event = columns[1].selectbox(
+            "…and did this event in that time", [NO_CONDITION, *event_types],
+            index=([NO_CONDITION, *event_types].index(initial.population_event_type)
+                   if initial.population_event_type in event_types else 0), key=f"{key}_population_event")
+        st.markdown("**4. Custom events and profile attributes**")
+        custom = st.multiselect("Custom events to learn from", event_types, list(initial.custom_events),
+                                key=f"{key}_custom")
+        attributes = st.multiselect("Profile attributes to learn from", list(instances.PROFILE_CONDITION_FIELDS),
+                                    list(initial.profile_attributes), key=f"{key}_attributes")
+        st.markdown("**5. Options**")
+        columns = st.columns(3)
+        schedule = columns[0].selectbox("Scoring schedule", list(instances.SCHEDULES),
+                                        index=list(instances.SCHEDULES).index(initial.schedule), key=f"{key}_schedule")
+        low = columns[1].number_input("Low below score", 1, 98, initial.low_threshold, key=f"{key}_low")
+        high = columns[2].number_input("High from score", 2, 99, initial.high_threshold, key=f"{key}_high")
+        submitted = st.form_submit_button("Save", type="primary")
+    if not submitted:
+        return None
+    goal_condition = Condition(field, operator, value) if field != NO_CONDITION else None
+    return Definition(
+        name=name, description=description, propensity_type=propensity,
+        goals=tuple(Goal(event_type, goal_condition) for event_type in goals), goal_mode=mode,
+        will_occur=occurs == "will occur", window_days=int(window), eligible_days=int(eligible),
+        population_event_type=None if population_event == NO_CONDITION else population_event,
+        custom_events=tuple(custom), profile_attributes=tuple(attributes), schedule=schedule,
+        low_threshold=int(low), high_threshold=int(high), min_examples=initial.min_examples,
+    )
+
+
+def run_with_progress(db, name: str):
+    """Runs an instance with a progress bar and returns the engine's result."""
+    bar = st.progress(0.0, text=f"Running {name}")
+    result = engine.run_instance(db, name, progress=lambda fraction, message: bar.progress(fraction, text=message))
+    bar.empty()
+    return result
