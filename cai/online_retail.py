@@ -35,9 +35,11 @@ def to_events_csv(source: Path, target: Path, max_customers: int | None = None) 
                    arg_max(StockCode, Quantity * UnitPrice) AS sku,
                    arg_max(Description, Quantity * UnitPrice) AS product_name,
                    'web' AS channel
-            FROM read_csv($source, all_varchar = true, header = true)
+            FROM (SELECT InvoiceNo, StockCode, Description, CAST(Quantity AS INTEGER) AS Quantity, InvoiceDate,
+                         CAST(UnitPrice AS DOUBLE) AS UnitPrice, CustomerID
+                  FROM read_csv($source, all_varchar = true, header = true))
             WHERE CustomerID IS NOT NULL AND CustomerID <> '' AND NOT starts_with(InvoiceNo, 'C')
-              AND CAST(Quantity AS INTEGER) > 0 AND CAST(UnitPrice AS DOUBLE) > 0
+              AND Quantity > 0 AND UnitPrice > 0
             GROUP BY InvoiceNo, CustomerID
             """,
             {"source": str(source)},

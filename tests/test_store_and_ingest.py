@@ -1,0 +1,206 @@
+"""The store, identity stitching, the demo generator and every ingestion format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from cai import demo, ingest, online_retail, store
+from cai.errors import SchemaTooNew, ValidationError
+from tests.conftest import ROOT
+
+ONLINE_RETAIL = ROOT.parent / "shared" / "datasets" / "online-retail" / "online_retail.csv.gz"
+
+
+def _counts(db: Path) -> tuple[int, int, int]:
+    with store.connect(db) as con:
+        return con.execute("SELECT (SELECT count(*) FROM profiles), (SELECT count(*) FROM identities), "
+                           "(SELECT count(*) FROM events)").fetchall()[0]
+
+
+def _xdm(path: Path, records: list[dict]) -> Path:
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_cai_never_imports_streamlit():
+    code = ("import sys, pkgutil, importlib, cai\n"
+            "for m in pkgutil.walk_packages(cai.__path__, 'cai.'):\n"
+            "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+            "print('streamlit' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_new_database_gets_the_current_schema(empty_db):
+    with store.connect(empty_db) as con:
+        assert store.schema_version(con) == store.SCHEMA_VERSION
+
+
+def test_an_older_database_is_upgraded_on_open(tmp_path):
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
+    con.execute(store.MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1, current_timestamp)")
+    con.close()
+    with store.connect(db) as con:
+        assert store.schema_version(con) == store.SCHEMA_VERSION
+        assert con.execute("SELECT count(*) FROM segments").fetchall()[0][0] == 0
+
+
+def test_a_newer_database_is_refused_with_a_clear_message(tmp_path):
+    db = tmp_path / "new.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
+    con.execute("INSERT INTO schema_version VALUES (99, current_timestamp)")
+    con.close()
+    with pytest.raises(SchemaTooNew, match="newer version"):
+        with store.connect(db):
+            pass
+
+
+def test_demo_is_deterministic_and_holds_the_tutorial_profile(tmp_path):
+    first = demo.build_demo(tmp_path / "a.duckdb", profiles=2_000, seed=3)
+    second = demo.build_demo(tmp_path / "b.duckdb", profiles=2_000, seed=3)
+    assert first == second
+    assert first.profiles == 2_000 and first.events > 20_000
+    assert (first.last_event - first.first_event).days >= 240
+    with store.connect(tmp_path / "a.duckdb") as con:
+        owner = con.execute("SELECT profile_id FROM identities WHERE namespace = 'Email' AND id_value = ?",
+                            [demo.TUTORIAL_EMAIL]).fetchall()
+        types = {row[0] for row in con.execute("SELECT DISTINCT event_type FROM events").fetchall()}
+    assert owner == [(1,)]
+    assert types == set(demo.EVENT_TYPES)
+
+
+def test_xdm_file_ingests_once_and_dedupes_by_id(demo_db, tmp_path):
+    records = [
+        {"_id": "a1", "timestamp": "2026-10-01T10:00:00Z", "eventType": "commerce.productViews",
+         "endUserIDs": {"_experience": {"emailid": {"id": "new@shop.test"}, "mcid": {"id": "ECID-9"}}}},
+        {"_id": "a2", "xdm:timestamp": "2026-10-02T10:00:00+02:00",
+         "commerce": {"purchases": {"value": 1}, "order": {"priceTotal": 55.5}},
+         "identityMap": {"ECID": [{"id": "ECID-9", "primary": True}]}},
+    ]
+    path = _xdm(tmp_path / "events.json", records)
+    before = _counts(demo_db)
+    report = ingest.ingest_file(demo_db, path)
+    assert (report.rows_accepted, report.profiles_created) == (2, 1)
+    again = ingest.ingest_file(demo_db, path)
+    assert (again.rows_accepted, again.rows_duplicate) == (0, 2)
+    profiles, identities, events = _counts(demo_db)
+    assert (profiles, identities, events) == (before[0] + 1, before[1] + 2, before[2] + 2)
+    with store.connect(demo_db) as con:
+        purchase = con.execute("SELECT event_type, value, ts FROM events WHERE xdm_id = 'a2'").fetchall()[0]
+    assert purchase[0] == "commerce.purchases" and purchase[1] == 55.5
+    assert purchase[2].hour == 8  # +02:00 normalised to UTC
+
+
+def test_an_event_linking_an_email_to_an_existing_ecid_merges_profiles(demo_db, tmp_path):
+    with store.connect(demo_db) as con:
+        ecid_of_2 = con.execute("SELECT id_value FROM identities WHERE profile_id = 2 AND namespace = 'ECID'"
+                                ).fetchall()[0][0]
+    link = [{"_id": "m1", "timestamp": "2026-10-05T10:00:00Z", "eventType": "search",
+             "identityMap": {"Email": [{"id": demo.TUTORIAL_EMAIL}], "ECID": [{"id": ecid_of_2}]}}]
+    before = _counts(demo_db)
+    report = ingest.ingest_file(demo_db, _xdm(tmp_path / "link.json", link))
+    assert report.profiles_merged == 1
+    with store.connect(demo_db) as con:
+        owners = con.execute("SELECT DISTINCT profile_id FROM identities WHERE profile_id IN (1, 2)").fetchall()
+        events_of_2 = con.execute("SELECT count(*) FROM events WHERE profile_id = 2").fetchall()[0][0]
+    assert owners == [(1,)] and events_of_2 == 0
+    assert _counts(demo_db)[0] == before[0] - 1
+
+
+BAD_FILES = [
+    ("empty.json", b"", "is empty"),
+    ("notjson.json", b"hello there", "is not JSON"),
+    ("truncated.json", b'[{"_id": "x", "timestamp": "2026-01-01T00:00:00Z"', "truncated"),
+    ("object.json", json.dumps({"events": [1, 2]}).encode(), "single JSON object"),
+    ("nobody.json", json.dumps([{"timestamp": "2026-01-01T00:00:00Z", "eventType": "search"}]).encode(),
+     "no identity"),
+    ("future.json", json.dumps([{"timestamp": "2099-01-01T00:00:00Z", "eventType": "search",
+                                 "identityMap": {"Email": [{"id": "a@b.c"}]}}]).encode(), "in the future"),
+    ("badtime.csv", b"timestamp,event_type,email\nnot-a-date,search,a@b.c\n", "unparseable timestamp"),
+    ("notime.csv", b"timestamp,event_type,email\n,search,a@b.c\n", "no timestamp"),
+    ("negative.csv", b"timestamp,event_type,email,quantity\n2026-01-01,commerce.purchases,a@b.c,-2\n",
+     "negative quantity"),
+    ("wrongtype.csv", b"timestamp,event_type,email,value\n2026-01-01,search,a@b.c,lots\n", "is not a number"),
+    ("nul.csv", b"timestamp,event_type,email\n2026-01-01,sea\x00rch,a@b.c\n", "NUL"),
+    ("latin1.csv", "timestamp,event_type,email\n2026-01-01,caf\u00e9,a@b.c\n".encode("latin-1"), "not UTF-8"),
+    ("fake.parquet", b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n", "not a Parquet file"),
+    ("huge.csv", b"timestamp,event_type,email,sku\n2026-01-01,search,a@b.c," + b"x" * 1_000_000 + b"\n",
+     "longer than"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_FILES, ids=[row[0] for row in BAD_FILES])
+def test_bad_files_are_refused_with_a_clear_message_and_change_nothing(demo_db, name, content, message):
+    before = _counts(demo_db)
+    with pytest.raises(ValidationError) as caught:
+        ingest.ingest_bytes(demo_db, content, name, kind="events")
+    assert message in " ".join([str(caught.value), *caught.value.problems])
+    assert _counts(demo_db) == before
+
+
+def test_a_file_with_bad_rows_names_the_rows_and_records_a_failed_batch(demo_db):
+    content = b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n,search,a@b.c\n2026-02-01,search,\n"
+    with pytest.raises(ValidationError) as caught:
+        ingest.ingest_bytes(demo_db, content, "rows.csv")
+    assert caught.value.problems == ["Row 3: no timestamp", "Row 4: no identity (Email, ECID or another namespace)"]
+    failed = ingest.batches(demo_db).iloc[0]
+    assert failed["status"] == "failed" and failed["rows_rejected"] == 2
+
+
+def test_csv_and_parquet_events_and_profile_files_load(empty_db, tmp_path):
+    events = pd.DataFrame({"timestamp": ["2026-03-01T10:00:00", "2026-03-02T10:00:00"],
+                           "event_type": ["commerce.purchases", "search"], "email": ["x@y.z", "x@y.z"],
+                           "crmid": ["C1", None], "value": [20.0, None]})
+    events.to_parquet(tmp_path / "events.parquet")
+    report = ingest.ingest_file(empty_db, tmp_path / "events.parquet")
+    assert (report.kind, report.rows_accepted, report.profiles_created) == ("events", 2, 1)
+    (tmp_path / "people.csv").write_text("email,first_name,loyalty_tier,favourite_colour\nx@y.z,Ana,gold,green\n")
+    profile_report = ingest.ingest_file(empty_db, tmp_path / "people.csv")
+    assert profile_report.kind == "profiles" and profile_report.profiles_created == 0
+    with store.connect(empty_db) as con:
+        row = con.execute("SELECT first_name, loyalty_tier, attributes FROM profiles").fetchall()[0]
+    assert row[:2] == ("Ana", "gold") and json.loads(row[2]) == {"favourite_colour": "green"}
+
+
+def test_injection_text_is_stored_verbatim(empty_db):
+    nasty = "'; DROP TABLE events; --%_\"ü"
+    content = f"timestamp,event_type,email\n2026-01-01,search,{nasty.replace(chr(34), '')}\n".encode()
+    ingest.ingest_bytes(empty_db, content, "nasty.csv")
+    with store.connect(empty_db) as con:
+        assert con.execute("SELECT id_value FROM identities").fetchall()[0][0] == nasty.replace('"', "")
+        assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == 1
+
+
+def test_cli_demo_and_datasets_json(tmp_path):
+    db = tmp_path / "cli.duckdb"
+    run = [sys.executable, "-m", "cai", "--db", str(db)]
+    subprocess.run([*run, "demo", "--profiles", "1500"], check=True, cwd=ROOT, capture_output=True)
+    output = subprocess.run([*run, "datasets", "--json"], check=True, cwd=ROOT, capture_output=True, text=True)
+    parsed = json.loads(output.stdout)
+    assert parsed["datasets"][0]["rows_accepted"] == parsed["store"]["events"] > 0
+    assert parsed["store"]["meets_two_quarters"] is True
+    found = subprocess.run([*run, "profiles", "find", "Email", demo.TUTORIAL_EMAIL], cwd=ROOT, capture_output=True)
+    missing = subprocess.run([*run, "profiles", "find", "Email", "nobody@nowhere"], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert found.returncode == 0 and missing.returncode == 1 and "No profile" in missing.stderr
+
+
+@pytest.mark.skipif(not ONLINE_RETAIL.exists(), reason="shared/datasets is not beside the project")
+def test_a_sample_of_the_online_retail_log_ingests_as_purchases(empty_db):
+    report = online_retail.load(empty_db, ONLINE_RETAIL, max_customers=200)
+    assert report.profiles_created == 200 and report.rows_accepted > 500
+    with store.connect(empty_db) as con:
+        types = con.execute("SELECT DISTINCT event_type FROM events").fetchall()
+        namespaces = con.execute("SELECT DISTINCT namespace FROM identities").fetchall()
+    assert types == [("commerce.purchases",)] and namespaces == [("CRMID",)]
