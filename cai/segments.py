@@ -158,10 +158,7 @@ def create_segment(db_path: Path, name: str, rule: Rule, description: str = "", 
         audit.record(con, actor, "create", "segment", name, {"rule": rule.text(), "size": size})
         return {"segment_id": segment_id, "name": name, "size": size, "run_id": run_id, "rule_text": rule.text()}
 
-    try:
-        return store.write(db_path, work)
-    except duckdb.ConstraintException:
-        raise ValidationError(f"A segment named {name!r} already exists. Choose another name.") from None
+    return store.write(db_path, work)
 
 
 def get_segment(db_path: Path, name: str) -> dict:
@@ -308,10 +305,7 @@ def update_segment(db_path: Path, name: str, new_name: str, description: str, ac
                     [new_name, description, name])
         audit.record(con, actor, "edit", "segment", new_name, {"previous_name": name})
 
-    try:
-        store.write(db_path, work)
-    except duckdb.ConstraintException:
-        raise ValidationError(f"A segment named {new_name!r} already exists. Choose another name.") from None
+    store.write(db_path, work)
 
 
 def delete_segment(db_path: Path, name: str, actor: str = "local") -> None:

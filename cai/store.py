@@ -283,14 +283,17 @@ def transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def write(db_path: Path, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-    """Runs ``work`` in a transaction, retrying briefly when a concurrent writer conflicts with it."""
+    """Runs ``work`` in a transaction, retrying briefly when a concurrent writer conflicts with it.
+
+    A key collision counts as a conflict too: two writers may pick the same next id at once; on the retry
+    ``work`` sees the other's row, and its own checks (a taken name, say) answer with a clear message."""
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
     delay = 0.02
     while True:
         try:
             with transaction(db_path) as con:
                 return work(con)
-        except duckdb.TransactionException as error:
+        except (duckdb.TransactionException, duckdb.ConstraintException) as error:
             if time.monotonic() > deadline:
                 raise StoreBusy("Someone else is saving changes right now. Try again in a moment.") from error
             time.sleep(delay)

@@ -1,0 +1,228 @@
+"""The engine's rules: leak-freedom, sufficiency, caching, atomic results, faithful factors, calibration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cai import engine, evaluation, factors, features, instances, profiles, scores, segments, store
+from cai.instances import Condition, Definition, Goal
+
+TUTORIAL = instances.TUTORIAL_INSTANCE
+
+
+def _scores(db, run_id) -> pd.DataFrame:
+    return store.query_df(db, "SELECT profile_id, probability FROM scores WHERE run_id = ? ORDER BY profile_id",
+                          [run_id])
+
+
+def test_the_demo_run_succeeds_with_a_real_but_imperfect_model(trained_db):
+    run = scores.latest_run(trained_db, TUTORIAL)
+    assert run["status"] == instances.SUCCESS
+    assert 0.7 < run["metrics"]["auc"] < 0.98
+    by_bucket = {row["bucket"]: row for row in run["evaluation"]["buckets"]}
+    assert all(run["buckets"][name] > 0 for name in ("high", "medium", "low"))
+    assert by_bucket["high"]["actual_rate"] > 4 * by_bucket["low"]["actual_rate"]
+
+
+def test_a_run_as_of_a_date_ignores_every_later_event(trained_db, tmp_path):
+    as_of = dt.date(2026, 10, 1)
+    cut = tmp_path / "cut.duckdb"
+    shutil.copy(trained_db, cut)
+    with store.connect(cut) as con:
+        con.execute("DELETE FROM events WHERE ts >= ?", [as_of])
+    full = engine.run_instance(trained_db, TUTORIAL, as_of=as_of, models=tmp_path / "m1")
+    truncated = engine.run_instance(cut, TUTORIAL, as_of=as_of, models=tmp_path / "m2")
+    assert full.error is None and truncated.error is None
+    pd.testing.assert_frame_equal(_scores(trained_db, full.run_id), _scores(cut, truncated.run_id))
+
+
+def test_labels_count_goals_inside_the_window_only(empty_db):
+    from cai import ingest
+
+    rows = ["timestamp,event_type,email",
+            "2026-01-01T10:00:00,search,a@x", "2026-01-01T10:00:00,search,b@x", "2026-01-01T10:00:00,search,c@x",
+            "2026-02-01T00:00:00,commerce.purchases,a@x",      # exactly at t: inside
+            "2026-03-02T23:59:59,commerce.purchases,b@x",      # last second of the 30-day window: inside
+            "2026-03-03T00:00:00,commerce.purchases,c@x"]      # at t + 30 days: outside
+    ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "edges.csv")
+    definition = Definition(name="x", goals=(Goal("commerce.purchases"),), eligible_days=45)
+    with store.connect(empty_db) as con:
+        frame = features.build(con, definition, [dt.date(2026, 2, 1)], with_labels=True)
+    assert frame.sort_values("profile_id")["label"].tolist() == [True, True, False]
+
+
+def test_eligibility_needs_activity_in_the_lookback_and_ignores_passive_emails(empty_db):
+    from cai import ingest
+
+    rows = ["timestamp,event_type,email", "2026-01-20T10:00:00,search,recent@x", "2025-10-01T10:00:00,search,old@x",
+            "2026-01-25T10:00:00,directMarketing.emailSent,old@x"]
+    ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "eligibility.csv")
+    with store.connect(empty_db) as con:
+        frame = features.build(con, Definition(name="x", goals=(Goal("search"),)), [dt.date(2026, 2, 1)], False)
+    assert len(frame) == 1
+
+
+def test_too_few_examples_end_in_error_with_advice(trained_db):
+    strict = Definition(name="Strict", goals=(Goal("commerce.purchases", Condition("value", ">", 5000)),))
+    instances.create_instance(trained_db, strict)
+    result = engine.run_instance(trained_db, "Strict")
+    assert result.status == instances.ERROR and "Too little data" in result.error
+    assert instances.get_instance(trained_db, "Strict").status_reason == result.error
+
+
+def test_too_little_history_is_explained(trained_db):
+    instances.create_instance(trained_db, Definition(name="Long", goals=(Goal("search"),), window_days=200))
+    result = engine.run_instance(trained_db, "Long")
+    assert result.status == instances.ERROR and "Not enough history" in result.error
+
+
+def test_a_cached_model_is_reused_and_a_tampered_one_is_refused(trained_db, tmp_path):
+    again = engine.run_instance(trained_db, TUTORIAL)
+    assert scores.latest_run(trained_db, TUTORIAL)["details"]["cache"] == "reused cached model"
+    model_file = next((tmp_path / "models").glob("*.joblib"))
+    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    retrained = engine.run_instance(trained_db, TUTORIAL)
+    assert "failed its checksum" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+    pd.testing.assert_frame_equal(_scores(trained_db, again.run_id).reset_index(drop=True),
+                                  _scores(trained_db, retrained.run_id).reset_index(drop=True))
+
+
+def test_a_failed_run_keeps_the_previous_scores(trained_db, monkeypatch):
+    before = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    monkeypatch.setattr(engine.factors, "screen", lambda *args: 1 / 0)
+    result = engine.run_instance(trained_db, TUTORIAL)
+    assert result.status == instances.ERROR and "previous scores are kept" in result.error
+    assert scores.latest_run(trained_db, TUTORIAL)["run_id"] == before
+    assert len(_scores(trained_db, before)) > 0
+
+
+def test_an_interrupted_run_is_marked_and_the_instance_keeps_its_scores(trained_db):
+    with store.connect(trained_db) as con:
+        con.execute("INSERT INTO runs (run_id, instance_id, status, as_of, started_at, pid) "
+                    "VALUES (999, 1, 'running', DATE '2026-11-01', current_timestamp, 999999999)")
+        con.execute("UPDATE instances SET status = 'Training' WHERE instance_id = 1")
+    assert engine.recover_interrupted_runs(trained_db) == 1
+    instance = instances.get_instance(trained_db, TUTORIAL)
+    assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
+
+
+def test_top_factors_are_faithful(trained_db):
+    run = scores.latest_run(trained_db, TUTORIAL)
+    model_file = store.models_dir(trained_db) / run["details"]["model_file"]
+    import joblib
+
+    model = joblib.load(model_file)
+    definition = run["definition"]
+    with store.connect(trained_db) as con:
+        frame = features.build(con, definition, [dt.date.fromisoformat(run["details"]["as_of"])], False)
+    catalog = features.feature_catalog(definition)
+    matrix = engine._encode(frame, catalog, model.categories)
+    top = store.query_df(trained_db, "SELECT profile_id, feature, effect FROM score_factors WHERE run_id = ? "
+                                     "AND rank = 1 ORDER BY profile_id LIMIT 300", [run["run_id"]])
+    typical = factors.typical_values(matrix, model.categorical)
+    row_of = {pid: i for i, pid in enumerate(frame["profile_id"])}
+    for factor in top.itertuples():
+        row = matrix[row_of[factor.profile_id]].copy()
+        before = model.probability(row[None, :])[0]
+        row[model.feature_names.index(factor.feature)] = typical[model.feature_names.index(factor.feature)]
+        after = model.probability(row[None, :])[0]
+        assert np.sign(before - after) == np.sign(factor.effect)
+
+
+def test_calibration_and_metrics_on_known_probabilities():
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0.01, 0.6, 40_000)
+    labels = rng.random(40_000) < truth
+    result = evaluation.evaluate(labels, truth, 25, 75)
+    for row in result["calibration"]:
+        assert abs(row["predicted"] - row["observed"]) < 0.03
+    assert 0.6 < result["auc"] < 0.8 and result["lift_top_decile"] > 1.5
+    assert result["deciles"][-1]["cumulative_gain"] == pytest.approx(1.0)
+    figures = evaluation.tradeoff(result, "score", 0, 100)
+    assert figures["recall"] == pytest.approx(1.0) and figures["precision"] == pytest.approx(labels.mean())
+
+
+def test_score_is_relative_to_the_base_rate():
+    scores_ = evaluation.scores_from_probabilities(np.array([0.1, 0.25, 1 / 28]), base_rate=0.1)
+    assert scores_.tolist() == [50.0, 75.0, 25.0]
+    assert evaluation.percentiles(np.array([1.0, 2.0, 2.0, 3.0])).tolist() == [25, 75, 75, 100]
+
+
+def test_segments_match_the_card_and_export_exactly_those_profiles(trained_db, tmp_path):
+    summary = scores.bucket_summary(trained_db, scores.latest_run(trained_db, TUTORIAL)["run_id"])
+    high = int(summary.set_index("bucket").loc["high", "profiles"])
+    saved = segments.create_segment(trained_db, "Demo - Customer AI High Propensity",
+                                    segments.bucket_rule(TUTORIAL, "high", 25, 75))
+    assert saved["size"] == high
+    count = segments.export(trained_db, saved["name"], tmp_path / "high.parquet")
+    exported = pd.read_parquet(tmp_path / "high.parquet")
+    assert count == high and (exported["score"] >= 75).all() and exported["profile_id"].is_unique
+    medium = segments.create_segment(trained_db, "medium", segments.bucket_rule(TUTORIAL, "medium", 25, 75))
+    overlap = segments.overlap(trained_db, "medium")
+    assert overlap["shared_profiles"].tolist() == [0] and medium["size"] > 0
+
+
+@pytest.mark.parametrize("name", ["", " ", "x" * 129])
+def test_invalid_segment_names_are_refused(trained_db, name):
+    with pytest.raises(Exception, match="name"):
+        segments.create_segment(trained_db, name, segments.bucket_rule(TUTORIAL, "high", 25, 75))
+
+
+def test_odd_segment_names_are_stored_verbatim(trained_db):
+    name = "'; DROP TABLE scores; -- «Größte» 100% _x_"
+    segments.create_segment(trained_db, name, segments.bucket_rule(TUTORIAL, "low", 25, 75))
+    assert segments.get_segment(trained_db, name)["name"] == name
+    assert len(_scores(trained_db, scores.latest_run(trained_db, TUTORIAL)["run_id"])) > 0
+
+
+def test_concurrent_saves_with_one_name_store_one_and_refuse_the_other(trained_db):
+    rule = segments.bucket_rule(TUTORIAL, "high", 25, 75)
+    outcomes = []
+
+    def save(name):
+        try:
+            segments.create_segment(trained_db, name, rule)
+            outcomes.append("saved")
+        except Exception as error:  # the refusal is what we count
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=save, args=(f"segment {i}",)) for i in range(10)]
+    threads += [threading.Thread(target=save, args=("same",)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("saved") == 11
+    assert any("already exists" in outcome for outcome in outcomes)
+    assert len(segments.list_segments(trained_db)) == 11
+
+
+def test_trade_off_figures_follow_the_cut_off(trained_db):
+    wide = segments.measure(trained_db, segments.Rule(TUTORIAL, minimum=25), 100.0, 2.0)
+    narrow = segments.measure(trained_db, segments.Rule(TUTORIAL, minimum=75), 100.0, 2.0)
+    assert narrow["size"] < wide["size"] and narrow["precision"] > wide["precision"]
+    assert narrow["recall"] < wide["recall"]
+    assert narrow["expected_return"] == pytest.approx(narrow["expected_conversions"] * 100 - narrow["size"] * 2)
+
+
+def test_profile_lookup_exact_forgiving_and_literal(trained_db):
+    assert profiles.find(trained_db, "Email", "hbirkenshawa@businessweek.com") == 1
+    ecid = profiles.identities(trained_db, 1).set_index("namespace").loc["ECID", "identity"]
+    assert profiles.find(trained_db, "ECID", ecid) == 1
+    assert profiles.find(trained_db, "Email", "HBIRKENSHAWA@businessweek.com") is None
+    assert profiles.search(trained_db, "Email", "HBIRKENSHAW")["profile_id"].tolist() == [1]
+    for literal in ("%", "_", "'", "'; DROP TABLE identities; --"):
+        assert profiles.find(trained_db, "Email", literal) is None
+        assert profiles.search(trained_db, "Email", literal).empty
+    output = profiles.customer_ai(trained_db, 1)[0]
+    exported = scores.export_scores(trained_db, TUTORIAL, trained_db.parent / "all.csv")
+    frame = pd.read_csv(trained_db.parent / "all.csv").set_index("profile_id")
+    assert exported == len(frame)
+    assert output["score"] == pytest.approx(frame.loc[1, "score"])
+    assert all(" the score" in factor["sentence"] for factor in output["factors"])
