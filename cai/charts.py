@@ -37,7 +37,7 @@ def bucket_donut(summary: pd.DataFrame, propensity_type: str = "conversion") -> 
 
 def score_histogram(distribution: pd.DataFrame, propensity_type: str = "conversion") -> alt.Chart:
     return alt.Chart(distribution).mark_bar().encode(
-        x=alt.X("score_from:Q", bin=alt.Bin(step=2, extent=[0, 100]), title="Score"),
+        x=alt.X("score_from:Q", bin="binned", title="Score", scale=alt.Scale(domain=[0, 100])),
         x2="score_to:Q",
         y=alt.Y("profiles:Q", title="Profiles", stack=True),
         color=alt.Color("bucket:N", scale=_bucket_scale(propensity_type), sort=BUCKET_ORDER,
@@ -51,7 +51,7 @@ def factor_bars(factors: pd.DataFrame) -> alt.Chart:
     """Top factors by importance; clicking a bar selects it (selection parameter ``factor``), hovering explains it."""
     select = alt.selection_point(name="factor", fields=["label"], on="click", clear="dblclick")
     return alt.Chart(factors).mark_bar().encode(
-        y=alt.Y("label:N", sort="-x", title=None),
+        y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
         x=alt.X("importance_share:Q", title="Share of influence", axis=alt.Axis(format="%")),
         color=alt.condition(select, alt.value("#1565c0"), alt.value("#90a4ae")),
         tooltip=[alt.Tooltip("label:N", title="Factor"), alt.Tooltip("description:N", title="What it is"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -15,6 +17,14 @@ TIMEOUT_MS = 60_000
 SEGMENT = "Demo - Customer AI High Propensity"
 
 
+def _shot(page: Page, name: str) -> None:
+    """With CAI_SCREENSHOTS=FOLDER set, each step is saved there (this is how docs/ screenshots are made)."""
+    folder = os.environ.get("CAI_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
 def _no_exception(page: Page) -> None:
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
@@ -24,6 +34,8 @@ def test_tutorial_walkthrough(page: Page, app_server):
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(base)
     expect(page.get_by_role("heading", name="Customer AI").first).to_be_visible()
+    expect(page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first).to_be_visible()
+    _shot(page, "instances")
 
     page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first.click()
     expect(page.get_by_role("heading", name=instances.TUTORIAL_INSTANCE)).to_be_visible()
@@ -33,6 +45,7 @@ def test_tutorial_walkthrough(page: Page, app_server):
     expect(page.locator("[data-testid=stVegaLiteChart]").first).to_be_visible()
     expect(page.get_by_text(re.compile(r"high bucket median|high bucket mostly")).first).to_be_visible()
     _no_exception(page)
+    _shot(page, "dashboard")
 
     high_card = page.locator(".st-key-dashboard_card_high")
     card_count = high_card.locator("[data-testid=stMetricValue]").inner_text()
@@ -41,6 +54,7 @@ def test_tutorial_walkthrough(page: Page, app_server):
     expect(page.get_by_text('CustomerAI["Product Purchase Propensity"].score >= 75')).to_be_visible()
     name = page.get_by_label("Segment name")
     expect(name).to_have_value(f"{instances.TUTORIAL_INSTANCE} - Customer AI High Propensity")
+    _shot(page, "segment-builder")
     name.fill(SEGMENT)
     name.press("Enter")
     page.get_by_role("button", name="Save", exact=True).click()
@@ -57,6 +71,7 @@ def test_tutorial_walkthrough(page: Page, app_server):
     score_metric = page.locator("[data-testid=stMetric]").filter(has_text="Propensity score")
     shown = score_metric.locator("[data-testid=stMetricValue]").inner_text()
     _no_exception(page)
+    _shot(page, "profile")
 
     with store.connect(db) as con:
         stored = con.execute("SELECT s.score FROM scores s JOIN instances i ON s.run_id = i.current_run_id "
