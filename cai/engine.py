@@ -103,7 +103,7 @@ def _snapshots(as_of: dt.date, first_event: dt.date, definition: Definition) -> 
     """The held-out snapshot (label window ending at as-of) and earlier training snapshots whose label windows end
     by the held-out one's start, so evaluation never sees a period the model was trained on."""
     window = dt.timedelta(days=definition.window_days)
-    needed = dt.timedelta(days=max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS))
+    needed = dt.timedelta(days=MIN_HISTORY_FLOOR_DAYS)
     holdout = as_of - window
     training = []
     snapshot = holdout - window
@@ -113,15 +113,19 @@ def _snapshots(as_of: dt.date, first_event: dt.date, definition: Definition) -> 
     return holdout, training
 
 
-def _check_history(as_of: dt.date, first_event: dt.date | None, definition: Definition) -> None:
-    needed = max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS) + 2 * definition.window_days
+def _check_history(as_of: dt.date, first_event: dt.date | None, definition: Definition,
+                   training_dates: list[dt.date]) -> None:
+    """Adobe's rule (max(lookback, 30 days) + window of history), and at least one past snapshot to learn from."""
+    lookback = max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS)
+    needed = lookback + definition.window_days
     have = (as_of - first_event).days if first_event else 0
-    if have < needed:
+    if have < needed or not training_dates:
+        needed = max(needed, MIN_HISTORY_FLOOR_DAYS + 2 * definition.window_days)
         raise CaiError(
             f"Not enough history: the data covers {have} days before the score date, and this set-up needs at least "
-            f"{needed} (the eligibility lookback of {max(definition.eligible_days, MIN_HISTORY_FLOOR_DAYS)} days plus "
-            f"two outcome windows of {definition.window_days} days: one to learn from, one to check the model). "
-            "Load more history, or shorten the outcome window or the lookback."
+            f"{needed} (the eligibility lookback of {lookback} days plus the outcome window of "
+            f"{definition.window_days} days, and room for one past window to learn from and one to check the "
+            "model). Load more history, or shorten the outcome window or the lookback."
         )
 
 
@@ -152,6 +156,8 @@ def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Defini
     names = [feature.name for feature in catalog]
     categorical = np.array([feature.kind == "categorical" for feature in catalog])
     x_train = _encode(train, catalog, categories)
+    # scikit-learn cannot bin a column with no value at all (say, email rates in a shop that sends no email).
+    x_train[:, np.isnan(x_train).all(axis=0)] = 0.0
     y_train = train["label"].to_numpy(dtype=bool)
     classifier = HistGradientBoostingClassifier(
         max_iter=300, learning_rate=0.06, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0,
@@ -351,9 +357,9 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
     timings: dict[str, float] = {}
     try:
         progress(0.05, "Checking the data")
-        _check_history(as_of, first_event.date() if first_event else None, definition)
         catalog = features.feature_catalog(definition)
         holdout_date, training_dates = _snapshots(as_of, first_event.date(), definition)
+        _check_history(as_of, first_event.date(), definition, training_dates)
         with store.connect(db_path) as con:
             fingerprint = _data_fingerprint(con, as_of)
             population = features.profiles_with_history(con, as_of)
