@@ -13,12 +13,15 @@ import time
 import urllib.request
 
 import pytest
+from playwright.sync_api import expect
 
 from cai import store
 from tests.conftest import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 STARTUP_SECONDS = 90
+# Streamlit reruns the script after every action; on a loaded 2-core machine that can take seconds.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="session")
