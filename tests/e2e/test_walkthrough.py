@@ -99,7 +99,10 @@ def test_upload_a_file_and_see_a_malformed_one_refused(page: Page, app_server, t
     expect(page.get_by_text(re.compile("not valid JSON"))).to_be_visible()
     _no_exception(page)
 
+    page.goto(f"{base}/data")
+    expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(good))
+    expect(page.get_by_text("retail-v1.json")).to_be_visible()
     page.get_by_role("button", name="Load file").click()
     expect(page.get_by_text(re.compile(r"Loaded retail-v1\.json: 1 events"))).to_be_visible()
     _no_exception(page)
