@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from cai import demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
+from cai import backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
 
@@ -101,6 +101,22 @@ def cmd_instances(args) -> int:
     elif args.action == "delete":
         instances.delete_instance(args.db, args.name)
         print(f"Deleted {args.name!r} with its runs, scores and segments.")
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    first, last = dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last)
+    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(first, last))
+    summary = backtest.mean(results)
+    if args.json:
+        _print_json({"cutoffs": [r.as_dict() for r in results], "mean": summary})
+        return 0
+    print(f"{'cutoff':<12}{'customers':>10}{'base rate':>11}{'ROC AUC':>9}{'avg prec':>10}{'lift@10%':>10}")
+    for r in results:
+        print(f"{r.cutoff:<12}{r.customers:>10,}{r.base_rate:>11.3f}{r.auc:>9.3f}{r.average_precision:>10.3f}"
+              f"{r.lift_top_decile:>10.2f}")
+    print(f"{'mean':<12}{summary['customers']:>10,.0f}{summary['base_rate']:>11.3f}{summary['auc']:>9.3f}"
+          f"{summary['average_precision']:>10.3f}{summary['lift_top_decile']:>10.2f}")
     return 0
 
 
@@ -243,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="score date YYYY-MM-DD (default: the day after the latest event)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("backtest", help="train as of each monthly cutoff and measure on the next window")
+    p.add_argument("name")
+    p.add_argument("--from", dest="first", required=True, help="first cutoff month, YYYY-MM-DD")
+    p.add_argument("--to", dest="last", required=True, help="last cutoff, YYYY-MM-DD")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_backtest)
 
     p = commands.add_parser("run-due", help="run every instance whose weekly or monthly schedule is due (for cron)")
     p.set_defaults(handler=cmd_run_due)

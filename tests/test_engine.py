@@ -121,8 +121,7 @@ def test_top_factors_are_faithful(trained_db):
     definition = run["definition"]
     with store.connect(trained_db) as con:
         frame = features.build(con, definition, [dt.date.fromisoformat(run["details"]["as_of"])], False)
-    catalog = features.feature_catalog(definition)
-    matrix = engine._encode(frame, catalog, model.categories)
+    matrix = engine.encode(frame, model)
     top = store.query_df(trained_db, "SELECT profile_id, feature, effect FROM score_factors WHERE run_id = ? "
                                      "AND rank = 1 ORDER BY profile_id LIMIT 300", [run["run_id"]])
     typical = factors.typical_values(matrix, model.categorical)
