@@ -34,8 +34,10 @@ def find(db_path: Path, namespace: str, value: str) -> int | None:
                 return None
             rows = con.execute("SELECT profile_id FROM profiles WHERE profile_id = ?", [int(value)]).fetchall()
         else:
-            rows = con.execute("SELECT profile_id FROM identities WHERE namespace = ? AND id_value = ?",
-                               [namespace, value]).fetchall()
+            # A lone equality on id_value is what lets DuckDB use the index; the namespace is checked here.
+            matches = con.execute("SELECT profile_id, namespace FROM identities WHERE id_value = ?",
+                                  [value]).fetchall()
+            rows = [(profile_id,) for profile_id, owner in matches if owner == namespace]
     return rows[0][0] if rows else None
 
 

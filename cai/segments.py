@@ -200,15 +200,17 @@ def members(db_path: Path, name: str, limit: int = 50, offset: int = 0) -> pd.Da
         _, run_id = _current_run(con, segment["instance"])
         sql, params = _members_sql(segment["rule"], run_id)
         params.update({"limit": limit, "offset": offset})
+        # The page is cut first and materialised, so identities are joined for 50 profiles, not the whole segment.
         return con.execute(
             f"""
+            WITH page AS MATERIALIZED ({sql} ORDER BY s.score DESC, s.profile_id LIMIT $limit OFFSET $offset)
             SELECT m.profile_id,
-                   (SELECT id_value FROM identities i WHERE i.profile_id = m.profile_id AND i.namespace = 'Email'
-                    ORDER BY i.is_primary DESC, i.id_value LIMIT 1) AS email,
-                   (SELECT id_value FROM identities i WHERE i.profile_id = m.profile_id AND i.namespace = 'ECID'
-                    ORDER BY i.id_value LIMIT 1) AS ecid,
+                   arg_min(i.id_value, (NOT i.is_primary, i.id_value)) FILTER (WHERE i.namespace = 'Email') AS email,
+                   min(i.id_value) FILTER (WHERE i.namespace = 'ECID') AS ecid,
                    round(m.score, 1) AS score, m.probability, m.percentile, m.bucket
-            FROM ({sql}) m ORDER BY m.score DESC, m.profile_id LIMIT $limit OFFSET $offset
+            FROM page m LEFT JOIN identities i ON i.profile_id = m.profile_id
+            GROUP BY m.profile_id, m.score, m.probability, m.percentile, m.bucket
+            ORDER BY m.score DESC, m.profile_id
             """,
             params,
         ).df()

@@ -29,6 +29,7 @@ def trained_db_template(tmp_path_factory) -> Path:
 def trained_db(trained_db_template, tmp_path, monkeypatch) -> Path:
     """A private copy of the trained store (with its model cache), also set as the app's database."""
     db = tmp_path / "cai.duckdb"
+    store.release(trained_db_template)
     shutil.copy(trained_db_template, db)
     shutil.copytree(trained_db_template.parent / "models", tmp_path / "models")
     monkeypatch.setenv(store.DB_ENV_VAR, str(db))

@@ -33,6 +33,7 @@ def test_the_demo_run_succeeds_with_a_real_but_imperfect_model(trained_db):
 def test_a_run_as_of_a_date_ignores_every_later_event(trained_db, tmp_path):
     as_of = dt.date(2026, 10, 1)
     cut = tmp_path / "cut.duckdb"
+    store.release(trained_db)
     shutil.copy(trained_db, cut)
     with store.connect(cut) as con:
         con.execute("DELETE FROM events WHERE ts >= ?", [as_of])

@@ -50,6 +50,7 @@ def _die_with_parent() -> None:
 def app_server(trained_db_template, tmp_path):
     """Serves the app on a private copy of the trained demo store; yields (base URL, database path)."""
     db = tmp_path / "cai.duckdb"
+    store.release(trained_db_template)
     shutil.copy(trained_db_template, db)
     shutil.copytree(trained_db_template.parent / "models", tmp_path / "models")
     port = _free_port()
