@@ -436,7 +436,6 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         timings["factors_s"] = time.monotonic() - clock
 
         progress(0.85, "Saving the scores")
-        clock = time.monotonic()
         scores = pd.DataFrame({"profile_id": profile_ids, "probability": probability, "score": score,
                                "percentile": percentile, "bucket": bucket})
         counts = {name: int((bucket == name).sum()) for name in evaluation.BUCKETS}
@@ -454,6 +453,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         }
 
         def swap(con):
+            clock = time.monotonic()
             if model_record:
                 con.execute("INSERT OR REPLACE INTO models (cache_key, file_name, sha256, sklearn_version) "
                             "VALUES (?, ?, ?, ?)", [*model_record, sklearn.__version__])
@@ -466,6 +466,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             con.register("new_run_factors", global_factors)
             con.execute("INSERT INTO run_factors SELECT $run, feature, label, description, kind, importance, rank, "
                         "by_bucket FROM new_run_factors", {"run": run_id})
+            timings["write_s"] = time.monotonic() - clock
             con.execute(
                 "UPDATE runs SET status = 'success', finished_at = current_timestamp, duration_s = ?, "
                 "profiles_scored = ?, buckets = ?, metrics = ?, evaluation = ?, details = ? WHERE run_id = ?",
