@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from ui import bootstrap, state
+from ui import access, bootstrap, state
 
 st.set_page_config(page_title="Customer AI", page_icon=":material/insights:", layout="wide")
+viewer = access.current()
 bootstrap.ensure_database(state.db_path())
 
 pages = {
@@ -19,7 +20,9 @@ pages = {
     ],
     "Data": [
         st.Page("pages/data.py", title="Data", icon=":material/database:"),
+        st.Page("pages/audit.py", title="Audit log", icon=":material/history:"),
     ],
 }
+access.sidebar(viewer)
 st.sidebar.caption(f"Database: `{state.db_path()}`")
 st.navigation(pages).run()

@@ -4,9 +4,10 @@ import streamlit as st
 
 from cai import charts, ingest
 from cai.errors import CaiError, ValidationError
-from ui import cached, state
+from ui import access, cached, state
 
 db = state.db_path()
+viewer = access.current()
 st.title("Data")
 state.show_flash()
 
@@ -36,11 +37,12 @@ with st.expander("Batches and their errors"):
 st.subheader("Upload a file")
 st.caption("XDM ExperienceEvent JSON (array or JSON lines), or CSV/Parquet with `timestamp`, `event_type` and "
            "identity columns; profile files with identity and attribute columns. A file is loaded whole or not at all.")
+access.view_only_note(viewer)
 with st.form("data_upload", clear_on_submit=True):
     upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet"], key="data_file")
     kind = st.radio("It holds", ["events", "profiles"], horizontal=True, key="data_kind")
     dataset = st.text_input("Dataset name (optional)", key="data_dataset")
-    submitted = st.form_submit_button("Load file", type="primary")
+    submitted = st.form_submit_button("Load file", type="primary", disabled=not viewer.can_edit)
 if submitted and upload is not None:
     try:
         report = ingest.ingest_bytes(db, upload.getvalue(), upload.name, kind=kind, dataset=dataset or None)

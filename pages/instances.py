@@ -5,9 +5,10 @@ import streamlit as st
 
 from cai import ingest, instances, scores
 from cai.errors import CaiError
-from ui import cached, components, state
+from ui import access, cached, components, state
 
 db = state.db_path()
+viewer = access.current()
 st.title("Customer AI")
 st.caption("Each instance predicts, for every eligible customer, how likely a goal is within an outcome window.")
 state.show_flash()
@@ -55,37 +56,40 @@ if names:
             st.warning(run["status_reason"])
     with actions:
         st.subheader("Actions")
-        if st.button("Run now", type="primary", key="instances_run"):
-            result = components.run_with_progress(db, chosen)
+        access.view_only_note(viewer)
+        if st.button("Run now", type="primary", key="instances_run", disabled=not viewer.can_edit):
+            result = components.run_with_progress(db, chosen, viewer.actor)
             cached.invalidate()
             if result.error:
                 st.error(result.error)
             else:
                 state.flash(f"{chosen}: {result.profiles_scored:,} profiles scored, AUC {result.metrics['auc']:.3f}.")
                 st.rerun()
-        if st.button("Clone", key="instances_clone"):
-            clone = instances.clone_instance(db, chosen, actor=state.ACTOR)
+        if st.button("Clone", key="instances_clone", disabled=not viewer.can_edit):
+            clone = instances.clone_instance(db, chosen, actor=viewer.actor)
             cached.invalidate()
             state.flash(f"Cloned as {clone.name!r}.")
             st.rerun()
-        if st.toggle("Delete…", key="instances_delete_toggle"):
+        if st.toggle("Delete…", key="instances_delete_toggle", disabled=not viewer.can_edit):
             st.warning(f"Deleting {chosen!r} removes its runs, scores and segments.")
             if st.button("Yes, delete", key="instances_delete_confirm"):
-                instances.delete_instance(db, chosen, actor=state.ACTOR)
+                instances.delete_instance(db, chosen, actor=viewer.actor)
                 cached.invalidate()
                 state.flash(f"Deleted {chosen!r}.")
                 st.rerun()
     with st.expander("Run history"):
         st.dataframe(instances.run_history(db, chosen), hide_index=True, key="instances_history")
     with st.expander("Edit the set-up", expanded=False):
-        if run["status"] not in instances.EDITABLE_STATUSES:
+        if not viewer.can_edit:
+            st.info(access.VIEW_ONLY)
+        elif run["status"] not in instances.EDITABLE_STATUSES:
             st.info(f"{chosen!r} is {run['status']}: definitions can be edited only while awaiting training or in "
                     "error, as in Adobe's product. Clone it to change the set-up.")
         else:
             edited = components.instance_form("instances_edit", ingest.event_types(db), definition)
             if edited:
                 try:
-                    instances.update_instance(db, chosen, edited, actor=state.ACTOR)
+                    instances.update_instance(db, chosen, edited, actor=viewer.actor)
                 except CaiError as error:
                     st.error(str(error))
                 else:
@@ -93,11 +97,12 @@ if names:
                     state.flash(f"Saved {edited.name!r}.")
                     st.rerun()
 
-with st.expander("Create an instance", expanded=not names):
-    created = components.instance_form("instances_create", ingest.event_types(db))
+with st.expander("Create an instance", expanded=not names and viewer.can_edit):
+    created = components.instance_form("instances_create", ingest.event_types(db)) if viewer.can_edit else None
+    access.view_only_note(viewer)
     if created:
         try:
-            instance = instances.create_instance(db, created, actor=state.ACTOR)
+            instance = instances.create_instance(db, created, actor=viewer.actor)
         except CaiError as error:
             st.error(str(error))
         else:

@@ -4,12 +4,13 @@ import pandas as pd
 import streamlit as st
 
 from cai import charts, identity, profiles
-from ui import state
+from ui import access, state
 
 EVENTS_PAGE = 50
 NAMESPACES = [*identity.KNOWN_NAMESPACES, profiles.PROFILE_ID]
 
 db = state.db_path()
+viewer = access.current()
 st.title("Profiles")
 params = st.query_params
 if "namespace" in params and params["namespace"] in NAMESPACES and "profiles_namespace" not in st.session_state:
@@ -31,7 +32,7 @@ if profile_id is None:
         st.warning(f"No profile has the {namespace} identity {value.strip()!r}, and nothing starts with it.")
         st.stop()
     st.caption(f"No exact {namespace} match; {len(matches)} close matches (identity prefix, any case, or name):")
-    st.dataframe(matches, hide_index=True, key="profiles_matches")
+    st.dataframe(access.shown(viewer, matches), hide_index=True, key="profiles_matches")
     chosen = st.selectbox("Open profile", matches["profile_id"].tolist(), key="profiles_pick")
     profile_id = int(chosen)
 
@@ -41,10 +42,12 @@ tab_attributes, tab_history, tab_events, tab_segments = st.tabs(["Attributes", "
 with tab_attributes:
     left, right = st.columns(2)
     left.markdown("**Attributes**")
-    left.dataframe(pd.DataFrame({"attribute": list(attributes), "value": [str(v) for v in attributes.values()]}),
+    left.dataframe(access.shown(viewer, pd.DataFrame({"attribute": list(attributes),
+                                                      "value": [str(v) for v in attributes.values()]})),
                    hide_index=True, key="profiles_attributes")
     right.markdown("**Identities**")
-    right.dataframe(profiles.identities(db, profile_id), hide_index=True, key="profiles_identities")
+    right.dataframe(access.shown(viewer, profiles.identities(db, profile_id)), hide_index=True,
+                    key="profiles_identities")
     outputs = profiles.customer_ai(db, profile_id)
     if not outputs:
         st.info("No Customer AI instance scored this profile in its latest run (it may not be eligible).")

@@ -4,9 +4,10 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import cached, state
+from ui import access, cached, state
 
 db = state.db_path()
+viewer = access.current()
 st.title("Segment builder")
 table = cached.instances_table(db)
 scored = table[table["last_run_date"].notna()]["name"].tolist()
@@ -58,9 +59,10 @@ st.caption("Precision and recall come from the held-out customers of the latest 
 
 name = st.text_input("Segment name", key="builder_name", max_chars=segments.MAX_NAME_CHARS)
 description = st.text_area("Description", key="builder_description")
-if st.button("Save", type="primary", key="builder_save"):
+access.view_only_note(viewer)
+if st.button("Save", type="primary", key="builder_save", disabled=not viewer.can_edit):
     try:
-        saved = segments.create_segment(db, name, rule, description, actor=state.ACTOR)
+        saved = segments.create_segment(db, name, rule, description, actor=viewer.actor)
     except CaiError as error:
         st.error(str(error))
     else:

@@ -4,11 +4,12 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import cached, state
+from ui import access, cached, state
 
 PAGE_SIZE = 50
 
 db = state.db_path()
+viewer = access.current()
 st.title("Segments")
 state.show_flash()
 table = cached.list_segments(db)
@@ -31,8 +32,8 @@ with members_tab:
     size = int(table.loc[table["name"] == chosen, "size_now"].fillna(0).iloc[0])
     pages = max(1, -(-size // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="segments_page")
-    st.dataframe(segments.members(db, chosen, PAGE_SIZE, (page - 1) * PAGE_SIZE), hide_index=True,
-                 key="segments_members")
+    st.dataframe(access.shown(viewer, segments.members(db, chosen, PAGE_SIZE, (page - 1) * PAGE_SIZE)),
+                 hide_index=True, key="segments_members")
 with overlap_tab:
     shared = segments.overlap(db, chosen)
     if shared.empty:
@@ -43,24 +44,28 @@ with overlap_tab:
                          "Share of this segment", format="percent", min_value=0, max_value=1)})
 with export_tab:
     st.caption("Every member with all identities, probability, score, percentile, bucket, score date and factors.")
+    if not viewer.sees_identities:
+        st.info("Exports hold every member's identities, which your account may not see. Ask an editor.")
     for file_format, mime in (("csv", "text/csv"), ("parquet", "application/octet-stream")):
         st.download_button(f"Download {file_format.upper()}", segments.export_bytes(db, chosen, file_format),
-                           file_name=f"{chosen}.{file_format}", mime=mime, key=f"segments_export_{file_format}")
+                           file_name=f"{chosen}.{file_format}", mime=mime, key=f"segments_export_{file_format}",
+                           disabled=not viewer.sees_identities)
 with edit_tab:
+    access.view_only_note(viewer)
     new_name = st.text_input("Name", chosen, max_chars=segments.MAX_NAME_CHARS, key="segments_new_name")
     description = st.text_area("Description", segment["description"] or "", key="segments_description")
-    if st.button("Save changes", key="segments_save"):
+    if st.button("Save changes", key="segments_save", disabled=not viewer.can_edit):
         try:
-            segments.update_segment(db, chosen, new_name, description, actor=state.ACTOR)
+            segments.update_segment(db, chosen, new_name, description, actor=viewer.actor)
         except CaiError as error:
             st.error(str(error))
         else:
             cached.invalidate()
             state.flash(f"Saved {new_name!r}.")
             st.rerun()
-    if st.toggle("Delete…", key="segments_delete_toggle"):
+    if st.toggle("Delete…", key="segments_delete_toggle", disabled=not viewer.can_edit):
         if st.button(f"Yes, delete {chosen!r}", key="segments_delete_confirm"):
-            segments.delete_segment(db, chosen, actor=state.ACTOR)
+            segments.delete_segment(db, chosen, actor=viewer.actor)
             cached.invalidate()
             state.flash(f"Deleted {chosen!r}.")
             st.rerun()

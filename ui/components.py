@@ -73,9 +73,10 @@ def instance_form(key: str, event_types: list[str], initial: Definition | None =
     )
 
 
-def run_with_progress(db, name: str):
+def run_with_progress(db, name: str, actor: str):
     """Runs an instance with a progress bar and returns the engine's result."""
     bar = st.progress(0.0, text=f"Running {name}")
-    result = engine.run_instance(db, name, progress=lambda fraction, message: bar.progress(fraction, text=message))
+    result = engine.run_instance(db, name, actor=actor,
+                                 progress=lambda fraction, message: bar.progress(fraction, text=message))
     bar.empty()
     return result

@@ -9,7 +9,6 @@ import streamlit as st
 
 from cai import store
 
-ACTOR = "local"
 FLASH = "flash_message"
 
 

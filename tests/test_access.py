@@ -1,0 +1,121 @@
+"""Access control: open by default (and saying so), sign-in when OpenID Connect is configured, an editor allow-list,
+masked identities for viewers, and an audit log page that shows who did what."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai import audit, instances, privacy, segments
+from tests.conftest import ROOT
+
+TIMEOUT = 120
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-cookie-secret",
+        "client_id": "customer-ai", "client_secret": "not-a-real-secret",
+        "server_metadata_url": "https://login.example.com/.well-known/openid-configuration"}
+EDITOR, VIEWER = "boss@example.com", "analyst@example.com"
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    import streamlit as st
+
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def _app(user: dict | None = None, identity_viewers: tuple[str, ...] = ()) -> AppTest:
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    if user is not None:
+        app.secrets["auth"] = AUTH
+        app.secrets["cai"] = {"editors": [EDITOR.upper()], "identity_viewers": list(identity_viewers)}
+        for key, value in user.items():
+            app.user[key] = value
+    return app.run()
+
+
+def _frame_with(app: AppTest, column: str) -> pd.DataFrame:
+    return next(frame.value for frame in app.dataframe if column in frame.value.columns)
+
+
+def _signed_in(email: str, **settings) -> AppTest:
+    return _app({"is_logged_in": True, "email": email, "name": email.split("@")[0]}, **settings)
+
+
+def test_without_login_configured_the_app_is_open_and_says_so(trained_db):
+    app = _app()
+    assert not app.exception
+    assert any("Open access" in warning.value for warning in app.sidebar.warning)
+    assert not app.button(key="instances_run").disabled
+
+
+def test_with_login_configured_nobody_gets_in_without_signing_in(trained_db):
+    app = _app({"is_logged_in": False})
+    assert not app.exception
+    assert app.button(key="access_login").label == "Sign in"
+    assert not app.dataframe and not app.selectbox
+    assert [title.value for title in app.title] == ["Customer AI"]
+
+
+def test_a_viewer_sees_everything_but_can_change_nothing(trained_db):
+    app = _signed_in(VIEWER)
+    assert not app.exception
+    assert app.button(key="instances_run").disabled and app.button(key="instances_clone").disabled
+    assert any(VIEWER in caption.value and "viewer" in caption.value for caption in app.sidebar.caption)
+    builder = app.switch_page("pages/segment_builder.py").run()
+    assert builder.button(key="builder_save").disabled
+    data = app.switch_page("pages/data.py").run()
+    assert not data.exception and data.metric[0].value == "6,000"
+
+
+def test_a_viewer_sees_emails_and_phones_masked(trained_db):
+    app = _signed_in(VIEWER)
+    app.query_params.update({"namespace": "Email", "value": "hbirkenshawa@businessweek.com"})
+    profile = app.switch_page("pages/profiles.py").run()
+    assert not profile.exception
+    identities = _frame_with(profile, "namespace")
+    shown = dict(zip(identities["namespace"], identities["identity"]))
+    assert shown["Email"] == "h•••@businessweek.com"
+    assert "hbirkenshawa" not in " ".join(identities["identity"])
+    assert all(value.startswith("•••") for value in identities.loc[identities["namespace"] == "Phone", "identity"])
+    assert any(not value.startswith("•••") for value in identities.loc[identities["namespace"] == "ECID", "identity"])
+
+
+def test_an_identity_viewer_sees_emails_unmasked(trained_db):
+    app = _signed_in(VIEWER, identity_viewers=(VIEWER,))
+    assert app.button(key="access_logout").label == "Sign out"
+    app.query_params.update({"namespace": "Email", "value": "hbirkenshawa@businessweek.com"})
+    profile = app.switch_page("pages/profiles.py").run()
+    assert "hbirkenshawa@businessweek.com" in _frame_with(profile, "namespace")["identity"].tolist()
+
+
+def test_an_editors_changes_are_audited_under_their_email(trained_db):
+    app = _signed_in(EDITOR)
+    assert not app.button(key="instances_run").disabled
+    app.button(key="instances_clone").click().run()
+    assert not app.exception
+    log = audit.entries(trained_db, actor=EDITOR)
+    assert log["action"].tolist() == ["create"] and "copy" in log["object_name"][0].lower()
+    page = app.switch_page("pages/audit.py").run()
+    assert not page.exception
+    assert EDITOR in _frame_with(page, "actor")["actor"].tolist()
+
+
+def test_audit_log_filters_by_person_and_action(trained_db):
+    segments.create_segment(trained_db, "Audited", segments.bucket_rule(instances.TUTORIAL_INSTANCE, "high", 25, 75),
+                            actor="someone@example.com")
+    assert audit.entries(trained_db, actor="someone@example.com")["object_name"].tolist() == ["Audited"]
+    assert audit.entries(trained_db, action="run")["object_name"].unique().tolist() == [instances.TUTORIAL_INSTANCE]
+    assert audit.entries(trained_db, object_name="'; DROP TABLE audit_log; --").empty
+    assert len(audit.entries(trained_db)) >= 3
+
+
+def test_masking_rules():
+    assert privacy.mask_email("hbirkenshawa@businessweek.com") == "h•••@businessweek.com"
+    assert privacy.mask_phone("+1-555-0001234") == "•••34"
+    assert privacy.mask_text("Email: a@b.com, Phone: +1 555 123 4567, on 2026-01-05") == (
+        "Email: a•••@b.com, Phone: •••67, on 2026-01-05")
+    frame = pd.DataFrame({"profile_id": [1], "email": ["x@y.z"], "ecid": ["123-456"]})
+    assert privacy.mask_frame(frame).iloc[0].tolist() == [1, "x•••@y.z", "123-456"]
