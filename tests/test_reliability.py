@@ -1,0 +1,134 @@
+"""Reliability across processes: a command-line run while the app's users save segments, and processes killed with
+SIGKILL in the middle of scoring or of loading a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from cai import engine, ingest, instances, scores, segments, store
+from tests.conftest import ROOT
+
+TUTORIAL = instances.TUTORIAL_INSTANCE
+
+# Runs the tutorial's instance and freezes once scoring has begun, so the test can kill it right there.
+RUN_UNTIL_SCORING = """
+import sys, time
+from cai import engine, instances
+def progress(fraction, message):
+    if message.startswith("Finding each profile"):
+        print("SCORING", flush=True)
+        time.sleep(600)
+engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE, progress=progress)
+"""
+
+INGEST_SLOWLY = """
+import sys
+from cai import ingest
+print("LOADING", flush=True)
+ingest.ingest_file(sys.argv[1], sys.argv[2])
+"""
+
+
+def _child(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+
+
+def _wait_for(child: subprocess.Popen, line: str) -> None:
+    for output in child.stdout:
+        if output.strip() == line:
+            return
+    raise AssertionError(f"The child ended before printing {line}: {child.stderr.read()}")
+
+
+def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db, tmp_path):
+    store.release(trained_db)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cai", "--db", str(trained_db), "run", TUTORIAL, "--as-of", "2026-10-15", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, store.MODELS_ENV_VAR: str(tmp_path / "cli-models")})
+    outcomes: dict[str, str] = {}
+
+    def save(number: int) -> None:
+        try:
+            segments.create_segment(trained_db, f"Saved during the run {number}",
+                                    segments.Rule(instance=TUTORIAL, minimum=50 + number))
+            outcomes[f"{number}"] = "saved"
+        except Exception as error:  # noqa: BLE001 - the test reports whatever a user would have seen
+            outcomes[f"{number}"] = f"{type(error).__name__}: {error}"
+
+    threads = []
+    for number in range(10):
+        threads.append(threading.Thread(target=save, args=(number,)))
+        threads[-1].start()
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join()
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    assert json.loads(stdout)["status"] == instances.SUCCESS
+    assert outcomes == {f"{number}": "saved" for number in range(10)}
+    assert len(segments.list_segments(trained_db)) == 10
+    assert scores.latest_run(trained_db, TUTORIAL)["as_of"].isoformat() == "2026-10-15"
+
+
+def test_a_run_killed_while_scoring_keeps_the_last_good_scores(trained_db):
+    before = scores.latest_run(trained_db, TUTORIAL)
+    counted = store.query_df(trained_db, "SELECT count(*) AS n FROM scores WHERE run_id = ?", [before["run_id"]])
+    store.release(trained_db)
+    child = _child(RUN_UNTIL_SCORING, trained_db)
+    _wait_for(child, "SCORING")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+    assert instances.get_instance(trained_db, TUTORIAL).status == instances.TRAINING
+    after = scores.latest_run(trained_db, TUTORIAL)
+    assert after["run_id"] == before["run_id"]
+    assert store.query_df(trained_db, "SELECT count(*) AS n FROM scores WHERE run_id = ?",
+                          [before["run_id"]]).equals(counted)
+
+    # The next start of the app marks the run interrupted, not "Training" for ever, and shows the old scores.
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not app.exception
+    instance = instances.get_instance(trained_db, TUTORIAL)
+    assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
+    history = instances.run_history(trained_db, TUTORIAL)
+    assert "interrupted" in history["status"].tolist()
+    assert any("interrupted" in warning.value for warning in app.warning)
+
+
+def test_an_ingestion_killed_midway_leaves_no_partial_batch(empty_db, tmp_path):
+    big = tmp_path / "big.csv"
+    rows = 400_000
+    frame = pd.DataFrame({
+        "timestamp": pd.date_range("2026-01-01", periods=rows, freq="min").strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "event_type": "web.webpagedetails.pageViews",
+        "email": [f"visitor{i % 50_000}@example.com" for i in range(rows)],
+    })
+    frame.to_csv(big, index=False)
+    ingest.ingest_bytes(empty_db, b"timestamp,event_type,email\n2026-01-01,search,first@example.com\n", "first.csv")
+    store.release(empty_db)
+
+    child = _child(INGEST_SLOWLY, empty_db, big)
+    _wait_for(child, "LOADING")
+    time.sleep(1.5)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the load finished before it could be interrupted"
+
+    with store.connect(empty_db) as con:
+        events, batches, identities = con.execute(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM batches WHERE status = 'success'), "
+            "(SELECT count(*) FROM identities)").fetchall()[0]
+    assert (events, batches, identities) == (1, 1, 1)
+    report = ingest.ingest_file(empty_db, big)
+    assert report.rows_accepted == rows
