@@ -29,6 +29,24 @@ def _no_exception(page: Page) -> None:
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
 
+def _hover_top_factor(page: Page) -> None:
+    """Hovers the longest bar of the factor chart (the top factor) and reads its breakdown in the tooltip."""
+    chart = page.locator(".st-key-dashboard_factors [data-testid=stVegaLiteChart]")
+    chart.scroll_into_view_if_needed()
+    expect(chart.locator("canvas, svg").first).to_be_visible()
+    box = chart.bounding_box()
+    tooltip = page.locator("#vg-tooltip-element")
+    # The top bar spans most of the plot's width; walk down its middle until the tooltip names a factor.
+    for offset in range(4, int(box["height"]) // 3, 4):
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + offset)
+        if tooltip.is_visible() and "By bucket" in tooltip.inner_text():
+            break
+    expect(tooltip).to_be_visible()
+    expect(tooltip).to_contain_text("Share of influence")
+    expect(tooltip).to_contain_text(re.compile(r"By bucket.*high bucket", re.S))
+    _shot(page, "dashboard-factor-hover")
+
+
 def test_tutorial_walkthrough(page: Page, app_server):
     base, db = app_server
     page.set_default_timeout(TIMEOUT_MS)
@@ -46,6 +64,7 @@ def test_tutorial_walkthrough(page: Page, app_server):
     expect(page.get_by_text(re.compile(r"high bucket median|high bucket mostly")).first).to_be_visible()
     _no_exception(page)
     _shot(page, "dashboard")
+    _hover_top_factor(page)
 
     high_card = page.locator(".st-key-dashboard_card_high")
     card_count = high_card.locator("[data-testid=stMetricValue]").inner_text()
