@@ -2,11 +2,11 @@
 
 import streamlit as st
 
+from cai.errors import CaiError
 from ui import access, bootstrap, state
 
 st.set_page_config(page_title="Customer AI", page_icon=":material/insights:", layout="wide")
 viewer = access.current()
-bootstrap.ensure_database(state.db_path())
 
 pages = {
     "Customer AI": [
@@ -25,4 +25,10 @@ pages = {
 }
 access.sidebar(viewer)
 st.sidebar.caption(f"Database: `{state.db_path()}`")
-st.navigation(pages).run()
+navigation = st.navigation(pages)
+try:
+    bootstrap.ensure_database(state.db_path())
+    navigation.run()
+except CaiError as error:
+    # A busy database, or an instance someone else just deleted, is a message to act on, never a traceback.
+    st.error(str(error))

@@ -237,7 +237,10 @@ def _load_cached(db_path: Path, models: Path, key: str) -> tuple[_Model | None, 
         return None, "no cached model"
     file_name, expected, version = rows[0]
     path = (models / file_name).resolve()
-    if path.parent != models.resolve() or not path.is_file():
+    if path.parent != models.resolve():
+        log.warning("Model file %s is outside the models folder; refusing to load it.", path)
+        return None, "cached model file is outside the models folder and was not loaded; retrained"
+    if not path.is_file():
         return None, "cached model file missing; retrained"
     if version != sklearn.__version__:
         return None, f"cached model was written by scikit-learn {version}; retrained"

@@ -94,6 +94,16 @@ def test_a_cached_model_is_reused_and_a_tampered_one_is_refused(trained_db, tmp_
                                   _scores(trained_db, retrained.run_id).reset_index(drop=True))
 
 
+def test_a_model_file_outside_the_models_folder_is_never_loaded(trained_db, tmp_path):
+    model_file = next((tmp_path / "models").glob("*.joblib"))
+    outside = tmp_path / "outside.joblib"
+    outside.write_bytes(model_file.read_bytes())
+    with store.connect(trained_db) as con:
+        con.execute("UPDATE models SET file_name = '../outside.joblib', sha256 = ?", [engine._sha256(outside)])
+    engine.run_instance(trained_db, TUTORIAL)
+    assert "outside the models folder" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+
+
 def test_a_failed_run_keeps_the_previous_scores(trained_db, monkeypatch):
     before = scores.latest_run(trained_db, TUTORIAL)["run_id"]
     monkeypatch.setattr(engine.factors, "screen", lambda *args: 1 / 0)

@@ -132,3 +132,25 @@ def test_an_ingestion_killed_midway_leaves_no_partial_batch(empty_db, tmp_path):
     assert (events, batches, identities) == (1, 1, 1)
     report = ingest.ingest_file(empty_db, big)
     assert report.rows_accepted == rows
+
+
+HOLD_THE_FILE = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("HOLDING", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_page_facing_a_locked_database_says_busy_instead_of_failing(trained_db, monkeypatch):
+    monkeypatch.setattr(store, "BUSY_WAIT_SECONDS", 0.5)
+    store.release(trained_db)
+    holder = _child(HOLD_THE_FILE, trained_db)
+    try:
+        _wait_for(holder, "HOLDING")
+        app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not app.exception
+    assert any("busy" in error.value for error in app.error)
