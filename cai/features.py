@@ -10,6 +10,8 @@ import pandas as pd
 
 from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
 
+# Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
+FEATURES_VERSION = 2
 HISTORY_DAYS = 365
 COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
