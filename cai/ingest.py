@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cai import identity, store
+from cai import audit, identity, store
 from cai.errors import CaiError, ValidationError
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -445,7 +445,12 @@ def _profile_for_rows(stitched: identity.StitchResult, keys: list[list[identity.
     return result
 
 
-def _write_events(db_path, clean, parsed, report, started) -> BatchReport:
+def _audit_load(con, actor: str, report: BatchReport) -> None:
+    audit.record(con, actor, "load", "dataset", report.dataset,
+                 {"file": report.file_name, "kind": report.kind, "rows": report.rows_accepted})
+
+
+def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchReport:
     def work(con):
         dataset_id = _dataset_id(con, report.dataset, "events")
         batch_id = store.next_id(con, "batches", "batch_id")
@@ -498,6 +503,7 @@ def _write_events(db_path, clean, parsed, report, started) -> BatchReport:
             [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_accepted,
              report.rows_duplicate, report.profiles_created, report.profiles_merged, started],
         )
+        _audit_load(con, actor, report)
         return batch_id
 
     report.batch_id = store.write(db_path, work)
@@ -539,7 +545,7 @@ def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFr
     return attributes
 
 
-def _write_profiles(db_path: Path, table: pd.DataFrame, report: BatchReport, started) -> BatchReport:
+def _write_profiles(db_path: Path, table: pd.DataFrame, report: BatchReport, started, actor: str) -> BatchReport:
     if "identityMap" in table.columns:
         pairs = [_xdm_identities({"identityMap": value}) for value in table["identityMap"]]
         keys = [pair[0] for pair in pairs]
@@ -606,6 +612,7 @@ def _write_profiles(db_path: Path, table: pd.DataFrame, report: BatchReport, sta
             [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_accepted,
              report.profiles_created, report.profiles_merged, started],
         )
+        _audit_load(con, actor, report)
         return batch_id
 
     report.batch_id = store.write(db_path, work)
@@ -621,7 +628,7 @@ def _detect_kind(file_name: str, data: bytes) -> str:
 
 
 def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = None,
-                 dataset: str | None = None, now: dt.datetime | None = None) -> BatchReport:
+                 dataset: str | None = None, now: dt.datetime | None = None, actor: str = "local") -> BatchReport:
     """Validates and loads one file as one batch; raises ValidationError (and logs a failed batch) if it is bad."""
     started = dt.datetime.now()
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -650,7 +657,7 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
             if problems:
                 report.rows_rejected = len({row for row, _ in problems})
                 raise _problem_report(problems, report.rows_total, "Row")
-            return _write_events(db_path, clean, parsed, report, started)
+            return _write_events(db_path, clean, parsed, report, started, actor)
         if suffix in (".json", ".jsonl", ".ndjson"):
             records = _load_json_records(_decode(data, file_name), file_name)
             table = pd.DataFrame([_strip_xdm_prefix(r) for r in records if isinstance(r, dict)])
@@ -659,7 +666,7 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
         report.rows_total = len(table)
         if report.rows_total == 0:
             raise ValidationError(f"{file_name} has no profiles.")
-        return _write_profiles(db_path, table, report, started)
+        return _write_profiles(db_path, table, report, started, actor)
     except ValidationError as error:
         report.problems = [str(error), *error.problems]
         _record_failed_batch(db_path, report, started)

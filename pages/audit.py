@@ -7,12 +7,13 @@ from ui import state
 
 db = state.db_path()
 st.title("Audit log")
-st.caption("Every change to instances and segments, and every run, recorded in the same transaction as the change.")
+st.caption("Every change to instances and segments, every run and every file loaded, recorded in the same "
+           "transaction as the change.")
 facets = audit.facets(db)
 columns = st.columns(3)
 actor = columns[0].selectbox("Who", ["Everyone", *facets["actors"]], key="audit_actor")
 action = columns[1].selectbox("Action", ["All", *facets["actions"]], key="audit_action")
-name = columns[2].text_input("Instance or segment name contains", key="audit_name")
+name = columns[2].text_input("Instance, segment or dataset name contains", key="audit_name")
 log = audit.entries(db, None if actor == "Everyone" else actor, None if action == "All" else action, name.strip())
 if log.empty:
     st.info("Nothing recorded yet matches." if facets["actors"] else "Nothing has been recorded yet.")

@@ -45,7 +45,8 @@ with st.form("data_upload", clear_on_submit=True):
     submitted = st.form_submit_button("Load file", type="primary", disabled=not viewer.can_edit)
 if submitted and upload is not None:
     try:
-        report = ingest.ingest_bytes(db, upload.getvalue(), upload.name, kind=kind, dataset=dataset or None)
+        report = ingest.ingest_bytes(db, upload.getvalue(), upload.name, kind=kind, dataset=dataset or None,
+                                     actor=viewer.actor)
     except ValidationError as error:
         cached.invalidate()
         st.error(str(error))

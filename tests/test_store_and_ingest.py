@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from cai import demo, ingest, online_retail, store
+from cai import audit, demo, ingest, online_retail, store
 from cai.errors import SchemaTooNew, ValidationError
 from tests.conftest import ROOT
 
@@ -101,6 +101,15 @@ def test_xdm_file_ingests_once_and_dedupes_by_id(demo_db, tmp_path):
         purchase = con.execute("SELECT event_type, value, ts FROM events WHERE xdm_id = 'a2'").fetchall()[0]
     assert purchase[0] == "commerce.purchases" and purchase[1] == 55.5
     assert purchase[2].hour == 8  # +02:00 normalised to UTC
+
+
+def test_a_load_is_audited_under_who_did_it_and_a_refused_one_is_not(empty_db):
+    ingest.ingest_bytes(empty_db, b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n", "ok.csv",
+                        actor="ana@example.com")
+    with pytest.raises(ValidationError):
+        ingest.ingest_bytes(empty_db, b"", "bad.csv", actor="ana@example.com")
+    log = audit.entries(empty_db, actor="ana@example.com")
+    assert log[["action", "object_kind", "object_name"]].values.tolist() == [["load", "dataset", "ok"]]
 
 
 def test_an_event_linking_an_email_to_an_existing_ecid_merges_profiles(demo_db, tmp_path):
