@@ -19,5 +19,6 @@ if log.empty:
     st.info("Nothing recorded yet matches." if facets["actors"] else "Nothing has been recorded yet.")
 else:
     st.dataframe(log, hide_index=True, key="audit_table",
-                 column_config={"happened_at": st.column_config.DatetimeColumn("When (UTC)"),
-                                "object_kind": "Kind", "object_name": "Name"})
+                 column_config={"happened_at": st.column_config.DatetimeColumn("When (UTC)"), "actor": "Who",
+                                "action": "Action", "object_kind": "Kind", "object_name": "Name",
+                                "details": "Details"})

@@ -7,6 +7,8 @@ from cai import ingest, instances, scores
 from cai.errors import CaiError
 from ui import access, cached, components, state
 
+COLUMN_WIDTHS = [3, 1.3, 4, 1.3, 1.2, 1, 1]
+
 db = state.db_path()
 viewer = access.current()
 st.title("Customer AI")
@@ -17,11 +19,11 @@ table = cached.instances_table(db)
 if table.empty:
     st.info("No instances yet. Create one below.")
 else:
-    header = st.columns([3, 1, 4, 1.3, 1.2, 1, 1])
+    header = st.columns(COLUMN_WIDTHS)
     for column, title in zip(header, ["Name", "Type", "Goal", "Status", "Last run", "Scored", "Quality"]):
         column.markdown(f"**{title}**")
     for row in table.itertuples():
-        cells = st.columns([3, 1, 4, 1.3, 1.2, 1, 1])
+        cells = st.columns(COLUMN_WIDTHS)
         cells[0].page_link("pages/dashboard.py", label=row.name, query_params={"instance": row.name})
         cells[1].write(row.propensity_type)
         cells[2].write(row.goal)
