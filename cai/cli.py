@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 from cai import backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
+
+
+# What the audit log records for the command line's changes: the operating-system account that ran it.
+ACTOR = f"cli:{getpass.getuser()}"
 
 
 def _print_json(value) -> None:
@@ -27,16 +32,16 @@ def cmd_demo(args) -> int:
     print(f"Built the demo: {summary.profiles:,} profiles, {summary.events:,} events from "
           f"{summary.first_event:%Y-%m-%d} to {summary.last_event:%Y-%m-%d} in {args.db}.")
     if args.train:
-        return _report_run(engine.run_instance(args.db, instances.TUTORIAL_INSTANCE, progress=_progress), False)
+        return _report_run(engine.run_instance(args.db, instances.TUTORIAL_INSTANCE, progress=_progress, actor=ACTOR), False)
     return 0
 
 
 def cmd_ingest(args) -> int:
     try:
         if args.online_retail:
-            report = online_retail.load(args.db, Path(args.file), max_customers=args.max_customers)
+            report = online_retail.load(args.db, Path(args.file), max_customers=args.max_customers, actor=ACTOR)
         else:
-            report = ingest.ingest_file(args.db, Path(args.file), kind=args.kind, dataset=args.dataset)
+            report = ingest.ingest_file(args.db, Path(args.file), kind=args.kind, dataset=args.dataset, actor=ACTOR)
     except ValidationError as error:
         print(str(error), file=sys.stderr)
         for problem in error.problems:
@@ -93,13 +98,13 @@ def cmd_instances(args) -> int:
                                   "buckets": run["buckets"]},
                      "history": instances.run_history(args.db, args.name).to_dict("records")})
     elif args.action == "create":
-        instance = instances.create_instance(args.db, _definition_from_args(args))
+        instance = instances.create_instance(args.db, _definition_from_args(args), actor=ACTOR)
         print(f"Created {instance.name!r} ({instance.status}): {instance.definition.goal_text()}.")
     elif args.action == "clone":
-        instance = instances.clone_instance(args.db, args.name, args.new_name)
+        instance = instances.clone_instance(args.db, args.name, args.new_name, actor=ACTOR)
         print(f"Cloned {args.name!r} as {instance.name!r}.")
     elif args.action == "delete":
-        instances.delete_instance(args.db, args.name)
+        instances.delete_instance(args.db, args.name, actor=ACTOR)
         print(f"Deleted {args.name!r} with its runs, scores and segments.")
     return 0
 
@@ -138,7 +143,7 @@ def _report_run(result: engine.RunResult, as_json: bool) -> int:
 def cmd_run(args) -> int:
     as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     engine.recover_interrupted_runs(args.db)
-    return _report_run(engine.run_instance(args.db, args.name, as_of=as_of,
+    return _report_run(engine.run_instance(args.db, args.name, as_of=as_of, actor=ACTOR,
                                            progress=None if args.json else _progress), args.json)
 
 
@@ -149,7 +154,7 @@ def cmd_run_due(args) -> int:
         print("No instance is due.")
     status = 0
     for name in due:
-        status |= _report_run(engine.run_instance(args.db, name, progress=_progress), False)
+        status |= _report_run(engine.run_instance(args.db, name, progress=_progress, actor=ACTOR), False)
     return status
 
 
@@ -169,7 +174,7 @@ def cmd_segments(args) -> int:
     elif args.action == "create":
         rule = segments.Rule(instance=args.instance, field=args.field, minimum=args.min_score,
                              maximum=args.max_score, country=args.country, loyalty_tier=args.loyalty_tier)
-        saved = segments.create_segment(args.db, args.name, rule, args.description or "", actor="cli")
+        saved = segments.create_segment(args.db, args.name, rule, args.description or "", actor=ACTOR)
         print(f"Saved {saved['name']!r}: {saved['rule_text']} ({saved['size']:,} profiles).")
     elif args.action == "export":
         count = segments.export(args.db, args.name, Path(args.out))

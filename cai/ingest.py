@@ -673,7 +673,8 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
         raise
 
 
-def ingest_file(db_path: Path, path: Path, kind: str | None = None, dataset: str | None = None) -> BatchReport:
+def ingest_file(db_path: Path, path: Path, kind: str | None = None, dataset: str | None = None,
+                actor: str = "local") -> BatchReport:
     path = Path(path)
     if not path.is_file():
         raise CaiError(f"There is no file at {path}.")
@@ -681,7 +682,7 @@ def ingest_file(db_path: Path, path: Path, kind: str | None = None, dataset: str
         raise ValidationError(
             f"{path.name} is {path.stat().st_size / 1e6:,.0f} MB; the limit is {MAX_FILE_BYTES / 1e6:,.0f} MB."
         )
-    return ingest_bytes(db_path, path.read_bytes(), path.name, kind=kind, dataset=dataset)
+    return ingest_bytes(db_path, path.read_bytes(), path.name, kind=kind, dataset=dataset, actor=actor)
 
 
 def datasets_overview(db_path: Path) -> pd.DataFrame:

@@ -56,8 +56,8 @@ def to_events_csv(source: Path, target: Path, max_customers: int | None = None) 
     return count
 
 
-def load(db_path: Path, source: Path, max_customers: int | None = None) -> ingest.BatchReport:
+def load(db_path: Path, source: Path, max_customers: int | None = None, actor: str = "local") -> ingest.BatchReport:
     with tempfile.TemporaryDirectory() as folder:
         events_csv = Path(folder) / "online_retail_events.csv"
         to_events_csv(source, events_csv, max_customers)
-        return ingest.ingest_file(db_path, events_csv, kind="events", dataset=DATASET)
+        return ingest.ingest_file(db_path, events_csv, kind="events", dataset=DATASET, actor=actor)

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
-from cai import engine, ingest, instances, scores, segments, store
+from cai import audit, ingest, instances, scores, segments, store
 from tests.conftest import ROOT
 
 TUTORIAL = instances.TUTORIAL_INSTANCE
@@ -79,6 +79,7 @@ def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db, t
     assert outcomes == {f"{number}": "saved" for number in range(10)}
     assert len(segments.list_segments(trained_db)) == 10
     assert scores.latest_run(trained_db, TUTORIAL)["as_of"].isoformat() == "2026-10-15"
+    assert audit.entries(trained_db, action="run")["actor"][0].startswith("cli:")
 
 
 def test_a_run_killed_while_scoring_keeps_the_last_good_scores(trained_db):
