@@ -51,7 +51,7 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) 
     with store.connect(db_path) as con:
         return con.execute(
             """
-            WITH hits AS (
+            WITH hits AS MATERIALIZED (
                 SELECT DISTINCT profile_id FROM identities
                 WHERE namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
                 UNION
@@ -61,14 +61,26 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) 
                 UNION
                 SELECT profile_id FROM profiles WHERE CAST(profile_id AS VARCHAR) = $exact
                 LIMIT $limit
+            ),
+            -- Identities and scores are joined to the few hits only, not looked up per row of the whole tables.
+            primary_identities AS (
+                SELECT i.profile_id,
+                       arg_min(i.namespace || ': ' || i.id_value, (NOT i.is_primary, i.namespace, i.id_value))
+                           AS primary_identity
+                FROM hits h JOIN identities i USING (profile_id) GROUP BY i.profile_id
+            ),
+            latest AS (
+                SELECT s.profile_id,
+                       string_agg(ins.name || ': ' || round(s.score, 1) || ' (' || s.bucket || ')', '; '
+                                  ORDER BY ins.name) AS latest_scores
+                FROM hits h JOIN scores s USING (profile_id) JOIN instances ins ON s.run_id = ins.current_run_id
+                GROUP BY s.profile_id
             )
             SELECT h.profile_id, trim(coalesce(p.first_name, '') || ' ' || coalesce(p.last_name, '')) AS name,
-                   (SELECT i.namespace || ': ' || i.id_value FROM identities i WHERE i.profile_id = h.profile_id
-                    ORDER BY i.is_primary DESC, i.namespace LIMIT 1) AS primary_identity,
-                   (SELECT string_agg(ins.name || ': ' || round(s.score, 1) || ' (' || s.bucket || ')', '; ')
-                      FROM instances ins JOIN scores s ON s.run_id = ins.current_run_id AND s.profile_id = h.profile_id)
-                       AS latest_scores
-            FROM hits h JOIN profiles p USING (profile_id) ORDER BY h.profile_id
+                   pi.primary_identity, l.latest_scores
+            FROM hits h JOIN profiles p USING (profile_id)
+            LEFT JOIN primary_identities pi USING (profile_id) LEFT JOIN latest l USING (profile_id)
+            ORDER BY h.profile_id
             """,
             {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit},
         ).df()
