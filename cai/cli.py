@@ -159,7 +159,7 @@ def cmd_run_due(args) -> int:
 
 
 def cmd_scores(args) -> int:
-    count = scores.export_scores(args.db, args.name, Path(args.out))
+    count = scores.export_scores(args.db, args.name, Path(args.out), actor=ACTOR)
     print(f"Wrote {count:,} scored profiles of {args.name!r} to {args.out}.")
     return 0
 
@@ -177,7 +177,7 @@ def cmd_segments(args) -> int:
         saved = segments.create_segment(args.db, args.name, rule, args.description or "", actor=ACTOR)
         print(f"Saved {saved['name']!r}: {saved['rule_text']} ({saved['size']:,} profiles).")
     elif args.action == "export":
-        count = segments.export(args.db, args.name, Path(args.out))
+        count = segments.export(args.db, args.name, Path(args.out), actor=ACTOR)
         print(f"Wrote {count:,} members of {args.name!r} to {args.out}.")
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cai import segments, store
+from cai import audit, segments, store
 from cai.errors import CaiError, NotFound
 from cai.instances import Definition
 
@@ -114,7 +114,7 @@ def _number(value) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:,.2g}"
 
 
-def export_scores(db_path: Path, instance: str, out: Path) -> int:
+def export_scores(db_path: Path, instance: str, out: Path, actor: str = "local") -> int:
     """Every scored profile of the instance's latest run with identities, scores and factors (CSV or Parquet)."""
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):
@@ -126,4 +126,6 @@ def export_scores(db_path: Path, instance: str, out: Path) -> int:
         frame = con.execute(segments.export_sql("(SELECT * FROM scores WHERE run_id = $run)"),
                             {"run": run["run_id"]}).df()
     segments.write_frame(frame, out)
+    store.write(db_path, lambda con: audit.record(con, actor, "export", "instance", instance,
+                                                  {"profiles": len(frame), "format": out.suffix.lstrip(".")}))
     return len(frame)

@@ -240,8 +240,9 @@ def overlap(db_path: Path, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["segment", "shared_profiles", "share_of_this_segment"])
 
 
-def export(db_path: Path, name: str, out: Path) -> int:
-    """Writes every member (all identities and the scores) as CSV or Parquet, by the file's extension."""
+def export(db_path: Path, name: str, out: Path, actor: str = "local") -> int:
+    """Writes every member (all identities and the scores) as CSV or Parquet, by the file's extension, and records
+    who took the customer data out of the app."""
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise CaiError("Export to a .csv or .parquet file.")
@@ -251,6 +252,8 @@ def export(db_path: Path, name: str, out: Path) -> int:
         sql, params = _members_sql(segment["rule"], run_id)
         frame = con.execute(export_sql(f"({sql})"), params).df()
     write_frame(frame, out)
+    store.write(db_path, lambda con: audit.record(con, actor, "export", "segment", name,
+                                                  {"profiles": len(frame), "format": out.suffix.lstrip(".")}))
     return len(frame)
 
 
@@ -286,11 +289,11 @@ def write_frame(frame: pd.DataFrame, out: Path) -> None:
         frame.to_csv(out, index=False)
 
 
-def export_bytes(db_path: Path, name: str, file_format: str) -> bytes:
+def export_bytes(db_path: Path, name: str, file_format: str, actor: str = "local") -> bytes:
     """The export as bytes, for a browser download."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"segment.{file_format}"
-        export(db_path, name, path)
+        export(db_path, name, path, actor)
         return path.read_bytes()
 
 

@@ -1,5 +1,7 @@
 """Saved segments: sizes then and now, members, overlap, export for activation, rename and delete."""
 
+import functools
+
 import streamlit as st
 
 from cai import segments
@@ -47,7 +49,9 @@ with export_tab:
     if not viewer.sees_identities:
         st.info("Exports hold every member's identities, which your account may not see. Ask an editor.")
     for file_format, mime in (("csv", "text/csv"), ("parquet", "application/octet-stream")):
-        st.download_button(f"Download {file_format.upper()}", segments.export_bytes(db, chosen, file_format),
+        # Made only when clicked: an export of a large segment takes a while, and is audited when it happens.
+        st.download_button(f"Download {file_format.upper()}",
+                           functools.partial(segments.export_bytes, db, chosen, file_format, viewer.actor),
                            file_name=f"{chosen}.{file_format}", mime=mime, key=f"segments_export_{file_format}",
                            disabled=not viewer.sees_identities)
 with edit_tab:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cai import engine, evaluation, factors, features, instances, profiles, scores, segments, store
+from cai import audit, engine, evaluation, factors, features, instances, profiles, scores, segments, store
 from cai.instances import Condition, Definition, Goal
 
 TUTORIAL = instances.TUTORIAL_INSTANCE
@@ -173,6 +173,7 @@ def test_segments_match_the_card_and_export_exactly_those_profiles(trained_db, t
     count = segments.export(trained_db, saved["name"], tmp_path / "high.parquet")
     exported = pd.read_parquet(tmp_path / "high.parquet")
     assert count == high and (exported["score"] >= 75).all() and exported["profile_id"].is_unique
+    assert audit.entries(trained_db, action="export")["object_name"].tolist() == [saved["name"]]
     medium = segments.create_segment(trained_db, "medium", segments.bucket_rule(TUTORIAL, "medium", 25, 75))
     overlap = segments.overlap(trained_db, "medium")
     assert overlap["shared_profiles"].tolist() == [0] and medium["size"] > 0

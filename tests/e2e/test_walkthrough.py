@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -80,6 +81,11 @@ def test_tutorial_walkthrough(page: Page, app_server):
     expect(page.get_by_role("heading", name="Segments", exact=True)).to_be_visible()
     expect(page.get_by_text(f"Saved '{SEGMENT}' with {card_count} profiles.")).to_be_visible()
     _no_exception(page)
+    page.get_by_role("tab", name="Export").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    exported = pd.read_csv(download.value.path())
+    assert len(exported) == int(card_count.replace(",", "")) and exported["profile_id"].is_unique
 
     page.get_by_role("link", name="Profiles").click()
     expect(page.get_by_role("heading", name="Profiles")).to_be_visible()
