@@ -86,6 +86,56 @@ def _noop(_: float, __: str) -> None:
     pass
 
 
+@dataclass
+class Scored:
+    """What scoring hands back, rows in profile order: raw log-odds, the typical values, the screened columns with
+    each profile's values and effects in them, and each profile's top factors."""
+
+    profile_ids: np.ndarray
+    raw: np.ndarray
+    typical: np.ndarray
+    columns: list[int]
+    values: np.ndarray
+    effects: np.ndarray
+    per_profile: pd.DataFrame
+
+
+class DuckDBExecutor:
+    """Runs a run's heavy stages (features, scoring, per-profile factors) in the store's own DuckDB. The Spark
+    engine (``cai.spark_engine``) offers the same two methods."""
+
+    name = "duckdb"
+
+    def __init__(self, db_path: Path):
+        self.db_path = db_path
+
+    def features(self, definition: Definition, snapshots: list[dt.date], with_labels: bool,
+                 sample_fraction: float = 1.0) -> pd.DataFrame:
+        with store.connect(self.db_path) as con:
+            return features.build(con, definition, snapshots, with_labels=with_labels,
+                                  sample_fraction=sample_fraction)
+
+    def score(self, definition: Definition, as_of: dt.date, model: _Model, timings: dict) -> Scored | None:
+        """Everyone eligible at ``as_of`` scored and explained; None when nobody is."""
+        clock = time.monotonic()
+        scoring = self.features(definition, [as_of], with_labels=False)
+        timings["scoring_features_s"] = time.monotonic() - clock
+        if scoring.empty:
+            return None
+        clock = time.monotonic()
+        matrix = encode(scoring, model)
+        raw = model.logit(matrix)
+        timings["score_s"] = time.monotonic() - clock
+        clock = time.monotonic()
+        typical = factors.typical_values(matrix, model.categorical)
+        columns = factors.screen(model.logit, matrix, typical, SEED)
+        effect_matrix = factors.effects(model.logit, matrix, typical, columns, baseline=raw)
+        profile_ids = scoring["profile_id"].to_numpy()
+        per_profile = factors.top_factors(profile_ids, matrix, typical, columns, effect_matrix, model.feature_names)
+        timings["factors_s"] = time.monotonic() - clock
+        return Scored(profile_ids, raw, typical, columns, matrix[:, columns], effect_matrix, per_profile)
+
+
 def _encode(frame: pd.DataFrame, names: list[str], categorical: np.ndarray,
             categories: dict[str, list[str]]) -> np.ndarray:
     columns = []
@@ -338,14 +388,14 @@ def _fail_run(db_path: Path, run_id: int, instance_id: int, message: str, starte
     store.write(db_path, work)
 
 
-def _global_factors(model: _Model, catalog, scoring: pd.DataFrame, matrix: np.ndarray, columns: list[int],
-                    effect_matrix: np.ndarray, bucket: np.ndarray) -> pd.DataFrame:
+def _global_factors(model: _Model, catalog, scored: Scored, bucket: np.ndarray) -> pd.DataFrame:
     rows = []
-    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(columns))
+    effect_matrix = scored.effects
+    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(scored.columns))
     for rank, position in enumerate(np.argsort(-strength)[:10], start=1):
-        feature = catalog[columns[position]]
+        feature = catalog[scored.columns[position]]
         by_bucket = factors.bucket_distributions(
-            pd.Series(matrix[:, columns[position]]), bucket, feature.kind == "categorical",
+            pd.Series(scored.values[:, position]), bucket, feature.kind == "categorical",
             model.categories.get(feature.name),
         )
         for name in ("high", "medium", "low"):
@@ -359,7 +409,7 @@ def _global_factors(model: _Model, catalog, scoring: pd.DataFrame, matrix: np.nd
 
 def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt.date,
           progress: Progress = _noop, timings: dict | None = None,
-          full_lookback: bool = True) -> tuple[_Model, pd.DataFrame]:
+          full_lookback: bool = True, executor=None) -> tuple[_Model, pd.DataFrame]:
     """The model a run on ``as_of`` learns, and its held-out snapshot (labels in the window ending at ``as_of``).
     Raises CaiError when the data cannot support it."""
     timings = timings if timings is not None else {}
@@ -370,9 +420,10 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
     clock = time.monotonic()
     with store.connect(db_path) as con:
         population = features.profiles_with_history(con, as_of)
-        fraction = min(1.0, MAX_PROFILES_PER_SNAPSHOT / max(population, 1))
-        examples = features.build(con, definition, training_dates, with_labels=True, sample_fraction=fraction)
-        holdout = features.build(con, definition, [holdout_date], with_labels=True, sample_fraction=fraction)
+    fraction = min(1.0, MAX_PROFILES_PER_SNAPSHOT / max(population, 1))
+    executor = executor or DuckDBExecutor(db_path)
+    examples = executor.features(definition, training_dates, with_labels=True, sample_fraction=fraction)
+    holdout = executor.features(definition, [holdout_date], with_labels=True, sample_fraction=fraction)
     timings["training_features_s"] = time.monotonic() - clock
     _check_examples(examples["label"].to_numpy(dtype=bool), definition)
     progress(0.35, f"Training on {len(examples):,} examples")
@@ -385,9 +436,11 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
 
 
 def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progress: Progress | None = None,
-                 actor: str = "local", models: Path | None = None) -> RunResult:
-    """Trains (or reuses a cached model), scores everyone eligible at ``as_of`` and swaps in the results."""
+                 actor: str = "local", models: Path | None = None, executor=None) -> RunResult:
+    """Trains (or reuses a cached model), scores everyone eligible at ``as_of`` and swaps in the results. The
+    ``executor`` runs the heavy stages: the store's DuckDB by default, or a ``spark_engine.SparkExecutor``."""
     progress = progress or _noop
+    executor = executor or DuckDBExecutor(Path(db_path))
     started = time.monotonic()
     models = Path(models) if models else store.models_dir(Path(db_path))
     definition = get_instance(db_path, name).definition
@@ -408,39 +461,26 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         model, cache_note = _load_cached(db_path, models, key)
         model_record = None
         if model is None:
-            model, _ = train(db_path, definition, as_of, first_event.date(), progress, timings)
+            model, _ = train(db_path, definition, as_of, first_event.date(), progress, timings, executor=executor)
             model_record = (key, *_save_model(models, key, model))
 
-        progress(0.55, "Scoring every eligible profile")
-        clock = time.monotonic()
-        with store.connect(db_path) as con:
-            scoring = features.build(con, definition, [as_of], with_labels=False)
-        timings["scoring_features_s"] = time.monotonic() - clock
-        if scoring.empty:
+        progress(0.55, "Scoring every eligible profile and finding its influential factors")
+        scored = executor.score(definition, as_of, model, timings)
+        if scored is None:
             raise CaiError(
                 f"No profile is eligible on {as_of}: nobody was active in the {definition.eligible_days} days "
                 "before it. Widen the eligible population or choose another score date."
             )
         clock = time.monotonic()
-        matrix = encode(scoring, model)
-        raw = model.logit(matrix)
         slope, intercept = model.calibration
-        probability = 1.0 / (1.0 + np.exp(-(slope * raw + intercept)))
+        probability = 1.0 / (1.0 + np.exp(-(slope * scored.raw + intercept)))
         base_rate = float(probability.mean())
         score = evaluation.scores_from_probabilities(probability, base_rate)
         bucket = evaluation.buckets(score, definition.low_threshold, definition.high_threshold)
         percentile = evaluation.percentiles(score)
-        timings["score_s"] = time.monotonic() - clock
-
-        progress(0.7, "Finding each profile's influential factors")
-        clock = time.monotonic()
-        typical = factors.typical_values(matrix, model.categorical)
-        columns = factors.screen(model.logit, matrix, typical, SEED)
-        effect_matrix = factors.effects(model.logit, matrix, typical, columns, baseline=raw)
-        profile_ids = scoring["profile_id"].to_numpy()
-        per_profile = factors.top_factors(profile_ids, matrix, typical, columns, effect_matrix, model.feature_names)
-        global_factors = _global_factors(model, catalog, scoring, matrix, columns, effect_matrix, bucket)
-        timings["factors_s"] = time.monotonic() - clock
+        global_factors = _global_factors(model, catalog, scored, bucket)
+        timings["summarise_s"] = time.monotonic() - clock
+        profile_ids, per_profile, typical = scored.profile_ids, scored.per_profile, scored.typical
 
         progress(0.85, "Saving the scores")
         scores = pd.DataFrame({"profile_id": profile_ids, "probability": probability, "score": score,
@@ -453,7 +493,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             else ("trained a new model" if cache_note == "no cached model" else cache_note),
             "model_file": model_record[1] if model_record else None, "features": len(catalog),
             "data_first_event": first_event.isoformat(), "data_last_event": last_event.isoformat(),
-            "training": model.training, "timings": timings, "sklearn_version": sklearn.__version__,
+            "training": model.training, "timings": timings, "engine": executor.name,
+            "sklearn_version": sklearn.__version__,
             "typical": {model.feature_names[c]: (None if np.isnan(typical[c]) else float(typical[c]))
                         for c in range(len(typical))},
             "categories": model.categories,

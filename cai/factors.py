@@ -53,11 +53,19 @@ def effects(logit: Callable[[np.ndarray], np.ndarray], matrix: np.ndarray, typic
     return result
 
 
+def screening_rows(rows: int, seed: int) -> np.ndarray:
+    """The positions of the profiles that screening looks at, whichever engine holds the matrix."""
+    return np.random.default_rng(seed).choice(rows, min(SCREENING_ROWS, rows), replace=False)
+
+
 def screen(logit, matrix: np.ndarray, typical: np.ndarray, seed: int) -> list[int]:
     """The columns worth explaining: largest mean absolute effect on a sample of profiles."""
-    rng = np.random.default_rng(seed)
-    sample = matrix[rng.choice(len(matrix), min(SCREENING_ROWS, len(matrix)), replace=False)]
-    all_effects = effects(logit, sample, typical, list(range(matrix.shape[1])))
+    return screen_sample(logit, matrix[screening_rows(len(matrix), seed)], typical)
+
+
+def screen_sample(logit, sample: np.ndarray, typical: np.ndarray) -> list[int]:
+    """:func:`screen` on the sampled rows themselves, in the order :func:`screening_rows` drew them."""
+    all_effects = effects(logit, sample, typical, list(range(sample.shape[1])))
     strength = np.abs(all_effects).mean(axis=0)
     ranked = [int(column) for column in np.argsort(-strength) if strength[column] > 0]
     return ranked[:CANDIDATES]

@@ -144,6 +144,20 @@ def build(
     """One row per eligible (snapshot ``t``, profile): features from events before ``t``, and with ``with_labels``
     whether the goal was reached in ``[t, t + window)``. ``sample_fraction`` keeps a stable hash sample of
     profiles, so the same profiles are sampled in every snapshot and every run."""
+    sql, params = query(definition, snapshots, with_labels, sample_fraction)
+    return con.execute(sql, params).df()[columns(definition, with_labels)]
+
+
+def columns(definition: Definition, with_labels: bool) -> list[str]:
+    """The columns of a features frame, in order."""
+    names = [feature.name for feature in feature_catalog(definition)]
+    return ["snapshot", "profile_id"] + names + (["label"] if with_labels else [])
+
+
+def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
+          sample_fraction: float = 1.0) -> tuple[str, dict]:
+    """The DuckDB SQL of :func:`build` over the tables ``events`` and ``profiles``, and its parameters: the one
+    definition of every feature, which the Spark engine transpiles."""
     activities = _activities(definition)
     params: dict = {
         "snapshots": [d.isoformat() for d in snapshots],
@@ -248,10 +262,7 @@ def build(
     {label_join}
     ORDER BY a.t, a.profile_id
     """
-    frame = con.execute(sql, params).df()
-    catalog = feature_catalog(definition)
-    columns = ["snapshot", "profile_id"] + [feature.name for feature in catalog] + (["label"] if with_labels else [])
-    return frame[columns]
+    return sql, params
 
 
 def profiles_with_history(con: duckdb.DuckDBPyConnection, before: dt.date) -> int:
