@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from cai import backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
+from cai import (backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments,
+                 spark_engine, store)
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
 
@@ -140,11 +141,23 @@ def _report_run(result: engine.RunResult, as_json: bool) -> int:
     return 0 if result.error is None else 1
 
 
+def _executor(args):
+    """None (the store's DuckDB) or, with ``--engine spark``, the Spark executor."""
+    if args.engine != "spark":
+        return None
+    return spark_engine.executor(args.db, master=args.master, events=args.events)
+
+
 def cmd_run(args) -> int:
     as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     engine.recover_interrupted_runs(args.db)
-    return _report_run(engine.run_instance(args.db, args.name, as_of=as_of, actor=ACTOR,
-                                           progress=None if args.json else _progress), args.json)
+    executor = _executor(args)
+    try:
+        return _report_run(engine.run_instance(args.db, args.name, as_of=as_of, actor=ACTOR, executor=executor,
+                                               progress=None if args.json else _progress), args.json)
+    finally:
+        if executor:
+            executor.close()
 
 
 def cmd_run_due(args) -> int:
@@ -152,10 +165,32 @@ def cmd_run_due(args) -> int:
     due = instances.due_instances(args.db, dt.date.today())
     if not due:
         print("No instance is due.")
+        return 0
+    executor = _executor(args)
     status = 0
-    for name in due:
-        status |= _report_run(engine.run_instance(args.db, name, progress=_progress, actor=ACTOR), False)
+    try:
+        for name in due:
+            status |= _report_run(engine.run_instance(args.db, name, progress=_progress, actor=ACTOR,
+                                                      executor=executor), False)
+    finally:
+        if executor:
+            executor.close()
     return status
+
+
+def cmd_export_events(args) -> int:
+    count = spark_engine.export_events(args.db, Path(args.out))
+    print(f"Wrote {count:,} events to {args.out} (Parquet, one folder per month).")
+    return 0
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                        help="where features, scoring and factors run (default: the store's DuckDB)")
+    parser.add_argument("--master", help="with --engine spark: Spark master URL (default: SPARK_REMOTE, else "
+                                         "spark.master, else local mode)")
+    parser.add_argument("--events", help="with --engine spark: events table (Parquet or Delta folder, or a table "
+                                         "name); default: the store's events")
 
 
 def cmd_scores(args) -> int:
@@ -263,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--as-of", help="score date YYYY-MM-DD (default: the day after the latest event)")
     p.add_argument("--json", action="store_true")
+    _add_engine_arguments(p)
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("backtest", help="train as of each monthly cutoff and measure on the next window")
@@ -273,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_backtest)
 
     p = commands.add_parser("run-due", help="run every instance whose weekly or monthly schedule is due (for cron)")
+    _add_engine_arguments(p)
     p.set_defaults(handler=cmd_run_due)
+
+    p = commands.add_parser("export-events", help="write the stitched events as partitioned Parquet (for Spark)")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.set_defaults(handler=cmd_export_events)
 
     p = commands.add_parser("scores", help="export an instance's latest scores")
     actions = p.add_subparsers(dest="action", required=True)

@@ -10,6 +10,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,8 +27,13 @@ from cai.instances import Definition
 
 EVENT_COLUMNS = ("profile_id", "ts", "event_type", "value", "sku", "channel")
 PROFILE_COLUMNS = ("profile_id", "loyalty_tier", "loyalty_points", "birth_year", "gender", "country", "city")
-DEFAULT_MASTER = "local[*]"
 CONNECT_TIMEOUT_S = 5.0
+
+
+# PySpark 4.3 warns on every conversion that it "does not yet fully support pandas >= 3". What crosses the
+# boundary here (64-bit ints and floats, bools, Arrow strings with missing values, dates, lists of floats) converts
+# exactly both ways; tests/test_spark_engine.py checks each of those, so the warning is silenced for them.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 
 class SparkUnavailable(CaiError):
@@ -104,8 +110,9 @@ def _java_found() -> bool:
 
 
 def start_session(master: str | None = None):
-    """A Spark session: Spark Connect when ``SPARK_REMOTE`` is set, else ``master`` (``spark.master``, local mode by
-    default). Every reason it cannot start is a SparkUnavailable with what to do."""
+    """A Spark session: Spark Connect when ``SPARK_REMOTE`` is set, else ``master``, else Spark's own
+    ``spark.master`` setting, else local mode on every core. Every reason it cannot start is a SparkUnavailable
+    that says what to do."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -119,34 +126,35 @@ def start_session(master: str | None = None):
         if not _java_found():
             raise SparkUnavailable("Spark needs Java 17 or newer and none was found: install it (Debian: apt-get "
                                    "install openjdk-17-jre-headless) or set JAVA_HOME, or run with --engine duckdb.")
-        master = master or DEFAULT_MASTER
-        if master.startswith("spark://"):
+        if master and master.startswith("spark://"):
             _check_reachable(master, 7077)
         # Executors in local mode (and on a cluster without its own setting) run this very interpreter, so that
         # the model they unpickle meets the same Python, pandas and scikit-learn.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        builder = (SparkSession.builder.master(master).appName("customer-ai")
+        builder = (SparkSession.builder.appName("customer-ai")
                    .config("spark.sql.session.timeZone", "UTC")
-                   .config("spark.sql.shuffle.partitions", str(_local_partitions(master)))
                    .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                    .config("spark.ui.showConsoleProgress", "false"))
+        if master:
+            builder = builder.master(master)
     try:
         spark = builder.getOrCreate()
     except Exception as error:
         raise SparkUnavailable(f"Spark did not start: {_first_line(error)}") from None
+    if not remote:
+        spark.sparkContext.setLogLevel("ERROR")
+        _fit_local_mode(spark)
     _check_worker_python(spark)
     return spark
 
 
-def _local_partitions(master: str) -> int:
-    """Spark's default of 200 shuffle partitions costs more in task overhead than a single machine gains; a few
-    per core is enough. A cluster keeps its own setting (this applies only when the session is created here)."""
-    cores = os.cpu_count() or 2
-    if master.startswith("local["):
-        requested = master[len("local["):-1]
-        cores = cores if requested == "*" else int(requested.split(",")[0])
-    return 4 * cores if master.startswith("local") else 200
+def _fit_local_mode(spark) -> None:
+    """Spark's default of 200 shuffle partitions costs more in task overhead than one machine gains from them; a
+    few per core is enough. A cluster keeps its own setting."""
+    master = spark.sparkContext.master
+    if master.startswith("local"):
+        spark.conf.set("spark.sql.shuffle.partitions", str(4 * spark.sparkContext.defaultParallelism))
 
 
 def _first_line(error: Exception) -> str:
@@ -352,3 +360,9 @@ def _read_scored(folder: Path, typical: np.ndarray, columns: list[int]) -> engin
         typical=typical, columns=columns, values=stacked(scored["values"]), effects=stacked(scored["effects"]),
         per_profile=per_profile.reset_index(drop=True)[["profile_id", *FACTOR_FIELDS]],
     )
+
+
+def executor(db_path: Path, master: str | None = None, events: str | None = None) -> SparkExecutor:
+    """The Spark executor for a run from the command line: a session, and the events (the store's own unless
+    ``events`` names a table)."""
+    return SparkExecutor(start_session(master), db_path, events)
