@@ -2,7 +2,7 @@
 run's peak memory, and two references measured in the same process on the same data (a bare DuckDB scan, the
 floor; and the same features in pandas, a notebook's way).
 
-    python -m bench [--profiles 1000000] [--repeat 30] [--out bench/results.json] [--workdir DIR]
+    python -m bench [--profiles 1000000] [--repeat 30] [--out bench/results.json] [--workdir DIR] [--engine spark]
 """
 
 from __future__ import annotations
@@ -50,24 +50,29 @@ def latency(work: Callable[[int], object], repeat: int) -> dict:
 # The peak is read from /proc/self/status (VmHWM) because getrusage's ru_maxrss survives exec on Linux: a child
 # forked from this large process would report this process's size.
 CHILD_RUN = """
-import json, resource, sys
-from cai import engine, instances
-result = engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE)
+import json, resource, sys, time
+from pathlib import Path
+from cai import engine, instances, spark_engine
+clock = time.perf_counter()
+executor = spark_engine.executor(Path(sys.argv[1])) if sys.argv[2] == "spark" else None
+setup_s = time.perf_counter() - clock
+result = engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE, executor=executor)
 try:
     with open("/proc/self/status") as status:
         peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 except OSError:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({**result.as_dict(), "peak_rss_mb": peak_kb / 1024}))
+print(json.dumps({**result.as_dict(), "peak_rss_mb": peak_kb / 1024, "engine_setup_s": setup_s}))
 """
 
 
-def run_in_child(db: Path, models: Path) -> tuple[dict, float]:
-    """The tutorial's full run in a process of its own, so that its peak memory is its own."""
+def run_in_child(db: Path, models: Path, engine_name: str = "duckdb") -> tuple[dict, float]:
+    """The tutorial's full run in a process of its own, so that its peak memory is its own (with Spark, the
+    driver's Python process: the JVM and Python workers are processes of their own)."""
     store.release(db)
     env = {**os.environ, store.MODELS_ENV_VAR: str(models)}
     clock = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db)], capture_output=True, text=True, env=env,
+    child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db), engine_name], capture_output=True, text=True, env=env,
                            cwd=Path(__file__).resolve().parent.parent, check=False)
     wall = time.perf_counter() - clock
     if child.returncode != 0:
@@ -78,9 +83,11 @@ def run_in_child(db: Path, models: Path) -> tuple[dict, float]:
     return result, wall
 
 
-def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str], None] = print) -> dict:
+def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str], None] = print,
+            engine_name: str = "duckdb") -> dict:
     db, models = workdir / "bench.duckdb", workdir / "models"
-    results: dict = {"profiles": profiles_count, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    results: dict = {"profiles": profiles_count, "engine": engine_name,
+                     "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
     log(f"Generating {profiles_count:,} profiles")
     results["generate_s"], summary = timed(lambda: demo.build_demo(db, profiles=profiles_count))
@@ -103,8 +110,9 @@ def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str]
     del events, profile_frame
     results["pandas_features_s"] = results["pandas_load_s"] + results["pandas_groupby_s"]
 
-    log("The full run of the tutorial's instance, in a child process")
-    run, results["run_wall_s"] = run_in_child(db, models)
+    log(f"The full run of the tutorial's instance ({engine_name}), in a child process")
+    run, results["run_wall_s"] = run_in_child(db, models, engine_name)
+    results["engine_setup_s"] = run["engine_setup_s"]
     results["peak_rss_mb"] = run["peak_rss_mb"]
     timings = scores.latest_run(db, TUTORIAL)["details"]["timings"]
     results["run_s"] = run["duration_s"]
@@ -144,7 +152,8 @@ def report(results: dict) -> str:
     lines = [f"{results['profiles']:,} profiles, {results['events']:,} events "
              f"({results['eligible_profiles']:,} eligible, {results['profiles_scored']:,} scored)", ""]
     for key in ("generate_s", "floor_s", "features_s", "pandas_load_s", "pandas_groupby_s", "pandas_features_s",
-                "train_s", "scoring_features_s", "score_s", "factors_s", "write_s", "run_s", "run_wall_s"):
+                "train_s", "scoring_features_s", "score_s", "factors_s", "write_s", "engine_setup_s", "run_s",
+                "run_wall_s"):
         lines.append(f"  {key:<28}{results[key]:>10.2f} s")
     lines.append(f"  {'peak_rss_mb':<28}{results['peak_rss_mb']:>10.0f} MB")
     for key in ("ratio_run_to_floor", "ratio_pandas_to_features", "ratio_pandas_groupby_to_features"):
@@ -161,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="repetitions of each interactive query")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     parser.add_argument("--workdir", help="where to build the database (default: a temporary folder)")
+    parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                        help="the engine of the timed run (spark: local mode on every core)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         results = measure(args.profiles, Path(folder), args.repeat,
-                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True))
+                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True),
+                          engine_name=args.engine)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
     print(f"\nWrote {args.out}")

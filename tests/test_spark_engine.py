@@ -4,6 +4,7 @@ demo data, the events export, what crosses between pandas 3 and Spark, and one-l
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import socket
 import subprocess
@@ -102,3 +103,91 @@ def test_a_spark_run_equals_a_duckdb_run(spark, demo_store, tmp_path, capsys, mo
     with store.connect(spark_db) as con:
         details = con.execute("SELECT details FROM runs WHERE status = 'success'").fetchall()[0][0]
     assert '"engine": "spark"' in details
+
+
+def _seen_in_executor(batches):
+    for batch in batches:
+        yield pd.DataFrame({"column": list(batch.columns), "dtype": [str(batch[c].dtype) for c in batch.columns],
+                            "missing": [repr(batch[c].iloc[1]) for c in batch.columns]})
+
+
+def test_pandas_3_columns_cross_unchanged(spark):
+    """PySpark 4.3 warns that it does not fully support pandas 3. For the columns this app passes: Arrow-backed
+    strings keep their dtype with NaN for missing, nullable integers reach the executors as nullable Int64 (pd.NA)
+    and come back as float64 with NaN, microsecond timestamps survive exactly (session time zone UTC)."""
+    frame = pd.DataFrame({
+        "profile_id": np.array([1, 2, 3], dtype=np.int64),
+        "tier": pd.Series(["gold", None, "silver"], dtype="str"),
+        "points": pd.Series([10, None, 30], dtype="Int64"),
+        "ts": pd.to_datetime(["2026-01-01 10:00:00.123456", "2026-02-01 00:00:00.000000",
+                              "2026-03-01 23:59:59.999999"]).astype("datetime64[us]"),
+        "flag": [True, False, True],
+    })
+    table = spark.createDataFrame(frame)
+    seen = table.coalesce(1).mapInPandas(_seen_in_executor, "column string, dtype string, missing string")
+    seen = seen.toPandas().set_index("column")
+    assert seen.loc["tier", "dtype"] == "str" and seen.loc["tier", "missing"] == "nan"
+    assert seen.loc["points", "dtype"] == "Int64" and seen.loc["points", "missing"] == "<NA>"
+    assert seen.loc["ts", "dtype"] == "datetime64[us]"
+    back = table.toPandas()
+    assert back["tier"].dtype == "str" and back["tier"].isna().tolist() == [False, True, False]
+    assert back["points"].dtype == "float64" and np.isnan(back["points"].iloc[1]) and back["points"].iloc[2] == 30
+    assert back["ts"].tolist() == frame["ts"].tolist()
+    assert engine._encode(back, ["points"], np.array([False]), {}).ravel()[1] != 0
+
+
+def test_export_events_writes_monthly_parquet_with_profile_ids(demo_db, tmp_path, capsys):
+    out = tmp_path / "events"
+    assert cli.main(["--db", str(demo_db), "export-events", "--out", str(out)]) == 0
+    assert "events to" in capsys.readouterr().out
+    months = sorted(folder.name for folder in out.iterdir())
+    assert months[0].startswith("event_month=2026-") and len(months) >= 9
+    with store.connect(demo_db) as con:
+        expected = con.execute("SELECT count(*), count(DISTINCT profile_id) FROM events").fetchall()[0]
+    written = duckdb.sql(f"SELECT count(*), count(DISTINCT profile_id) FROM read_parquet('{out}/*/*.parquet')")
+    assert written.fetchall()[0] == expected
+    assert cli.main(["--db", str(demo_db), "export-events", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_events_without_needed_columns_are_named_in_one_line(spark, demo_store, tmp_path, capsys):
+    events = tmp_path / "events.parquet"
+    with store.connect(demo_store) as con:
+        con.execute("SELECT profile_id, ts, event_type, value FROM events LIMIT 100").df().to_parquet(events)
+    status = cli.main(["--db", str(demo_store), "run", instances.TUTORIAL_INSTANCE, "--engine", "spark",
+                       "--master", "local[2]", "--events", str(events)])
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in error
+    assert "lack the columns sku, channel" in error
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run_spark_cli(db: Path, extra: list[str], env: dict, prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"import sys; {prelude}from cai import cli; sys.exit(cli.main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "--db", str(db), "run", instances.TUTORIAL_INSTANCE,
+                           "--engine", "spark", *extra], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("case", ["no pyspark", "no java", "unreachable master", "unreachable connect server"])
+def test_spark_that_cannot_start_is_one_line_and_exit_code_2(case, demo_store):
+    env = {key: value for key, value in os.environ.items() if key not in ("JAVA_HOME", "SPARK_REMOTE")}
+    extra, prelude, expected = [], "", ""
+    if case == "no pyspark":
+        prelude, expected = "sys.modules['pyspark'] = None; ", "PySpark is not installed"
+    elif case == "no java":
+        env["PATH"] = str(Path(sys.executable).parent)
+        expected = "Spark needs Java 17"
+    elif case == "unreachable master":
+        extra, expected = ["--master", f"spark://127.0.0.1:{_free_port()}"], "Cannot reach Spark at spark://"
+    else:
+        env["SPARK_REMOTE"], expected = f"sc://127.0.0.1:{_free_port()}", "Cannot reach Spark at sc://"
+    child = _run_spark_cli(demo_store, extra, env, prelude)
+    error = child.stderr.strip()
+    assert child.returncode == 2, child.stderr
+    assert expected in error and "\n" not in error and "Traceback" not in error
