@@ -145,7 +145,7 @@ def _executor(args):
     """None (the store's DuckDB) or, with ``--engine spark``, the Spark executor."""
     if args.engine != "spark":
         return None
-    return spark_engine.executor(args.db, master=args.master, events=args.events)
+    return spark_engine.executor(args.db, master=args.master, events=args.events, workdir=args.spark_workdir)
 
 
 def cmd_run(args) -> int:
@@ -191,6 +191,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                                          "spark.master, else local mode)")
     parser.add_argument("--events", help="with --engine spark: events table (Parquet or Delta folder, or a table "
                                          "name); default: the store's events")
+    parser.add_argument("--spark-workdir", help="with --engine spark: folder for the Parquet Spark writes; on a "
+                                                "cluster one the driver and executors share (default: a temporary "
+                                                "folder)")
 
 
 def cmd_scores(args) -> int:

@@ -362,7 +362,8 @@ def _read_scored(folder: Path, typical: np.ndarray, columns: list[int]) -> engin
     )
 
 
-def executor(db_path: Path, master: str | None = None, events: str | None = None) -> SparkExecutor:
+def executor(db_path: Path, master: str | None = None, events: str | None = None,
+             workdir: str | None = None) -> SparkExecutor:
     """The Spark executor for a run from the command line: a session, and the events (the store's own unless
-    ``events`` names a table)."""
-    return SparkExecutor(start_session(master), db_path, events)
+    ``events`` names a table). On a cluster, ``workdir`` must be a folder the driver and every executor see."""
+    return SparkExecutor(start_session(master), db_path, events, workdir)
