@@ -72,8 +72,8 @@ def run_in_child(db: Path, models: Path, engine_name: str = "duckdb") -> tuple[d
     store.release(db)
     env = {**os.environ, store.MODELS_ENV_VAR: str(models)}
     clock = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db), engine_name], capture_output=True, text=True, env=env,
-                           cwd=Path(__file__).resolve().parent.parent, check=False)
+    child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db), engine_name], capture_output=True, text=True,
+                           env=env, cwd=Path(__file__).resolve().parent.parent, check=False)
     wall = time.perf_counter() - clock
     if child.returncode != 0:
         raise RuntimeError(f"The benchmark run failed:\n{child.stdout}\n{child.stderr}")
