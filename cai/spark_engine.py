@@ -162,8 +162,8 @@ def _first_line(error: Exception) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _worker_python(_: object) -> object:
-    for _batch in _:
+def _worker_python(batches):
+    for _ in batches:
         yield pd.DataFrame({"version": [f"{sys.version_info.major}.{sys.version_info.minor}"]})
 
 
