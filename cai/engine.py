@@ -20,7 +20,7 @@ import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from cai import audit, evaluation, factors, features, store
+from cai import activation, audit, evaluation, factors, features, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
 
@@ -487,6 +487,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             )
 
         store.write(db_path, swap)
+        activation.deliver_after_run(db_path, instance_id, actor)
         progress(1.0, "Done")
         return RunResult(run_id, name, SUCCESS, as_of.isoformat(), None, len(scores), counts,
                          {k: v for k, v in metrics.items() if k != "advice"}, time.monotonic() - started)
