@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from cai import activation, cli, destinations, engine, instances, segments, store
 from cai.errors import ValidationError
@@ -31,6 +32,10 @@ from tests.conftest import ROOT
 SECRET = "hook-signing-secret-42"
 HIGH = segments.suggested_name(instances.TUTORIAL_INSTANCE, "high")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-cookie-secret",
+        "client_id": "customer-ai", "client_secret": "not-a-real-secret",
+        "server_metadata_url": "https://login.example.com/.well-known/openid-configuration"}
+EDITOR = "boss@example.com"
 
 
 class Receiver(ThreadingHTTPServer):
@@ -164,15 +169,31 @@ def test_a_failed_delivery_is_retried_by_run_due_sending_only_the_rest(trained_d
     assert history["status"].tolist() == [activation.SUCCESS] and history["attempts"].tolist() == [2]
 
 
-def test_a_new_run_delivers_exactly_the_diff(trained_db, high, hooks, receiver):
+def _rows(pg_url: str) -> pd.DataFrame:
+    con = destinations.postgres_connection(pg_url, None)
+    try:
+        return con.execute("SELECT * FROM pg.public.audience").df()
+    finally:
+        con.close()
+
+
+def test_a_new_run_delivers_exactly_the_diff_to_webhooks_and_tables(trained_db, high, hooks, receiver, pg_url):
+    destinations.create_destination(trained_db, destinations.Destination("warehouse", "table", pg_url,
+                                                                         {"table": "audience"}))
     activation.activate(trained_db, high, "hooks", identity="email_sha256")
-    activation.deliver_pending(trained_db, segment=high)
+    activation.activate(trained_db, high, "warehouse", columns=("score",))
+    first = activation.deliver_pending(trained_db, segment=high)
+    assert [r.status for r in first] == [activation.SUCCESS] * 2, [r.error for r in first]
+    table = _rows(pg_url)
+    assert set(table["identity"]) == _crmids(trained_db, high) and table["bucket"].isna().all()
+    assert table["score"].ge(75).all()
     before = set(_applied(receiver, "added"))
     receiver.applied.clear()
 
-    latest = instances.get_instance(trained_db, instances.TUTORIAL_INSTANCE)
-    as_of = dt.date.fromisoformat(str(instances.run_history(trained_db, latest.name)["as_of"].iloc[0])[:10])
-    result = engine.run_instance(trained_db, latest.name, as_of=as_of - dt.timedelta(days=14),
+    # A run on a different score date changes the scores; its end delivers both activations again by itself.
+    as_of = dt.date.fromisoformat(str(instances.run_history(trained_db, instances.TUTORIAL_INSTANCE)["as_of"]
+                                      .iloc[0])[:10])
+    result = engine.run_instance(trained_db, instances.TUTORIAL_INSTANCE, as_of=as_of - dt.timedelta(days=14),
                                  models=trained_db.parent / "models")
     assert result.error is None
 
@@ -184,6 +205,11 @@ def test_a_new_run_delivers_exactly_the_diff(trained_db, high, hooks, receiver):
     assert added and removed
     assert added == after - before and removed == before - after
     assert all(len(value) == 64 for value in added)
+
+    latest = activation.list_activations(trained_db, high).set_index("destination")
+    assert (latest["last_status"] == activation.SUCCESS).all() and (latest["last_run"] == result.run_id).all()
+    assert set(_rows(pg_url)["identity"]) == _crmids(trained_db, high)
+    assert 0 < latest.loc["warehouse", "added"] + latest.loc["warehouse", "removed"] < len(table)
 
 
 def test_folder_delivery_is_a_full_snapshot_with_a_manifest(trained_db, high, tmp_path):
@@ -304,34 +330,6 @@ def pg_url(pg_server):
     return server._replace(path=f"/{name}").geturl()
 
 
-def test_table_delivery_upserts_membership_and_then_the_diff(trained_db, high, pg_url):
-    destinations.create_destination(trained_db, destinations.Destination("warehouse", "table", pg_url,
-                                                                         {"table": "audience"}))
-    activation.activate(trained_db, high, "warehouse", columns=("score",))
-    [first] = activation.deliver_pending(trained_db, segment=high)
-    assert first.status == activation.SUCCESS, first.error
-
-    def rows() -> pd.DataFrame:
-        con = destinations.postgres_connection(pg_url, None)
-        try:
-            return con.execute("SELECT * FROM pg.public.audience").df()
-        finally:
-            con.close()
-
-    table = rows()
-    assert set(table["identity"]) == _crmids(trained_db, high) and table["bucket"].isna().all()
-    assert table["score"].ge(75).all()
-
-    as_of = dt.date.fromisoformat(str(instances.run_history(trained_db, instances.TUTORIAL_INSTANCE)["as_of"]
-                                      .iloc[0])[:10])
-    engine.run_instance(trained_db, instances.TUTORIAL_INSTANCE, as_of=as_of - dt.timedelta(days=14),
-                        models=trained_db.parent / "models")
-    second = activation.list_activations(trained_db, high).iloc[0]
-    assert second["last_status"] == activation.SUCCESS and second["last_run"] != first.run_id
-    assert 0 < second["added"] + second["removed"] < second["members"] + len(table)
-    assert set(rows()["identity"]) == _crmids(trained_db, high)
-
-
 def test_secrets_stay_out_of_the_store_and_passwords_in_addresses_are_refused(trained_db, high, hooks):
     with pytest.raises(ValidationError, match="secrets.toml"):
         destinations.create_destination(trained_db, destinations.Destination(
@@ -372,3 +370,47 @@ def test_cli_activates_to_a_webhook_and_fails_loudly(trained_db, high, receiver,
     assert cli.main([*db, "activations", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {row["destination"]: row["last_status"] for row in listed} == {"hooks": "success", "down": "failed"}
+
+
+def _segments_page(user: dict | None = None) -> AppTest:
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    if user is not None:
+        app.secrets["auth"] = AUTH
+        app.secrets["cai"] = {"editors": [EDITOR]}
+        for key, value in user.items():
+            app.user[key] = value
+    return app.run().switch_page("pages/segments.py").run()
+
+
+def _frame_with(app: AppTest, column: str) -> pd.DataFrame:
+    return next(frame.value for frame in app.dataframe if column in frame.value.columns)
+
+
+def test_segments_page_activates_a_segment_and_shows_its_deliveries(trained_db, high, tmp_path):
+    destinations.create_destination(trained_db, destinations.Destination("share", "folder", str(tmp_path / "out")))
+    app = _segments_page()
+    assert not app.exception
+    assert any("not sent anywhere yet" in info.value for info in app.info)
+
+    app.selectbox(key="activation_identity").set_value("email_sha256")
+    app.button(key="FormSubmitter:activation_form-Activate").click().run()
+    assert not app.exception
+    assert any(f"{high} -> share" in message.value and "success" in message.value for message in app.success)
+
+    app.run()
+    shown = _frame_with(app, "last_status")
+    assert shown.loc[0, "destination"] == "share" and shown.loc[0, "last_status"] == activation.SUCCESS
+    assert shown.loc[0, "identity"] == "email_sha256" and "@" not in shown.to_string()
+    assert _frame_with(app, "attempts")["members"].iloc[0] == len(_crmids(trained_db, high))
+
+
+def test_viewers_see_activations_but_cannot_activate(trained_db, high, tmp_path):
+    destinations.create_destination(trained_db, destinations.Destination("share", "folder", str(tmp_path / "out")))
+    activation.activate(trained_db, high, "share")
+    activation.deliver_pending(trained_db, segment=high)
+    app = _segments_page({"is_logged_in": True, "email": "analyst@example.com"})
+    assert not app.exception
+    assert _frame_with(app, "last_status").loc[0, "last_status"] == activation.SUCCESS
+    assert app.button(key="FormSubmitter:activation_form-Activate").disabled
+    assert app.button(key="activation_deliver").disabled
+    assert not [expander for expander in app.expander if expander.label == "New destination"]
