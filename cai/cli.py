@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from cai import activation, backtest, demo, destinations, engine, ingest, instances, online_retail, profiles, scores, segments, store
+from cai import backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
+from cai import activation, destinations
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
 

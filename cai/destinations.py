@@ -52,10 +52,14 @@ class Destination:
         return f"rows of {self.options.get('table', DEFAULT_TABLE)} in {self.target}"
 
 
+def secret_variable(destination: str, key: str) -> str:
+    return f"CAI_DESTINATION_{re.sub(r'[^A-Z0-9]+', '_', destination.upper())}_{key.upper()}"
+
+
 def secret(destination: str, key: str) -> str | None:
     """``$CAI_DESTINATION_<NAME>_<KEY>``, else ``[cai.destinations.<name>] <key>`` in ``.streamlit/secrets.toml``
     (the project's, then the user's); never stored in the database."""
-    variable = f"CAI_DESTINATION_{re.sub(r'[^A-Z0-9]+', '_', destination.upper())}_{key.upper()}"
+    variable = secret_variable(destination, key)
     if os.environ.get(variable):
         return os.environ[variable]
     for path in reversed(SECRETS_FILES):
@@ -69,8 +73,8 @@ def secret(destination: str, key: str) -> str | None:
 def _required_secret(destination: Destination, key: str) -> str:
     value = secret(destination.name, key)
     if not value:
-        variable = f"CAI_DESTINATION_{re.sub(r'[^A-Z0-9]+', '_', destination.name.upper())}_{key.upper()}"
-        raise CaiError(f"The destination {destination.name!r} needs its {key}: set {variable}, or `{key}` under "
+        raise CaiError(f"The destination {destination.name!r} needs its {key}: set "
+                       f"{secret_variable(destination.name, key)}, or `{key}` under "
                        f"[cai.destinations.{destination.name}] in .streamlit/secrets.toml.")
     return value
 

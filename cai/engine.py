@@ -20,7 +20,8 @@ import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from cai import activation, audit, evaluation, factors, features, store
+from cai import activation
+from cai import audit, evaluation, factors, features, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
 

@@ -26,7 +26,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cai import activation, cli, destinations, engine, instances, segments, store
-from cai.errors import ValidationError
+from cai.errors import CaiError, ValidationError
 from tests.conftest import ROOT
 
 SECRET = "hook-signing-secret-42"
@@ -129,7 +129,8 @@ def test_webhook_delivers_every_member_signed_and_once(trained_db, high, hooks, 
     assert [r.status for r in again] == ["up to date"] and len(receiver.requests) == -(-len(expected) // 100)
 
 
-def test_a_500_and_a_timeout_are_retried_without_duplicates_and_a_400_is_not(trained_db, high, hooks, receiver):
+def test_a_500_and_a_timeout_are_retried_without_duplicates_and_a_400_is_not(trained_db, high, hooks, receiver,
+                                                                              monkeypatch):
     receiver.plan = ["500", "ok", "timeout", "slow"]
     activation.activate(trained_db, high, "hooks")
     [result] = activation.deliver_pending(trained_db, segment=high)
@@ -142,13 +143,10 @@ def test_a_500_and_a_timeout_are_retried_without_duplicates_and_a_400_is_not(tra
 
     refused = destinations.create_destination(trained_db, destinations.Destination(
         "strict", "webhook", receiver.url, {"attempts": 3, "backoff_s": 0.01}))
-    os.environ["CAI_DESTINATION_STRICT_SECRET"] = SECRET
-    try:
-        receiver.plan, before = ["400"], len(receiver.requests)
-        activation.activate(trained_db, high, refused.name)
-        [failed] = [r for r in activation.deliver_pending(trained_db, segment=high) if r.destination == "strict"]
-    finally:
-        del os.environ["CAI_DESTINATION_STRICT_SECRET"]
+    monkeypatch.setenv("CAI_DESTINATION_STRICT_SECRET", SECRET)
+    receiver.plan, before = ["400"], len(receiver.requests)
+    activation.activate(trained_db, high, refused.name)
+    [failed] = [r for r in activation.deliver_pending(trained_db, segment=high) if r.destination == "strict"]
     assert failed.status == activation.FAILED and "HTTP 400" in failed.error
     assert len(receiver.requests) == before + 1, "a 4xx is never retried"
 
@@ -349,6 +347,8 @@ def test_secrets_file_is_read_when_no_variable_is_set(tmp_path, monkeypatch):
     assert destinations.secret("crm", "password") == "from-file"
     monkeypatch.setenv("CAI_DESTINATION_CRM_PASSWORD", "from-env")
     assert destinations.secret("crm", "password") == "from-env"
+    with pytest.raises(CaiError, match="set CAI_DESTINATION_MY_HOOK_SECRET"):
+        destinations.post_batch(destinations.Destination("my-hook", "webhook", "http://127.0.0.1:9/"), b"{}")
 
 
 def test_cli_activates_to_a_webhook_and_fails_loudly(trained_db, high, receiver, monkeypatch, capsys):
