@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cai import backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments, store
+from cai import activation, destinations
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
 
@@ -155,7 +156,7 @@ def cmd_run_due(args) -> int:
     status = 0
     for name in due:
         status |= _report_run(engine.run_instance(args.db, name, progress=_progress, actor=ACTOR), False)
-    return status
+    return status | _report_deliveries(activation.deliver_pending(args.db, actor=ACTOR))
 
 
 def cmd_scores(args) -> int:
@@ -179,6 +180,46 @@ def cmd_segments(args) -> int:
     elif args.action == "export":
         count = segments.export(args.db, args.name, Path(args.out), actor=ACTOR)
         print(f"Wrote {count:,} members of {args.name!r} to {args.out}.")
+    elif args.action == "activate":
+        activation.activate(args.db, args.name, args.destination, args.identity,
+                            tuple(c for c in args.columns.split(",") if c), actor=ACTOR)
+        return _report_deliveries(activation.deliver_pending(args.db, segment=args.name, actor=ACTOR))
+    return 0
+
+
+def _report_deliveries(results: list[activation.DeliveryResult]) -> int:
+    for result in results:
+        print(result.line(), file=sys.stderr if result.status == activation.FAILED else sys.stdout)
+    return 1 if any(result.status == activation.FAILED for result in results) else 0
+
+
+def cmd_destinations(args) -> int:
+    if args.action == "list":
+        rows = [{"name": d.name, "kind": d.kind, "target": d.target, "options": d.options}
+                for d in destinations.list_destinations(args.db)]
+        if args.json:
+            _print_json(rows)
+        for row in [] if args.json else rows:
+            print(f"{row['name']}: {row['kind']} {row['target']}")
+        return 0
+    kind, target = next((k, getattr(args, k)) for k in destinations.KINDS if getattr(args, k))
+    options = {key: value for key, value in (("format", args.format), ("endpoint_url", args.endpoint_url),
+                                             ("table", args.table_name), ("batch_size", args.batch_size),
+                                             ("timeout_s", args.timeout)) if value is not None}
+    created = destinations.create_destination(args.db, destinations.Destination(args.name, kind, target, options),
+                                              actor=ACTOR)
+    print(f"Created the destination {created.name!r}: {created.describe()}.")
+    return 0
+
+
+def cmd_activations(args) -> int:
+    if args.action == "deliver":
+        return _report_deliveries(activation.deliver_pending(args.db, segment=args.segment, actor=ACTOR))
+    table = activation.list_activations(args.db)
+    if args.json:
+        _print_json(table.to_dict("records"))
+    else:
+        print(table.drop(columns="activation_id").to_string(index=False) if len(table) else "No activations yet.")
     return 0
 
 
@@ -312,7 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("export")
     a.add_argument("name")
     a.add_argument("--out", required=True, help="a .csv or .parquet file")
+    a = actions.add_parser("activate", help="send the segment to a destination now and after every run")
+    a.add_argument("name")
+    a.add_argument("--destination", required=True)
+    a.add_argument("--identity", choices=list(activation.IDENTITIES), default="crmid")
+    a.add_argument("--columns", default="score,bucket", help=f"any of {','.join(activation.OPTIONAL_COLUMNS)}")
     p.set_defaults(handler=cmd_segments)
+
+    p = commands.add_parser("destinations", help="where segments are sent (secrets: see the README)")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list").add_argument("--json", action="store_true")
+    a = actions.add_parser("create")
+    a.add_argument("--name", required=True)
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", help="a local or mounted folder")
+    where.add_argument("--s3", help="s3://bucket/prefix")
+    where.add_argument("--webhook", help="https://... receiving signed JSON batches")
+    where.add_argument("--table", help="postgresql://user@host:5432/database")
+    a.add_argument("--format", choices=destinations.FILE_FORMATS, help="files: csv (default) or parquet")
+    a.add_argument("--endpoint-url", help="s3: an S3-compatible endpoint")
+    a.add_argument("--table-name", help=f"table: the table to fill (default {destinations.DEFAULT_TABLE})")
+    a.add_argument("--batch-size", type=int, help="webhook: members per request")
+    a.add_argument("--timeout", type=float, help="webhook: seconds to wait for an answer")
+    p.set_defaults(handler=cmd_destinations)
+
+    p = commands.add_parser("activations", help="list activations or deliver the pending ones")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list").add_argument("--json", action="store_true")
+    actions.add_parser("deliver").add_argument("--segment")
+    p.set_defaults(handler=cmd_activations)
 
     p = commands.add_parser("profiles", help="find a profile by identity")
     actions = p.add_subparsers(dest="action", required=True)

@@ -19,6 +19,7 @@ import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from cai import activation
 from cai import audit, evaluation, factors, features, models, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
@@ -445,6 +446,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             )
 
         store.write(db_path, swap)
+        activation.deliver_after_run(db_path, instance_id, actor)
         progress(1.0, "Done")
         return RunResult(run_id, name, SUCCESS, as_of.isoformat(), None, len(scores), counts,
                          {k: v for k, v in metrics.items() if k != "advice"}, time.monotonic() - started)

@@ -108,6 +108,18 @@ def _members_sql(rule: Rule, run_id: int) -> tuple[str, dict]:
     return f"SELECT s.* FROM scores s {join} WHERE {where}", params
 
 
+def members_query(rule: Rule, run_id: int) -> tuple[str, dict]:
+    """The SQL (and its parameters) selecting the score rows of ``run_id`` that match ``rule``."""
+    return _members_sql(rule, run_id)
+
+
+def get_segment_rule(con: duckdb.DuckDBPyConnection, name: str) -> Rule:
+    rows = con.execute("SELECT definition FROM segments WHERE name = ?", [name]).fetchall()
+    if not rows:
+        raise NotFound(f"There is no segment named {name!r}.")
+    return Rule.from_json(rows[0][0])
+
+
 def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None,
             cost_per_contact: float | None = None) -> dict:
     """Audience size and share, expected conversions, held-out precision/recall and, given money, expected return."""
@@ -317,6 +329,10 @@ def delete_segment(db_path: Path, name: str, actor: str = "local") -> None:
     def work(con):
         if not con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
             raise NotFound(f"There is no segment named {name!r}.")
+        from cai import activation  # here: activation builds on segments
+
+        activation.forget_segments(con, [row[0] for row in con.execute(
+            "SELECT segment_id FROM segments WHERE name = ?", [name]).fetchall()])
         con.execute("DELETE FROM segments WHERE name = ?", [name])
         audit.record(con, actor, "delete", "segment", name)
 

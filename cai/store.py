@@ -208,6 +208,53 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
     );
     """,
+    # 6: activation: where segments are sent (secrets stay outside the store), which segment goes where, each
+    # delivery, and what each destination holds now (the base of the next diff).
+    """
+    CREATE TABLE destinations (
+        destination_id BIGINT PRIMARY KEY,
+        name VARCHAR NOT NULL UNIQUE,
+        kind VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        options JSON NOT NULL,
+        created_by VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE activations (
+        activation_id BIGINT PRIMARY KEY,
+        segment_id BIGINT NOT NULL,
+        destination_id BIGINT NOT NULL,
+        identity VARCHAR NOT NULL,
+        columns JSON NOT NULL,
+        active BOOLEAN NOT NULL DEFAULT true,
+        created_by VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        UNIQUE (segment_id, destination_id)
+    );
+    CREATE TABLE deliveries (
+        delivery_id BIGINT PRIMARY KEY,
+        activation_id BIGINT NOT NULL,
+        run_id BIGINT NOT NULL,
+        status VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL,
+        members BIGINT,
+        added BIGINT,
+        removed BIGINT,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        pid INTEGER,
+        location VARCHAR,
+        error VARCHAR,
+        started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        finished_at TIMESTAMP,
+        UNIQUE (activation_id, run_id)
+    );
+    CREATE TABLE delivered_members (
+        activation_id BIGINT NOT NULL,
+        profile_id BIGINT NOT NULL,
+        identity_value VARCHAR NOT NULL,
+        PRIMARY KEY (activation_id, profile_id)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -346,6 +393,15 @@ def _attach(con: duckdb.DuckDBPyConnection, target: Store, alias: str, read_only
             f"Could not open the database {target}: {redact(str(error))} Check the address, user and password in "
             "the app's settings."
         ) from None
+
+
+def attached(location: Store | str | os.PathLike, alias: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with ``location`` attached as ``alias``: for databases other than the store (an
+    activation's table destination), loaded the same offline way."""
+    target = resolve(location)
+    con = _duckdb_for(target)
+    _attach(con, target, alias)
+    return con
 
 
 def _open_postgres(target: Store) -> duckdb.DuckDBPyConnection:

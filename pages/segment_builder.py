@@ -4,7 +4,7 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import access, cached, state
+from ui import access, activation, cached, state
 
 db = state.db_path()
 viewer = access.current()
@@ -59,6 +59,7 @@ st.caption("Precision and recall come from the held-out customers of the latest 
 
 name = st.text_input("Segment name", key="builder_name", max_chars=segments.MAX_NAME_CHARS)
 description = st.text_area("Description", key="builder_description")
+activate_to = activation.choose_on_save(db, viewer)
 access.view_only_note(viewer)
 if st.button("Save", type="primary", key="builder_save", disabled=not viewer.can_edit):
     try:
@@ -68,5 +69,6 @@ if st.button("Save", type="primary", key="builder_save", disabled=not viewer.can
     else:
         cached.invalidate()
         st.session_state.pop("builder_origin", None)
-        state.flash(f"Saved {saved['name']!r} with {saved['size']:,} profiles.")
+        delivered = activation.activate_saved(db, viewer, saved["name"], activate_to)
+        state.flash(f"Saved {saved['name']!r} with {saved['size']:,} profiles. {delivered}".strip())
         st.switch_page("pages/segments.py")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import access, cached, state
+from ui import access, activation, cached, state
 
 PAGE_SIZE = 50
 
@@ -29,7 +29,8 @@ st.code(segment["rule_text"], language=None)
 st.caption(f"Evaluated against the latest successful run of {segment['instance']!r} (run {segment['current_run_id']}); "
            f"created from run {segment['run_id_at_creation']} with {segment['size_at_creation']:,} profiles.")
 
-members_tab, overlap_tab, export_tab, edit_tab = st.tabs(["Members", "Overlap", "Export", "Edit"])
+members_tab, overlap_tab, export_tab, activation_tab, edit_tab = st.tabs(
+    ["Members", "Overlap", "Export", "Activation", "Edit"])
 with members_tab:
     size = int(table.loc[table["name"] == chosen, "size_now"].fillna(0).iloc[0])
     pages = max(1, -(-size // PAGE_SIZE))
@@ -54,6 +55,8 @@ with export_tab:
                            functools.partial(segments.export_bytes, db, chosen, file_format, viewer.actor),
                            file_name=f"{chosen}.{file_format}", mime=mime, key=f"segments_export_{file_format}",
                            disabled=not viewer.sees_identities)
+with activation_tab:
+    activation.section(db, viewer, chosen)
 with edit_tab:
     access.view_only_note(viewer)
     new_name = st.text_input("Name", chosen, max_chars=segments.MAX_NAME_CHARS, key="segments_new_name")
