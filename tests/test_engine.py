@@ -69,6 +69,44 @@ def test_eligibility_needs_activity_in_the_lookback_and_ignores_passive_emails(e
     assert len(frame) == 1
 
 
+def test_every_profile_eligible_at_the_score_date_is_scored(trained_db):
+    run = scores.latest_run(trained_db, TUTORIAL)
+    eligible = store.query_df(
+        trained_db,
+        "SELECT count(DISTINCT profile_id) AS n FROM events WHERE event_type <> 'directMarketing.emailSent' "
+        "AND ts < CAST(? AS TIMESTAMP) AND ts >= CAST(? AS TIMESTAMP) - INTERVAL 45 DAY",
+        [run["details"]["as_of"], run["details"]["as_of"]])["n"][0]
+    assert run["profiles_scored"] == eligible == len(_scores(trained_db, run["run_id"]))
+
+
+def test_a_customer_dormant_for_over_a_year_is_still_a_row_with_its_real_recency(empty_db):
+    from cai import ingest
+
+    rows = ["timestamp,event_type,email", "2026-01-20T00:00:00,search,recent@x",
+            "2024-12-01T00:00:00,commerce.purchases,dormant@x", "2025-12-01T00:00:00,directMarketing.emailSent,dormant@x"]
+    ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "dormant.csv")
+    definition = Definition(name="x", goals=(Goal("search"),), eligible_days=500)
+    with store.connect(empty_db) as con:
+        frame = features.build(con, definition, [dt.date(2026, 2, 1)], with_labels=True)
+    dormant = frame.sort_values("last_activity_days").iloc[-1]
+    assert len(frame) == 2 and dormant["last_activity_days"] == (dt.date(2026, 2, 1) - dt.date(2024, 12, 1)).days
+    assert dormant["purchases_90d"] == 0 and pd.isna(dormant["purchases_days_since"])
+    assert pd.isna(dormant["tenure_days"]) and dormant["email_opens_30d"] == 0
+
+
+def test_purchase_gaps_count_days_and_tenure_ignores_email_sends(empty_db):
+    from cai import ingest
+
+    rows = ["timestamp,event_type,email", "2026-01-01T09:00:00,commerce.purchases,a@x",
+            "2026-01-01T10:00:00,commerce.purchases,a@x", "2026-01-11T09:00:00,commerce.purchases,a@x",
+            "2025-06-01T09:00:00,directMarketing.emailSent,a@x"]
+    ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "gaps.csv")
+    with store.connect(empty_db) as con:
+        frame = features.build(con, Definition(name="x", goals=(Goal("search"),)), [dt.date(2026, 2, 1)], False)
+    assert frame["purchase_gap_days"].iloc[0] == pytest.approx(10.0, abs=0.05)
+    assert frame["tenure_days"].iloc[0] == pytest.approx(31.0 - 9 / 24, abs=0.01)
+
+
 def test_too_few_examples_end_in_error_with_advice(trained_db):
     strict = Definition(name="Strict", goals=(Goal("commerce.purchases", Condition("value", ">", 5000)),))
     instances.create_instance(trained_db, strict)
