@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import threading
 
@@ -161,26 +162,65 @@ def test_an_interrupted_run_is_marked_and_the_instance_keeps_its_scores(trained_
     assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
 
 
-def test_top_factors_are_faithful(trained_db):
-    run = scores.latest_run(trained_db, TUTORIAL)
-    model_file = store.models_dir(trained_db) / run["details"]["model_file"]
+def _run_model_and_matrix(db):
     import joblib
 
-    model = joblib.load(model_file)
-    definition = run["definition"]
-    with store.connect(trained_db) as con:
-        frame = features.build(con, definition, [dt.date.fromisoformat(run["details"]["as_of"])], False)
-    matrix = engine.encode(frame, model)
+    run = scores.latest_run(db, TUTORIAL)
+    model = joblib.load(store.models_dir(db) / run["details"]["model_file"])
+    with store.connect(db) as con:
+        frame = features.build(con, run["definition"], [dt.date.fromisoformat(run["details"]["as_of"])], False)
+    return run, model, frame, engine.encode(frame, model)
+
+
+def test_top_reasons_are_faithful(trained_db):
+    run, model, frame, matrix = _run_model_and_matrix(trained_db)
     top = store.query_df(trained_db, "SELECT profile_id, feature, effect FROM score_factors WHERE run_id = ? "
                                      "AND rank = 1 ORDER BY profile_id LIMIT 300", [run["run_id"]])
     typical = factors.typical_values(matrix, model.categorical)
+    reason_of = {model.feature_names[reason.headline]: reason for reason in factors.reasons(model.feature_names)}
     row_of = {pid: i for i, pid in enumerate(frame["profile_id"])}
     for factor in top.itertuples():
         row = matrix[row_of[factor.profile_id]].copy()
         before = model.probability(row[None, :])[0]
-        row[model.feature_names.index(factor.feature)] = typical[model.feature_names.index(factor.feature)]
+        members = list(reason_of[factor.feature].members)
+        row[members] = typical[members]
         after = model.probability(row[None, :])[0]
         assert np.sign(before - after) == np.sign(factor.effect)
+
+
+def test_every_scored_profile_has_a_reason(trained_db):
+    run_id = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    without = store.query_df(trained_db, "SELECT count(*) AS n FROM scores s WHERE run_id = ? AND NOT EXISTS "
+                                         "(SELECT 1 FROM score_factors f WHERE f.run_id = s.run_id "
+                                         "AND f.profile_id = s.profile_id)", [run_id])["n"][0]
+    assert without == 0
+
+
+def test_top_reasons_point_the_way_the_buckets_do(trained_db):
+    """A customer whose value is at least as far out as the high bucket's median (or the low bucket's) should see
+    that reason raise (or lower) the score, as the dashboard's medians suggest: a recent cart addition must not
+    lower a high scorer's score. Values between the two medians say nothing either way and are left out."""
+    run_id = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    medians = {}
+    for row in store.query_df(trained_db, "SELECT feature, kind, by_bucket FROM run_factors WHERE run_id = ?",
+                              [run_id]).itertuples():
+        high, low = (json.loads(row.by_bucket)[name].get("median") for name in ("high", "low"))
+        if row.kind == "numeric" and high is not None and low is not None and high != low:
+            medians[row.feature] = (high, low)
+    top = store.query_df(trained_db, "SELECT feature, value, effect FROM score_factors WHERE run_id = ? "
+                                     "AND rank = 1", [run_id])
+    top = top[top["feature"].isin(list(medians))]
+    high = top["feature"].map(lambda name: medians[name][0])
+    low = top["feature"].map(lambda name: medians[name][1])
+    towards_high = np.sign(high - low)
+    like_high = towards_high * (top["value"] - high) >= 0
+    like_low = towards_high * (top["value"] - low) <= 0
+    clear = like_high | like_low
+    agrees = np.sign(top["effect"][clear]) == np.where(like_high[clear], 1, -1)
+    assert clear.sum() > 0.3 * len(top) and agrees.mean() > 0.8
+    tutorial_profile = store.query_df(trained_db, "SELECT effect FROM score_factors WHERE run_id = ? AND "
+                                                  "profile_id = 1 AND feature = 'cart_adds_days_since'", [run_id])
+    assert (tutorial_profile["effect"] > 0).all()
 
 
 def test_calibration_and_metrics_on_known_probabilities():
