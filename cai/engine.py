@@ -263,6 +263,17 @@ def _save_model(models: Path, key: str, model: _Model) -> tuple[str, str]:
     return file_name, _sha256(models / file_name)
 
 
+def reference_rate(db_path: Path, name: str) -> float | None:
+    """The rate a score of 50 stands for: the mean probability of the instance's first successful run, fixed from
+    then on so that a score (and a saved "score >= 75" segment) means the same thing in every later run."""
+    with store.connect(db_path) as con:
+        rows = con.execute(
+            "SELECT CAST(json_extract(r.details, '$.reference_rate') AS DOUBLE) FROM runs r "
+            "JOIN instances i USING (instance_id) WHERE i.name = ? AND r.status = 'success' "
+            "ORDER BY r.run_id LIMIT 1", [name]).fetchall()
+    return rows[0][0] if rows else None
+
+
 def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[int, int]:
     def work(con):
         rows = con.execute("SELECT instance_id, status FROM instances WHERE name = ?", [name]).fetchall()
@@ -429,7 +440,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         slope, intercept = model.calibration
         probability = 1.0 / (1.0 + np.exp(-(slope * raw + intercept)))
         base_rate = float(probability.mean())
-        score = evaluation.scores_from_probabilities(probability, base_rate)
+        anchor = reference_rate(db_path, name) or base_rate
+        score = evaluation.scores_from_probabilities(probability, anchor)
         bucket = evaluation.buckets(score, definition.low_threshold, definition.high_threshold)
         percentile = evaluation.percentiles(score)
         timings["score_s"] = time.monotonic() - clock
@@ -451,7 +463,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         metrics = {key: model.evaluation[key] for key in ("auc", "average_precision", "brier", "lift_top_decile",
                                                           "grade", "advice")}
         details = {
-            "as_of": as_of.isoformat(), "base_rate": base_rate, "cache": cache_note if model_record is None
+            "as_of": as_of.isoformat(), "base_rate": base_rate, "reference_rate": anchor,
+            "cache": cache_note if model_record is None
             else ("trained a new model" if cache_note == "no cached model" else cache_note),
             "model_file": model_record[1] if model_record else None, "features": len(catalog),
             "data_first_event": first_event.isoformat(), "data_last_event": last_event.isoformat(),

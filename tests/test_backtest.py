@@ -32,7 +32,8 @@ def test_backtest_measures_each_cutoff_and_writes_nothing(trained_db, capsys):
     for row in report["cutoffs"]:
         eligible = store.query_df(
             trained_db, "SELECT count(DISTINCT profile_id) AS n FROM events WHERE event_type <> "
-            "'directMarketing.emailSent' AND ts < CAST(? AS TIMESTAMP) AND ts >= CAST(? AS TIMESTAMP) - INTERVAL 45 DAY",
+            "'directMarketing.emailSent' AND ts < CAST(? AS TIMESTAMP) "
+            "AND ts >= CAST(? AS TIMESTAMP) - INTERVAL 45 DAY",
             [row["cutoff"], row["cutoff"]])["n"][0]
         assert row["customers"] == eligible and 0 < row["base_rate"] < 0.5
         assert 0.65 < row["auc"] < 0.98 and row["lift_top_decile"] > 1.5

@@ -84,7 +84,8 @@ def test_a_customer_dormant_for_over_a_year_is_still_a_row_with_its_real_recency
     from cai import ingest
 
     rows = ["timestamp,event_type,email", "2026-01-20T00:00:00,search,recent@x",
-            "2024-12-01T00:00:00,commerce.purchases,dormant@x", "2025-12-01T00:00:00,directMarketing.emailSent,dormant@x"]
+            "2024-12-01T00:00:00,commerce.purchases,dormant@x",
+            "2025-12-01T00:00:00,directMarketing.emailSent,dormant@x"]
     ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "dormant.csv")
     definition = Definition(name="x", goals=(Goal("search"),), eligible_days=500)
     with store.connect(empty_db) as con:
@@ -240,6 +241,17 @@ def test_score_is_relative_to_the_base_rate():
     scores_ = evaluation.scores_from_probabilities(np.array([0.1, 0.25, 1 / 28]), base_rate=0.1)
     assert scores_.tolist() == [50.0, 75.0, 25.0]
     assert evaluation.percentiles(np.array([1.0, 2.0, 2.0, 3.0])).tolist() == [25, 75, 75, 100]
+
+
+def test_a_score_means_the_same_in_every_run_of_an_instance(trained_db):
+    first = scores.latest_run(trained_db, TUTORIAL)
+    later = engine.run_instance(trained_db, TUTORIAL, as_of=dt.date(2026, 10, 1))
+    details = scores.latest_run(trained_db, TUTORIAL)["details"]
+    assert later.error is None and details["reference_rate"] == first["details"]["reference_rate"]
+    assert details["base_rate"] != details["reference_rate"]
+    stored = store.query_df(trained_db, "SELECT probability, score FROM scores WHERE run_id = ?", [later.run_id])
+    expected = evaluation.scores_from_probabilities(stored["probability"].to_numpy(), details["reference_rate"])
+    assert np.allclose(stored["score"], expected)
 
 
 def test_segments_match_the_card_and_export_exactly_those_profiles(trained_db, tmp_path):
