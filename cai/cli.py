@@ -112,17 +112,24 @@ def cmd_instances(args) -> int:
 
 def cmd_backtest(args) -> int:
     first, last = dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last)
-    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(first, last))
-    summary = backtest.mean(results)
+    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(first, last), seeds=args.seeds)
+    summary = backtest.summary(results)
     if args.json:
         _print_json({"cutoffs": [r.as_dict() for r in results], "mean": summary})
         return 0
-    print(f"{'cutoff':<12}{'customers':>10}{'base rate':>11}{'ROC AUC':>9}{'avg prec':>10}{'lift@10%':>10}")
+    print(f"{'cutoff':<12}{'seed':>9}{'customers':>10}{'actual':>8}{'expected':>9}{'error':>8}{'ROC AUC':>9}"
+          f"{'avg prec':>10}{'lift@10%':>10}")
     for r in results:
-        print(f"{r.cutoff:<12}{r.customers:>10,}{r.base_rate:>11.3f}{r.auc:>9.3f}{r.average_precision:>10.3f}"
-              f"{r.lift_top_decile:>10.2f}")
-    print(f"{'mean':<12}{summary['customers']:>10,.0f}{summary['base_rate']:>11.3f}{summary['auc']:>9.3f}"
+        print(f"{r.cutoff:<12}{r.seed:>9}{r.customers:>10,}{r.base_rate:>8.3f}{r.expected_rate:>9.3f}"
+              f"{r.calibration_error:>+8.1%}{r.auc:>9.3f}{r.average_precision:>10.3f}{r.lift_top_decile:>10.2f}")
+    spread = summary["spread"]
+    print(f"{'mean':<12}{'':>9}{summary['customers']:>10,.0f}{summary['base_rate']:>8.3f}"
+          f"{summary['expected_rate']:>9.3f}{summary['calibration_error']:>+8.1%}{summary['auc']:>9.3f}"
           f"{summary['average_precision']:>10.3f}{summary['lift_top_decile']:>10.2f}")
+    print(f"{'± over seeds':<12}{'':>36}{spread['calibration_error']:>8.1%}{spread['auc']:>9.3f}"
+          f"{spread['average_precision']:>10.3f}{spread['lift_top_decile']:>10.2f}")
+    print(f"Worst forward calibration error: {summary['worst_calibration_error']:+.1%} "
+          f"(cutoff {summary['worst_calibration_cutoff']}).")
     return 0
 
 
@@ -324,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--from", dest="first", required=True, help="first cutoff month, YYYY-MM-DD")
     p.add_argument("--to", dest="last", required=True, help="last cutoff, YYYY-MM-DD")
+    p.add_argument("--seeds", type=int, default=1, help="train with this many seeds to show each figure's spread")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_backtest)
 

@@ -167,7 +167,7 @@ def _stratified(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.concat([positives, negatives]).sort_values(["snapshot", "profile_id"])
 
 
-def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition) -> _Model:
+def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition, seed: int = SEED) -> _Model:
     categories = _learn_categories(train, catalog)
     names = [feature.name for feature in catalog]
     categorical = np.array([feature.kind == "categorical" for feature in catalog])
@@ -176,7 +176,7 @@ def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Defini
     x_train[:, np.isnan(x_train).all(axis=0)] = 0.0
     y_train = train["label"].to_numpy(dtype=bool)
     classifier = HistGradientBoostingClassifier(
-        **MODEL_PARAMS, categorical_features=categorical if categorical.any() else None, random_state=SEED)
+        **MODEL_PARAMS, categorical_features=categorical if categorical.any() else None, random_state=seed)
     classifier.fit(x_train, y_train)
 
     # Platt scaling on half the held-out profiles, evaluation on the other half: strictly monotone, so
@@ -222,6 +222,16 @@ def cache_key(definition: Definition, fingerprint: str, as_of: dt.date) -> str:
     payload = json.dumps([definition.to_json(), fingerprint, as_of.isoformat(), sklearn.__version__, MODEL_PARAMS,
                           features.FEATURES_VERSION])
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def reference_rate(db_path: Path, name: str) -> float | None:
+    """The rate a score of 50 stands for: the mean probability of the instance's first successful run, fixed from
+    then on so that a score (and a saved "score >= 75" segment) means the same thing in every later run."""
+    with store.connect(db_path) as con:
+        rows = con.execute(
+            "SELECT r.details FROM runs r JOIN instances i USING (instance_id) "
+            "WHERE i.name = ? AND r.status = 'success' ORDER BY r.run_id LIMIT 1", [name]).fetchall()
+    return json.loads(rows[0][0]).get("reference_rate") if rows and rows[0][0] else None
 
 
 def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[int, int]:
@@ -299,14 +309,15 @@ def _fail_run(db_path: Path, run_id: int, instance_id: int, message: str, starte
     store.write(db_path, work)
 
 
-def _global_factors(model: _Model, catalog, scoring: pd.DataFrame, matrix: np.ndarray, columns: list[int],
+def _global_factors(model: _Model, catalog, matrix: np.ndarray, groups: list[factors.Reason],
                     effect_matrix: np.ndarray, bucket: np.ndarray) -> pd.DataFrame:
+    """The reasons ranked by mean strength, each shown through its headline feature's distribution per bucket."""
     rows = []
-    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(columns))
+    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(groups))
     for rank, position in enumerate(np.argsort(-strength)[:10], start=1):
-        feature = catalog[columns[position]]
+        feature = catalog[groups[position].headline]
         by_bucket = factors.bucket_distributions(
-            pd.Series(matrix[:, columns[position]]), bucket, feature.kind == "categorical",
+            pd.Series(matrix[:, groups[position].headline]), bucket, feature.kind == "categorical",
             model.categories.get(feature.name),
         )
         for name in ("high", "medium", "low"):
@@ -320,8 +331,9 @@ def _global_factors(model: _Model, catalog, scoring: pd.DataFrame, matrix: np.nd
 
 def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt.date,
           progress: Progress = _noop, timings: dict | None = None,
-          full_lookback: bool = True) -> tuple[_Model, pd.DataFrame]:
+          full_lookback: bool = True, seed: int = SEED) -> tuple[_Model, pd.DataFrame]:
     """The model a run on ``as_of`` learns, and its held-out snapshot (labels in the window ending at ``as_of``).
+    ``seed`` only changes the random parts (sampling, tree fitting), to measure how much figures depend on them.
     Raises CaiError when the data cannot support it."""
     timings = timings if timings is not None else {}
     holdout_date, training_dates = _snapshots(as_of, first_event, definition)
@@ -338,7 +350,7 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
     _check_examples(examples["label"].to_numpy(dtype=bool), definition)
     progress(0.35, f"Training on {len(examples):,} examples")
     clock = time.monotonic()
-    model = _fit(_stratified(examples, SEED), holdout, catalog, definition)
+    model = _fit(_stratified(examples, seed), holdout, catalog, definition, seed)
     model.training.update({"sample_fraction": fraction, "training_snapshots": [d.isoformat() for d in training_dates],
                            "holdout_snapshot": holdout_date.isoformat()})
     timings["train_s"] = time.monotonic() - clock
@@ -387,7 +399,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         slope, intercept = model.calibration
         probability = 1.0 / (1.0 + np.exp(-(slope * raw + intercept)))
         base_rate = float(probability.mean())
-        score = evaluation.scores_from_probabilities(probability, base_rate)
+        anchor = reference_rate(db_path, name) or base_rate
+        score = evaluation.scores_from_probabilities(probability, anchor)
         bucket = evaluation.buckets(score, definition.low_threshold, definition.high_threshold)
         percentile = evaluation.percentiles(score)
         timings["score_s"] = time.monotonic() - clock
@@ -395,11 +408,11 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         progress(0.7, "Finding each profile's influential factors")
         clock = time.monotonic()
         typical = factors.typical_values(matrix, model.categorical)
-        columns = factors.screen(model.logit, matrix, typical, SEED)
-        effect_matrix = factors.effects(model.logit, matrix, typical, columns, baseline=raw)
+        groups = factors.screen(model.logit, matrix, typical, factors.reasons(model.feature_names), SEED)
+        effect_matrix = factors.effects(model.logit, matrix, typical, groups, baseline=raw)
         profile_ids = scoring["profile_id"].to_numpy()
-        per_profile = factors.top_factors(profile_ids, matrix, typical, columns, effect_matrix, model.feature_names)
-        global_factors = _global_factors(model, catalog, scoring, matrix, columns, effect_matrix, bucket)
+        per_profile = factors.top_factors(profile_ids, matrix, typical, groups, effect_matrix, model.feature_names)
+        global_factors = _global_factors(model, catalog, matrix, groups, effect_matrix, bucket)
         timings["factors_s"] = time.monotonic() - clock
 
         progress(0.85, "Saving the scores")
@@ -409,7 +422,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         metrics = {key: model.evaluation[key] for key in ("auc", "average_precision", "brier", "lift_top_decile",
                                                           "grade", "advice")}
         details = {
-            "as_of": as_of.isoformat(), "base_rate": base_rate, "cache": cache_note if signed_model is None
+            "as_of": as_of.isoformat(), "base_rate": base_rate, "reference_rate": anchor,
+            "cache": cache_note if signed_model is None
             else ("trained a new model" if cache_note == "no cached model" else cache_note),
             "model": key, "features": len(catalog),
             "data_first_event": first_event.isoformat(), "data_last_event": last_event.isoformat(),

@@ -334,6 +334,6 @@ def ensure_tutorial_instance(db_path: Path) -> Instance:
             name=TUTORIAL_INSTANCE,
             description="Predict the likelihood for customers to purchase a product",
             goals=(Goal("commerce.purchases"),),
-            profile_attributes=("loyalty_tier", "loyalty_points"),
+            profile_attributes=("loyalty_tier",),
             schedule="weekly",
         ))
