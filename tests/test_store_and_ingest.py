@@ -171,7 +171,8 @@ def test_duplicate_ids_in_a_file_are_loaded_once_and_reported(empty_db):
     assert (report.rows_accepted, report.rows_duplicate) == (2, 1)
 
 
-def test_a_file_with_bad_rows_names_the_rows_and_records_a_failed_batch(demo_db):
+def test_a_file_with_bad_rows_names_the_rows_and_records_a_failed_batch_in_its_existing_dataset(demo_db):
+    ingest.ingest_bytes(demo_db, b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n", "rows.csv")
     content = b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n,search,a@b.c\n2026-02-01,search,\n"
     with pytest.raises(ValidationError) as caught:
         ingest.ingest_bytes(demo_db, content, "rows.csv")
@@ -197,7 +198,7 @@ def test_csv_and_parquet_events_and_profile_files_load(empty_db, tmp_path):
 
 def test_injection_text_is_stored_verbatim(empty_db):
     nasty = "'; DROP TABLE events; --%_\"ü"
-    content = f"timestamp,event_type,email\n2026-01-01,search,{nasty.replace(chr(34), '')}\n".encode()
+    content = f"timestamp,event_type,crmid\n2026-01-01,search,{nasty.replace(chr(34), '')}\n".encode()
     ingest.ingest_bytes(empty_db, content, "nasty.csv")
     with store.connect(empty_db) as con:
         assert con.execute("SELECT id_value FROM identities").fetchall()[0][0] == nasty.replace('"', "")
