@@ -931,3 +931,18 @@ def event_types(db_path: Path) -> list[str]:
     """Event types present in the store, most frequent first (the choices for goals and custom events)."""
     return store.query_df(db_path, "SELECT event_type FROM events GROUP BY ALL ORDER BY count(*) DESC")[
         "event_type"].tolist()
+
+
+def batch_event_types(db_path: Path, batches_shown: int = 20) -> pd.DataFrame:
+    """Per batch and event type: how many events it brought and how many of their types were inferred from the
+    XDM field groups because the record had no `eventType`."""
+    return store.query_df(
+        db_path,
+        """
+        SELECT batch_id, event_type, count(*) AS events,
+               count(*) FILTER (WHERE raw IS NOT NULL AND json_extract(raw, '$.eventType') IS NULL) AS inferred
+        FROM events WHERE batch_id IN (SELECT batch_id FROM batches ORDER BY batch_id DESC LIMIT $batches)
+        GROUP BY ALL ORDER BY batch_id DESC, events DESC, event_type
+        """,
+        {"batches": batches_shown},
+    )

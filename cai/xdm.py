@@ -42,6 +42,7 @@ INFERRED_EVENT_TYPES: list[tuple[str, str]] = [
     ("web.webInteraction.linkClicks", "web.webinteraction.linkClicks"),
     ("web.webPageDetails.pageViews", "web.webpagedetails.pageViews"),
     ("searchRequest", "search"),
+    ("pushNotificationTracking.customAction", "pushTracking.customAction"),
     ("media.mediaTimed.completes", "media.mediaTimed.completes"),
     ("media.mediaTimed.thirdQuartiles", "media.mediaTimed.thirdQuartiles"),
     ("media.mediaTimed.midpoints", "media.mediaTimed.midpoints"),
@@ -154,6 +155,8 @@ def event_type(record: dict) -> tuple[str, bool]:
     for path, name in INFERRED_EVENT_TYPES:
         if _measured(record, path):
             return name, True
+    if dig(record, "pushNotificationTracking", "isLaunch") is True:
+        return "pushTracking.applicationOpened", True
     for path in SEARCH_TEXT_FIELDS:
         text = dig(record, *path)
         if isinstance(text, str) and text.strip():
