@@ -23,9 +23,13 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 # What a file may decode to, whatever its size on disk: these bound the memory a load takes.
-MAX_ROWS = 2_000_000
-MAX_CELLS = 40_000_000
+MAX_ROWS = 1_000_000
+MAX_CELLS = 20_000_000
 MAX_RECORD_CHARS = 1_000_000
+# Records shorter than this on average (`{}` is 2) cannot be events or profiles; refusing them early keeps a small
+# file from decoding into millions of rows.
+MIN_AVERAGE_RECORD_CHARS = 20
+DENSITY_CHECK_AFTER_RECORDS = 10_000
 MAX_NESTING_DEPTH = 64
 MAX_TEXT_CHARS = 10_000
 MAX_ABS_NUMBER = 1e12
@@ -81,6 +85,7 @@ class _Parsed:
     identities: list[list[identity.IdentityKey]]
     primaries: list[identity.IdentityKey | None]
     problems: list[tuple[int, str]]
+    unreadable_rows: set[int] = field(default_factory=set)  # refused whole; their fields are not checked
 
 
 # --- Reading files -------------------------------------------------------------------------------------------
@@ -164,6 +169,10 @@ def _json_records(text: str, file_name: str):
         if count > MAX_ROWS:
             raise ValidationError(f"{file_name} holds more than {MAX_ROWS:,} records; the limit per file is "
                                   f"{MAX_ROWS:,}. Split it into smaller files.")
+        if count >= DENSITY_CHECK_AFTER_RECORDS and end < count * MIN_AVERAGE_RECORD_CHARS:
+            raise ValidationError(
+                f"{file_name} holds {count:,} records in its first {end:,} characters; records that small "
+                "(empty objects) are not events or profiles.")
         yield record, end - position
         position = skip_space(end)
         if in_array:
@@ -241,23 +250,29 @@ def _xdm_event(record: dict) -> dict:
 
 
 def _parse_xdm(text: str, file_name: str) -> _Parsed:
-    rows, keys, primaries, problems = [], [], [], []
+    rows, keys, primaries, problems, unreadable = [], [], [], [], set()
+    columns = [*EVENT_COLUMNS, "type_inferred"]
     for number, record, problem in _xdm_records(text, file_name):
         if record is None:
             problems.append((number, problem))
-            rows.append({})
+            unreadable.add(number)
+            rows.append((None,) * len(columns))
             keys.append([])
             primaries.append(None)
             continue
-        rows.append(_xdm_event(record))
+        event = _xdm_event(record)
+        rows.append(tuple(event[column] for column in columns))  # a tuple costs a fraction of the dict
         pairs, primary = xdm.identities(record)
         record_keys = _clean_identities(pairs, number, problems)
         keys.append(record_keys)
         cleaned_primary = identity.identity_value(*primary)[0] if primary else None
         primaries.append((primary[0], cleaned_primary) if cleaned_primary else None)
-    frame = pd.DataFrame(rows, columns=[*EVENT_COLUMNS, "type_inferred"], dtype=object)
+    # Object columns keep None (absent) apart from NaN (a value the file wrote, refused later).
+    frame = pd.DataFrame({column: pd.Series([row[index] for row in rows], dtype=object)
+                          for index, column in enumerate(columns)})
+    del rows
     frame["row"] = np.arange(1, len(frame) + 1)
-    return _Parsed(frame, keys, primaries, problems)
+    return _Parsed(frame, keys, primaries, problems, unreadable)
 
 
 def _check_table_size(rows: int, columns: int, file_name: str) -> None:
@@ -286,7 +301,8 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
         if not text.strip():
             raise ValidationError(f"{file_name} is empty.")
         header = text[:text.find("\n")] if "\n" in text else text
-        _check_table_size(text.count("\n"), header.count(",") + 1, file_name)
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        _check_table_size(lines - 1, header.count(",") + 1, file_name)
         try:
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
         except (pd.errors.ParserError, ValueError) as error:
@@ -407,11 +423,13 @@ def _coerce_events(parsed: _Parsed, now: dt.datetime) -> tuple[pd.DataFrame, lis
     frame = parsed.frame
     problems = list(parsed.problems)
     rows = frame["row"].to_numpy()
+    readable = ~np.isin(rows, list(parsed.unreadable_rows))
 
     def flag(mask, reason):
-        for row in rows[np.asarray(mask, dtype=bool)][:MAX_PROBLEMS_REPORTED]:
+        mask = np.asarray(mask, dtype=bool) & readable
+        for row in rows[mask][:MAX_PROBLEMS_REPORTED]:
             problems.append((int(row), reason))
-        return int(np.asarray(mask, dtype=bool).sum())
+        return int(mask.sum())
 
     raw_ts = frame["ts"]
     nested_ts = raw_ts.map(_is_nested).to_numpy(dtype=bool)
