@@ -148,3 +148,13 @@ def test_the_adobe_profile_example_loads_as_a_profile_with_name_emails_and_phone
     assert _rows(empty_db, "SELECT namespace, id_value FROM identities ORDER BY 1, 2") == [
         ("ECID", "92312748749128"), ("Email", "jane@doe.com"), ("Email", "jsmith@xyzinc.com"),
         ("Phone", "1-408-888-8888")]
+
+
+def test_expanded_uri_keys_read_as_their_plain_names(empty_db):
+    event = {"@id": "expanded-1", "https://ns.adobe.com/xdm/timestamp": "2026-02-01T10:00:00Z",
+             "https://ns.adobe.com/xdm/eventType": "commerce.checkouts",
+             "https://ns.adobe.com/xdm/identityMap": {"ECID": [{"https://ns.adobe.com/xdm/id": "ECID-EXPANDED"}]}}
+    report = ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "expanded.json")
+    assert report.rows_accepted == 1
+    assert _rows(empty_db, "SELECT xdm_id, event_type FROM events") == [("expanded-1", "commerce.checkouts")]
+    assert _rows(empty_db, "SELECT id_value FROM identities") == [("ECID-EXPANDED",)]
