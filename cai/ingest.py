@@ -668,26 +668,26 @@ def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFr
     return attributes
 
 
-def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]]):
+def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], first_row: int):
     """Profile columns, identities and primaries of a flat profile file (CSV, Parquet or flat JSON)."""
     table = table.astype(object).where(table.notna(), None)
     if "identityMap" in table.columns:
         pairs = [xdm.identities({"identityMap": value}) for value in table["identityMap"]]
-        keys = [_clean_identities(found, index + 2, problems) for index, (found, _) in enumerate(pairs)]
+        keys = [_clean_identities(found, index + first_row, problems) for index, (found, _) in enumerate(pairs)]
         primaries = [primary if primary in row_keys else None
                      for (_, primary), row_keys in zip(pairs, keys)]
         id_columns: list[str] = []
     else:
         id_columns, namespaces = _table_identities(table)
         id_columns.sort(key=lambda column: namespaces[column] != "Email")
-        keys, primaries = _row_identities(table, id_columns, namespaces, 2, problems)
+        keys, primaries = _row_identities(table, id_columns, namespaces, first_row, problems)
     return _profile_attributes(table, id_columns), keys, primaries
 
 
 def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
     """Profile columns, identities and primaries of XDM Individual Profile records."""
     rows, keys, primaries = [], [], []
-    for number, record in enumerate(records, start=2):
+    for number, record in enumerate(records, start=1):
         row, found, primary = xdm.profile_row(record)
         rows.append(row)
         row_keys = _clean_identities(found, number, problems)
@@ -696,9 +696,10 @@ def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
     return pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object), keys, primaries
 
 
-def _typed_profile_attributes(attributes: pd.DataFrame, problems: list[tuple[int, str]]) -> pd.DataFrame:
+def _typed_profile_attributes(attributes: pd.DataFrame, problems: list[tuple[int, str]],
+                              first_row: int) -> pd.DataFrame:
     """Checks every profile column (text is text, numbers are whole and in range, dates are dates) and types it."""
-    rows = np.arange(2, len(attributes) + 2)
+    rows = np.arange(first_row, len(attributes) + first_row)
     for column in ("first_name", "last_name", "gender", "city", "country", "loyalty_tier"):
         values = attributes[column]
         for row in rows[values.map(_is_nested).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
@@ -732,12 +733,12 @@ def _attributes_json(extra, row: int, problems: list[tuple[int, str]]) -> str | 
         return None
 
 
-def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, report: BatchReport,
-                    started, actor: str) -> BatchReport:
+def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
+                    report: BatchReport, started, actor: str) -> BatchReport:
     for index, row_keys in enumerate(keys):
         if not row_keys:
-            problems.append((index + 2, "no identity (email, ecid, phone, crmid or loyaltyid)"))
-    attributes = _typed_profile_attributes(attributes, problems)
+            problems.append((index + first_row, "no identity (email, ecid, phone, crmid or loyaltyid)"))
+    attributes = _typed_profile_attributes(attributes, problems, first_row)
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
         raise _problem_report(problems, len(attributes), "Row")
@@ -820,20 +821,22 @@ def _load_profiles(data: bytes, file_name: str, report: BatchReport):
         records = []
         for number, record, problem in _xdm_records(_decode(data, file_name), file_name):
             if record is None:
-                problems.append((number + 1, problem))
+                problems.append((number, problem))
             records.append(record or {})
         if any(xdm.is_profile_shape(record) for record in records):
             attributes, keys, primaries = _profiles_from_xdm(records, problems)
         else:
             table = pd.DataFrame(records)
             _refuse_case_twins(table.columns, file_name)
-            attributes, keys, primaries = _profiles_from_table(table, problems)
+            attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
+        first_row = 1
     else:
-        attributes, keys, primaries = _profiles_from_table(_read_table(data, file_name), problems)
+        attributes, keys, primaries = _profiles_from_table(_read_table(data, file_name), problems, first_row=2)
+        first_row = 2
     report.rows_total = len(attributes)
     if report.rows_total == 0:
         raise ValidationError(f"{file_name} has no profiles.")
-    return attributes, keys, primaries, problems
+    return attributes, keys, primaries, problems, first_row
 
 
 def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = None,
@@ -861,7 +864,7 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
             if kind == "events":
                 clean, parsed = _load_events(data, inner_name, report, now)
             else:
-                attributes, keys, primaries, problems = _load_profiles(data, inner_name, report)
+                attributes, keys, primaries, problems, first_row = _load_profiles(data, inner_name, report)
         except (CaiError, StoreBusy):
             raise
         except (ValueError, TypeError, OverflowError, RecursionError, KeyError, IndexError, MemoryError) as error:
@@ -872,7 +875,7 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
                 "check that it is an events or profiles file in one of the supported formats.") from None
         if kind == "events":
             return _write_events(db_path, clean, parsed, report, started, actor)
-        return _write_profiles(db_path, attributes, keys, primaries, problems, report, started, actor)
+        return _write_profiles(db_path, attributes, keys, primaries, problems, first_row, report, started, actor)
     except ValidationError as error:
         report.problems = [str(error), *error.problems]
         _record_failed_batch(db_path, report, started)
