@@ -129,7 +129,8 @@ def _depth(value) -> int:
     return deepest
 
 
-def _json_error(file_name: str, text: str, error: json.JSONDecodeError | RecursionError, position: int) -> ValidationError:
+def _json_error(file_name: str, text: str, error: json.JSONDecodeError | RecursionError,
+                position: int) -> ValidationError:
     if isinstance(error, RecursionError):
         return ValidationError(f"{file_name} nests objects more than {MAX_NESTING_DEPTH} levels deep; "
                                "that is not an experience event or a profile.")
