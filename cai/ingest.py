@@ -962,7 +962,7 @@ def batch_event_types(db_path: Path, batches_shown: int = 20) -> pd.DataFrame:
         db_path,
         """
         SELECT batch_id, event_type, count(*) AS events,
-               count(*) FILTER (WHERE raw IS NOT NULL AND json_extract(raw, '$.eventType') IS NULL) AS inferred
+               count(*) FILTER (WHERE raw IS NOT NULL AND (raw->>'eventType') IS NULL) AS inferred
         FROM events WHERE batch_id IN (SELECT batch_id FROM batches ORDER BY batch_id DESC LIMIT $batches)
         GROUP BY ALL ORDER BY batch_id DESC, events DESC, event_type
         """,
