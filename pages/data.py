@@ -33,13 +33,16 @@ st.subheader("Datasets")
 st.dataframe(cached.datasets_overview(db), hide_index=True, key="data_datasets")
 with st.expander("Batches and their errors"):
     st.dataframe(ingest.batches(db), hide_index=True, key="data_batches")
+    st.caption("Events per type in the latest batches; `inferred` counts events typed from their XDM field groups "
+               "because they had no `eventType` (`unspecified` when none applies).")
+    st.dataframe(ingest.batch_event_types(db), hide_index=True, key="data_batch_event_types")
 
 st.subheader("Upload a file")
-st.caption("XDM ExperienceEvent JSON (array or JSON lines), or CSV/Parquet with `timestamp`, `event_type` and "
+st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too), or CSV/Parquet with `timestamp`, `event_type` and "
            "identity columns; profile files with identity and attribute columns. A file is loaded whole or not at all.")
 access.view_only_note(viewer)
 with st.form("data_upload", clear_on_submit=True):
-    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet"], key="data_file")
+    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet", "gz"], key="data_file")
     kind = st.radio("It holds", ["events", "profiles"], horizontal=True, key="data_kind")
     dataset = st.text_input("Dataset name (optional)", key="data_dataset")
     submitted = st.form_submit_button("Load file", type="primary", disabled=not viewer.can_edit)
