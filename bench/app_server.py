@@ -53,19 +53,22 @@ def serve(db: Path, models: Path, log: Path) -> Iterator[tuple[str, float]]:
                 process.wait()
 
 
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer:
+            return answer.read() == b"ok"
+    except OSError:
+        return False
+
+
 def wait_until_healthy(base: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while not _healthy(base):
         if process.poll() is not None:
             raise RuntimeError("The app exited at start:\n" + log.read_text())
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer:
-                if answer.read() == b"ok":
-                    return
-        except OSError:
-            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("The app did not answer in time:\n" + log.read_text())
         time.sleep(HEALTH_POLL_SECONDS)
-    raise RuntimeError("The app did not answer in time:\n" + log.read_text())
 
 
 @contextmanager
