@@ -15,7 +15,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,33 @@ def server_render(repeat: int) -> dict:
     return {page: summary([render_ms(page) for _ in range(repeat)]) for page in PAGES}
 
 
+@contextmanager
+def _shared_test_runtime() -> Iterator[None]:
+    """AppTest installs a stand-in Runtime for each run and removes it when the run ends, one global for all; with
+    sessions in threads, one session's end would pull it from under another's run. Meanwhile, the last one
+    installed stands in whenever none is."""
+    from streamlit.runtime.runtime import Runtime
+
+    original_instance, original_exists = Runtime.__dict__["instance"], Runtime.__dict__["exists"]
+    last: list = []
+
+    def current(cls):
+        if cls._instance is not None:
+            last[:] = [cls._instance]
+        return cls._instance or (last[0] if last else None)
+
+    def instance(cls):
+        runtime = current(cls)
+        return runtime if runtime is not None else original_instance.__func__(cls)
+
+    Runtime.instance = classmethod(instance)
+    Runtime.exists = classmethod(lambda cls: current(cls) is not None)
+    try:
+        yield
+    finally:
+        Runtime.instance, Runtime.exists = original_instance, original_exists
+
+
 def concurrent_sessions(sessions: int, rounds: int) -> dict:
     """``sessions`` threads, each opening every page ``rounds`` times in its own order, all at once."""
     samples: dict[str, list[float]] = {page: [] for page in PAGES}
@@ -103,10 +131,11 @@ def concurrent_sessions(sessions: int, rounds: int) -> dict:
             failures.append(error)
 
     threads = [threading.Thread(target=person, args=(i,)) for i in range(sessions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with _shared_test_runtime():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     if failures:
         raise failures[0]
     return {page: summary(times) for page, times in samples.items()}
@@ -166,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             browser_copy = folder / "browser.duckdb"
             shutil.copy(db, browser_copy)
             pages["browser_click_ms"] = browser_clicks(browser_copy, folder / "models", folder, args.repeat)
+        results.save_section("pages", pages, args.out)
         sessions = {**conditions, "rounds": args.rounds}
         for count in (int(value) for value in args.sessions.split(",")):
             log(f"{count} simultaneous sessions, {args.rounds} rounds of every page each")
             sessions[str(count)] = concurrent_sessions(count, args.rounds)
         store.release()
-    results.save_section("pages", pages, args.out)
     results.save_section("sessions", sessions, args.out)
     print(report(pages, sessions))
     print(f"\nWrote the pages and sessions sections of {args.out}")
