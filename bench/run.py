@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import pandas_baseline
+from bench import results as bench_results
 from cai import demo, features, instances, profiles, scores, segments, store
 
 FLOOR_SQL = "SELECT profile_id, count(*) FROM events GROUP BY profile_id"
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         results = measure(args.profiles, Path(folder), args.repeat,
                           log=lambda message: print(f"... {message}", file=sys.stderr, flush=True), db=args.db)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(bench_results.keep_app_sections(results, Path(args.out)), indent=2) + "\n")
     print(report(results))
     print(f"\nWrote {args.out}")
     return 0

@@ -43,7 +43,7 @@ left, right = st.columns([1, 2])
 left.metric("Profiles scored", f"{run['profiles_scored']:,}")
 left.metric("Score date", str(run["as_of"]))
 left.caption("A score of 50 means as likely as the average eligible customer; 75 means three times the odds.")
-right.altair_chart(charts.bucket_donut(summary, definition.propensity_type), width="stretch")
+cached.chart(right, charts.bucket_donut, summary, definition.propensity_type, width="stretch")
 
 cards = st.columns(3)
 for card, row in zip(cards, summary.itertuples()):
@@ -57,22 +57,30 @@ for card, row in zip(cards, summary.itertuples()):
             st.switch_page("pages/segment_builder.py", query_params={"instance": name, "bucket": row.bucket})
 
 st.subheader("Distribution of scores")
-st.altair_chart(charts.score_histogram(cached.score_distribution(db, run["run_id"]), definition.propensity_type),
-                width="stretch")
+cached.chart(st, charts.score_histogram, cached.score_distribution(db, run["run_id"]), definition.propensity_type,
+             width="stretch")
 st.caption("How many customers got each score; hover a bar for the exact count.")
 
-st.subheader("Influential factors")
-factors = cached.influential_factors(db, run["run_id"]).copy()
-factors["breakdown"] = [scores.factor_sentence(row) for row in factors.to_dict("records")]
-event = st.altair_chart(charts.factor_bars(factors), width="stretch", on_select="rerun", key="dashboard_factors")
-selected = [point.get("label") for point in (event.selection.get("factor") or [])] if event else []
-labels = factors["label"].tolist()
-focus = st.selectbox("Breakdown of", labels, index=labels.index(selected[0]) if selected and selected[0] in labels
-                     else 0, key="dashboard_factor")
-row = factors[factors["label"] == focus].iloc[0]
-st.markdown(f"**{scores.factor_sentence(row)}**  \n{row['description']}")
-breakdown = scores.factor_breakdown(factors[factors["label"] == focus])
-st.altair_chart(charts.factor_breakdown(breakdown, row["kind"], definition.propensity_type), width="stretch")
+
+@st.fragment
+def influential_factors(run_id: int) -> None:
+    """Choosing a factor reruns this section only, not the whole page with its other charts."""
+    st.subheader("Influential factors")
+    factors = cached.influential_factors(db, run_id).copy()
+    factors["breakdown"] = [scores.factor_sentence(row) for row in factors.to_dict("records")]
+    event = cached.chart(st, charts.factor_bars, factors, width="stretch", on_select="rerun", key="dashboard_factors")
+    selected = [point.get("label") for point in (event.selection.get("factor") or [])] if event else []
+    labels = factors["label"].tolist()
+    focus = st.selectbox("Breakdown of", labels,
+                         index=labels.index(selected[0]) if selected and selected[0] in labels else 0,
+                         key="dashboard_factor")
+    row = factors[factors["label"] == focus].iloc[0]
+    st.markdown(f"**{scores.factor_sentence(row)}**  \n{row['description']}")
+    breakdown = scores.factor_breakdown(factors[factors["label"] == focus])
+    cached.chart(st, charts.factor_breakdown, breakdown, row["kind"], definition.propensity_type, width="stretch")
+
+
+influential_factors(run["run_id"])
 
 st.subheader("Model evaluation")
 evaluation = run["evaluation"]
@@ -87,14 +95,14 @@ st.caption(f"Measured on {evaluation['profiles']:,} held-out customers the model
            f"(base rate {evaluation['base_rate']:.1%}).")
 deciles = pd.DataFrame(evaluation["deciles"])
 left, right = st.columns(2)
-left.altair_chart(charts.lift_chart(deciles), width="stretch")
+cached.chart(left, charts.lift_chart, deciles, width="stretch")
 left.caption("Lift: how many times more conversions each tenth of customers, ranked by score, has than average.")
-right.altair_chart(charts.gains_chart(deciles), width="stretch")
+cached.chart(right, charts.gains_chart, deciles, width="stretch")
 right.caption("Gains: the share of all conversions you reach by targeting the top x% of scores.")
 left, right = st.columns(2)
-left.altair_chart(charts.calibration_chart(pd.DataFrame(evaluation["calibration"])), width="stretch")
+cached.chart(left, charts.calibration_chart, pd.DataFrame(evaluation["calibration"]), width="stretch")
 left.caption("Calibration: points on the dashed line mean a predicted 20% really converts 20% of the time.")
-right.altair_chart(charts.expected_vs_actual(pd.DataFrame(evaluation["buckets"])), width="stretch")
+cached.chart(right, charts.expected_vs_actual, pd.DataFrame(evaluation["buckets"]), width="stretch")
 right.caption("Expected vs actual: mean predicted probability and the observed rate in each bucket.")
 
 with st.expander("Show more: definition, data and model"):

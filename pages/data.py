@@ -27,7 +27,7 @@ per_month = cached.events_per_month(db)
 if per_month.empty:
     st.info("No events yet. Upload a file below.")
 else:
-    st.altair_chart(charts.events_per_month(per_month), width="stretch")
+    cached.chart(st, charts.events_per_month, per_month, width="stretch")
 
 st.subheader("Datasets")
 st.dataframe(cached.datasets_overview(db), hide_index=True, key="data_datasets")

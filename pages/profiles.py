@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cai import charts, identity, profiles
-from ui import access, state
+from ui import access, cached, state
 
 EVENTS_PAGE = 50
 NAMESPACES = [*identity.KNOWN_NAMESPACES, profiles.PROFILE_ID]
@@ -67,12 +67,12 @@ with tab_history:
     if history.empty:
         st.info("No scores yet.")
     else:
-        st.altair_chart(charts.score_history(history), width="stretch")
+        cached.chart(st, charts.score_history, history, width="stretch")
 with tab_events:
     total = profiles.total_events(db, profile_id)
     counts = profiles.event_counts(db, profile_id)
     if not counts.empty:
-        st.altair_chart(charts.event_timeline(counts), width="stretch")
+        cached.chart(st, charts.event_timeline, counts, width="stretch")
     pages = max(1, -(-total // EVENTS_PAGE))
     page = st.number_input(f"Page (of {pages}, {total:,} events)", 1, pages, 1, key="profiles_events_page")
     st.dataframe(profiles.events(db, profile_id, EVENTS_PAGE, (page - 1) * EVENTS_PAGE), hide_index=True,

@@ -18,8 +18,9 @@ if not scored:
 params = st.query_params
 instance = params.get("instance") if params.get("instance") in scored else scored[0]
 bucket = params.get("bucket") if params.get("bucket") in segments.BUCKET_LABELS else "high"
-if st.session_state.get("builder_origin") != (instance, bucket):
-    # A new Create Segment click pre-fills the form; later edits by the user are kept.
+if st.session_state.get("builder_origin") != (instance, bucket) or "builder_range" not in st.session_state:
+    # A new Create Segment click pre-fills the form; later edits by the user are kept. Streamlit forgets a
+    # widget's value once another page has been shown, so a return by the navigation pre-fills it again.
     definition = cached.latest_run(db, instance)["definition"]
     rule = segments.bucket_rule(instance, bucket, definition.low_threshold, definition.high_threshold)
     st.session_state.update({

@@ -185,8 +185,7 @@ def test_a_new_run_delivers_exactly_the_diff_to_webhooks_and_tables(trained_db, 
     # A run on a different score date changes the scores; its end delivers both activations again by itself.
     as_of = dt.date.fromisoformat(str(instances.run_history(trained_db, instances.TUTORIAL_INSTANCE)["as_of"]
                                       .iloc[0])[:10])
-    result = engine.run_instance(trained_db, instances.TUTORIAL_INSTANCE, as_of=as_of - dt.timedelta(days=14),
-                                 models=trained_db.parent / "models")
+    result = engine.run_instance(trained_db, instances.TUTORIAL_INSTANCE, as_of=as_of - dt.timedelta(days=14))
     assert result.error is None
 
     with store.connect(trained_db) as con:
