@@ -27,12 +27,12 @@ per_month = cached.events_per_month(db)
 if per_month.empty:
     st.info("No events yet. Upload a file below.")
 else:
-    st.altair_chart(charts.events_per_month(per_month), width="stretch")
+    st.altair_chart(charts.events_per_month(access.shown(viewer, per_month)), width="stretch")
 
 st.subheader("Datasets")
-st.dataframe(cached.datasets_overview(db), hide_index=True, key="data_datasets")
+st.dataframe(access.shown(viewer, cached.datasets_overview(db)), hide_index=True, key="data_datasets")
 with st.expander("Batches and their errors"):
-    st.dataframe(ingest.batches(db), hide_index=True, key="data_batches")
+    st.dataframe(access.shown(viewer, ingest.batches(db)), hide_index=True, key="data_batches")
 
 st.subheader("Upload a file")
 st.caption("XDM ExperienceEvent JSON (array or JSON lines), or CSV/Parquet with `timestamp`, `event_type` and "
