@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -17,6 +18,38 @@ from cai.instances import Condition, Definition, Goal
 
 # What the audit log records for the command line's changes: the operating-system account that ran it.
 ACTOR = f"cli:{getpass.getuser()}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A mistake on the command line is one line and exit code 2, not a usage screen."""
+
+    def error(self, message: str) -> None:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-10-15") from None
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text.strip().replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
 
 
 def _print_json(value) -> None:
@@ -111,8 +144,7 @@ def cmd_instances(args) -> int:
 
 
 def cmd_backtest(args) -> int:
-    first, last = dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last)
-    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(first, last), seeds=args.seeds)
+    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(args.first, args.last), seeds=args.seeds)
     summary = backtest.summary(results)
     if args.json:
         _print_json({"cutoffs": [r.as_dict() for r in results], "mean": summary})
@@ -149,9 +181,8 @@ def _report_run(result: engine.RunResult, as_json: bool) -> int:
 
 
 def cmd_run(args) -> int:
-    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     engine.recover_interrupted_runs(args.db)
-    return _report_run(engine.run_instance(args.db, args.name, as_of=as_of, actor=ACTOR,
+    return _report_run(engine.run_instance(args.db, args.name, as_of=args.as_of, actor=ACTOR,
                                            progress=None if args.json else _progress), args.json)
 
 
@@ -264,14 +295,14 @@ def cmd_copy(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cai", description="Customer AI: propensity scoring.")
+    parser = _Parser(prog="python -m cai", description="Customer AI: propensity scoring.")
     parser.add_argument("--db", help=f"database file or postgresql:// URL (default: ${store.DB_ENV_VAR} or "
                                      f"{store.DEFAULT_DB_PATH})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("demo", help="build the seeded demo store and the tutorial's instance")
-    p.add_argument("--profiles", type=int, default=demo.DEFAULT_PROFILES)
-    p.add_argument("--seed", type=int, default=demo.DEFAULT_SEED)
+    p.add_argument("--profiles", type=_whole_number, default=demo.DEFAULT_PROFILES)
+    p.add_argument("--seed", type=_whole_number, default=demo.DEFAULT_SEED)
     p.add_argument("--train", action="store_true", help="also run the tutorial's instance")
     p.set_defaults(handler=cmd_demo)
 
@@ -281,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name (default: the file name)")
     p.add_argument("--online-retail", action="store_true",
                    help="the file is the UCI Online Retail log (shared/datasets/online-retail)")
-    p.add_argument("--max-customers", type=int, help="with --online-retail: load only this many customers")
+    p.add_argument("--max-customers", type=_whole_number, help="with --online-retail: load only this many customers")
     p.set_defaults(handler=cmd_ingest)
 
     p = commands.add_parser("datasets", help="datasets, batches and the covered date range")
@@ -306,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--goal-value")
     a.add_argument("--will-not-occur", action="store_true")
     a.add_argument("--type", choices=instances.PROPENSITY_TYPES, default="conversion")
-    a.add_argument("--window-days", type=int, default=30)
-    a.add_argument("--eligible-days", type=int, default=45)
+    a.add_argument("--window-days", type=_whole_number, default=30)
+    a.add_argument("--eligible-days", type=_whole_number, default=45)
     a.add_argument("--population-event", help="eligible only if this event type occurred in the lookback")
     a.add_argument("--population-attribute", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
     a.add_argument("--population-op", choices=sorted(instances.OPERATORS), default="=")
@@ -316,22 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--profile-attribute", action="append", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
     a.add_argument("--description")
     a.add_argument("--schedule", choices=list(instances.SCHEDULES), default="none")
-    a.add_argument("--low", type=int, default=25)
-    a.add_argument("--high", type=int, default=75)
-    a.add_argument("--min-examples", type=int, default=500)
+    a.add_argument("--low", type=_whole_number, default=25)
+    a.add_argument("--high", type=_whole_number, default=75)
+    a.add_argument("--min-examples", type=_whole_number, default=500)
     p.set_defaults(handler=cmd_instances)
 
     p = commands.add_parser("run", help="train and score an instance")
     p.add_argument("name")
-    p.add_argument("--as-of", help="score date YYYY-MM-DD (default: the day after the latest event)")
+    p.add_argument("--as-of", type=_date, help="score date YYYY-MM-DD (default: the day after the latest event)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("backtest", help="train as of each monthly cutoff and measure on the next window")
     p.add_argument("name")
-    p.add_argument("--from", dest="first", required=True, help="first cutoff month, YYYY-MM-DD")
-    p.add_argument("--to", dest="last", required=True, help="last cutoff, YYYY-MM-DD")
-    p.add_argument("--seeds", type=int, default=1, help="train with this many seeds to show each figure's spread")
+    p.add_argument("--from", dest="first", required=True, type=_date, help="first cutoff month, YYYY-MM-DD")
+    p.add_argument("--to", dest="last", required=True, type=_date, help="last cutoff, YYYY-MM-DD")
+    p.add_argument("--seeds", type=_whole_number, default=1,
+                   help="train with this many seeds to show each figure's spread")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_backtest)
 
@@ -353,8 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--instance", required=True)
     a.add_argument("--name", required=True)
     a.add_argument("--field", choices=list(segments.RANGE_FIELDS), default="score")
-    a.add_argument("--min-score", type=float, help="lower bound (inclusive) of the field")
-    a.add_argument("--max-score", type=float, help="upper bound (exclusive) of the field")
+    a.add_argument("--min-score", type=_number, help="lower bound (inclusive) of the field")
+    a.add_argument("--max-score", type=_number, help="upper bound (exclusive) of the field")
     a.add_argument("--country")
     a.add_argument("--loyalty-tier")
     a.add_argument("--description")
@@ -419,4 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         print(str(error), file=sys.stderr)
         for problem in getattr(error, "problems", []):
             print(f"  - {problem}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A file or folder that cannot be read or written (--out in a missing or read-only place).
+        print(f"{error.strerror}: {error.filename}" if error.filename else str(error), file=sys.stderr)
         return 2

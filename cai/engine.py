@@ -329,6 +329,20 @@ def _global_factors(model: _Model, catalog, matrix: np.ndarray, groups: list[fac
     return pd.DataFrame(rows, columns=["feature", "label", "description", "kind", "importance", "rank", "by_bucket"])
 
 
+def _without_profiles_gone(con, scores: pd.DataFrame, per_profile: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A load may merge profiles away while a run computes. The swap keeps only the results of profiles that still
+    exist, inside its own transaction, so the outcome is exactly that of the run finishing just before the load
+    (whose merge removes the scores of the profiles it merges away)."""
+    con.register("scored_profile_ids", scores[["profile_id"]])
+    gone = {row[0] for row in con.execute(
+        "SELECT profile_id FROM scored_profile_ids ANTI JOIN profiles USING (profile_id)").fetchall()}
+    con.unregister("scored_profile_ids")
+    if not gone:
+        return scores, per_profile
+    log.info("%d scored profiles were merged away by a load during the run; their results are dropped.", len(gone))
+    return scores[~scores["profile_id"].isin(gone)], per_profile[~per_profile["profile_id"].isin(gone)]
+
+
 def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt.date,
           progress: Progress = _noop, timings: dict | None = None,
           full_lookback: bool = True, seed: int = SEED) -> tuple[_Model, pd.DataFrame]:
@@ -435,12 +449,13 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
 
         def swap(con):
             clock = time.monotonic()
+            kept_scores, kept_factors = _without_profiles_gone(con, scores, per_profile)
             if signed_model:
                 models.save(con, signed_model)
-            con.register("new_scores", scores)
+            con.register("new_scores", kept_scores)
             con.execute("INSERT INTO scores SELECT $run, profile_id, probability, score, percentile, bucket "
                         "FROM new_scores", {"run": run_id})
-            con.register("new_factors", per_profile)
+            con.register("new_factors", kept_factors)
             con.execute("INSERT INTO score_factors SELECT $run, profile_id, rank, feature, value, typical, effect, "
                         "importance FROM new_factors", {"run": run_id})
             con.register("new_run_factors", global_factors)
@@ -450,7 +465,9 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             con.execute(
                 "UPDATE runs SET status = 'success', finished_at = current_timestamp, duration_s = ?, "
                 "profiles_scored = ?, buckets = ?, metrics = ?, evaluation = ?, details = ? WHERE run_id = ?",
-                [time.monotonic() - started, len(scores), json.dumps(counts), json.dumps(metrics),
+                [time.monotonic() - started, len(kept_scores),
+                 json.dumps(kept_scores["bucket"].value_counts().reindex(evaluation.BUCKETS, fill_value=0).to_dict()),
+                 json.dumps(metrics),
                  json.dumps(model.evaluation), json.dumps(details), run_id],
             )
             con.execute(

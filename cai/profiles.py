@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cai import segments, store
+from cai import privacy, segments, store
 from cai.features import feature_catalog
 from cai.identity import canonical_namespace
 from cai.instances import Definition
@@ -41,8 +41,11 @@ def find(db_path: Path, namespace: str, value: str) -> int | None:
     return rows[0][0] if rows else None
 
 
-def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) -> pd.DataFrame:
-    """Forgiving search: case-insensitive identity prefix in the namespace, or a name containing the text."""
+def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, by_prefix: bool = True,
+           personal_hits: bool = True) -> pd.DataFrame:
+    """Forgiving search: case-insensitive identity prefix in the namespace (unless ``by_prefix`` is off), or a name
+    containing the text. Without ``personal_hits`` nothing that looks like an email or a phone number is matched,
+    so a viewer who sees them masked cannot rebuild one by typing it a character at a time."""
     text = (text or "").strip()
     columns = ["profile_id", "name", "primary_identity", "latest_scores"]
     if not text:
@@ -53,11 +56,14 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) 
             """
             WITH hits AS MATERIALIZED (
                 SELECT DISTINCT profile_id FROM identities
-                WHERE namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
+                WHERE $by_prefix AND namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
+                      AND ($personal OR NOT regexp_matches(id_value, $personal_pattern))
                 UNION
                 SELECT profile_id FROM profiles
                 WHERE lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) LIKE '%' || $pattern || '%'
                       ESCAPE '\\'
+                      AND ($personal OR NOT regexp_matches(coalesce(first_name, '') || ' ' || coalesce(last_name, ''),
+                                                           $personal_pattern))
                 UNION
                 SELECT profile_id FROM profiles WHERE CAST(profile_id AS VARCHAR) = $exact
                 LIMIT $limit
@@ -82,7 +88,8 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) 
             LEFT JOIN primary_identities pi USING (profile_id) LEFT JOIN latest l USING (profile_id)
             ORDER BY h.profile_id
             """,
-            {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit},
+            {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit, "by_prefix": by_prefix,
+             "personal": personal_hits, "personal_pattern": privacy.PERSONAL_VALUE_PATTERN},
         ).df()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from cai import audit, evaluation, store
+from cai import audit, evaluation, privacy, store
 from cai.errors import CaiError, NotFound, ValidationError
 from cai.instances import get_instance
 
@@ -294,11 +294,12 @@ def export_sql(source: str) -> str:
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> None:
+    """Parquet keeps every value raw; a CSV is opened in spreadsheets, so its text cells cannot be formulas."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
         frame.to_parquet(out, index=False)
     else:
-        frame.to_csv(out, index=False)
+        privacy.spreadsheet_safe(frame).to_csv(out, index=False)
 
 
 def export_bytes(db_path: Path, name: str, file_format: str, actor: str = "local") -> bytes:

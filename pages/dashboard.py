@@ -5,9 +5,10 @@ import streamlit as st
 
 from cai import charts, scores
 from cai.errors import NotFound
-from ui import cached, state
+from ui import access, cached, state
 
 db = state.db_path()
+viewer = access.current()
 table = cached.instances_table(db)
 name = st.query_params.get("instance")
 if not name:
@@ -67,7 +68,8 @@ def influential_factors(run_id: int) -> None:
     """Choosing a factor reruns this section only, not the whole page with its other charts."""
     st.subheader("Influential factors")
     factors = cached.influential_factors(db, run_id).copy()
-    factors["breakdown"] = [scores.factor_sentence(row) for row in factors.to_dict("records")]
+    factors["breakdown"] = [access.shown_text(viewer, scores.factor_sentence(row))
+                            for row in factors.to_dict("records")]
     event = cached.chart(st, charts.factor_bars, factors, width="stretch", on_select="rerun", key="dashboard_factors")
     selected = [point.get("label") for point in (event.selection.get("factor") or [])] if event else []
     labels = factors["label"].tolist()
@@ -75,8 +77,8 @@ def influential_factors(run_id: int) -> None:
                          index=labels.index(selected[0]) if selected and selected[0] in labels else 0,
                          key="dashboard_factor")
     row = factors[factors["label"] == focus].iloc[0]
-    st.markdown(f"**{scores.factor_sentence(row)}**  \n{row['description']}")
-    breakdown = scores.factor_breakdown(factors[factors["label"] == focus])
+    st.markdown(f"**{factors.loc[row.name, 'breakdown']}**  \n{row['description']}")
+    breakdown = access.shown(viewer, scores.factor_breakdown(factors[factors["label"] == focus]))
     cached.chart(st, charts.factor_breakdown, breakdown, row["kind"], definition.propensity_type, width="stretch")
 
 

@@ -27,15 +27,15 @@ per_month = cached.events_per_month(db)
 if per_month.empty:
     st.info("No events yet. Upload a file below.")
 else:
-    cached.chart(st, charts.events_per_month, per_month, width="stretch")
+    cached.chart(st, charts.events_per_month, access.shown(viewer, per_month), width="stretch")
 
 st.subheader("Datasets")
-st.dataframe(cached.datasets_overview(db), hide_index=True, key="data_datasets")
+st.dataframe(access.shown(viewer, cached.datasets_overview(db)), hide_index=True, key="data_datasets")
 with st.expander("Batches and their errors"):
-    st.dataframe(ingest.batches(db), hide_index=True, key="data_batches")
+    st.dataframe(access.shown(viewer, ingest.batches(db)), hide_index=True, key="data_batches")
     st.caption("Events per type in the latest batches; `inferred` counts events typed from their XDM field groups "
                "because they had no `eventType` (`unspecified` when none applies).")
-    st.dataframe(ingest.batch_event_types(db), hide_index=True, key="data_batch_event_types")
+    st.dataframe(access.shown(viewer, ingest.batch_event_types(db)), hide_index=True, key="data_batch_event_types")
 
 st.subheader("Upload a file")
 st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too), or CSV/Parquet with `timestamp`, `event_type` and "

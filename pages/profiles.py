@@ -27,7 +27,8 @@ st.query_params.update({"namespace": namespace, "value": value.strip()})
 
 profile_id = profiles.find(db, namespace, value)
 if profile_id is None:
-    matches = profiles.search(db, namespace, value)
+    matches = profiles.search(db, namespace, value, by_prefix=access.may_search_by_prefix(viewer, namespace),
+                              personal_hits=viewer.sees_identities)
     if matches.empty:
         st.warning(f"No profile has the {namespace} identity {value.strip()!r}, and nothing starts with it.")
         st.stop()
@@ -37,7 +38,8 @@ if profile_id is None:
     profile_id = int(chosen)
 
 attributes = profiles.attributes(db, profile_id)
-st.subheader(f"{attributes.get('first_name') or ''} {attributes.get('last_name') or ''} · profile {profile_id}")
+st.subheader(access.shown_text(
+    viewer, f"{attributes.get('first_name') or ''} {attributes.get('last_name') or ''} · profile {profile_id}"))
 tab_attributes, tab_history, tab_events, tab_segments = st.tabs(["Attributes", "Score history", "Events", "Segments"])
 with tab_attributes:
     left, right = st.columns(2)
@@ -61,7 +63,7 @@ with tab_attributes:
             cells[3].metric("Bucket", output["bucket"].capitalize())
             cells[4].metric("Score date", str(output["score_date"]))
             for factor in output["factors"]:
-                st.markdown(f"- {factor['sentence']} *(importance {factor['importance']})*")
+                st.markdown(f"- {access.shown_text(viewer, factor['sentence'])} *(importance {factor['importance']})*")
 with tab_history:
     history = profiles.score_history(db, profile_id)
     if history.empty:
@@ -70,12 +72,13 @@ with tab_history:
         cached.chart(st, charts.score_history, history, width="stretch")
 with tab_events:
     total = profiles.total_events(db, profile_id)
-    counts = profiles.event_counts(db, profile_id)
+    counts = access.shown(viewer, profiles.event_counts(db, profile_id))
     if not counts.empty:
         cached.chart(st, charts.event_timeline, counts, width="stretch")
     pages = max(1, -(-total // EVENTS_PAGE))
     page = st.number_input(f"Page (of {pages}, {total:,} events)", 1, pages, 1, key="profiles_events_page")
-    st.dataframe(profiles.events(db, profile_id, EVENTS_PAGE, (page - 1) * EVENTS_PAGE), hide_index=True,
+    st.dataframe(access.shown(viewer, profiles.events(db, profile_id, EVENTS_PAGE, (page - 1) * EVENTS_PAGE)),
+                 hide_index=True,
                  key="profiles_events")
 with tab_segments:
     member_of = profiles.profile_segments(db, profile_id)

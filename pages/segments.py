@@ -18,7 +18,7 @@ table = cached.list_segments(db)
 if table.empty:
     st.info("No segments yet. Open an instance's dashboard and press Create Segment on a propensity card.")
     st.stop()
-st.dataframe(table, hide_index=True, key="segments_table",
+st.dataframe(access.shown(viewer, table), hide_index=True, key="segments_table",
              column_config={"size_at_creation": st.column_config.NumberColumn("Size at creation", format="%d"),
                             "size_now": st.column_config.NumberColumn("Size now", format="%d")})
 

@@ -42,7 +42,8 @@ def _frame_with(app: AppTest, column: str) -> pd.DataFrame:
 
 
 def _signed_in(email: str, **settings) -> AppTest:
-    return _app({"is_logged_in": True, "email": email, "name": email.split("@")[0]}, **settings)
+    return _app({"is_logged_in": True, "email": email, "email_verified": True, "sub": f"sub-{email}",
+                 "name": email.split("@")[0]}, **settings)
 
 
 def test_without_login_configured_the_app_is_open_and_says_so(trained_db):
@@ -120,3 +121,83 @@ def test_masking_rules():
         "Email: a•••@b.com, Phone: •••67, on 2026-01-05")
     frame = pd.DataFrame({"profile_id": [1], "email": ["x@y.z"], "ecid": ["123-456"]})
     assert privacy.mask_frame(frame).iloc[0].tolist() == [1, "x•••@y.z", "123-456"]
+
+
+@pytest.mark.parametrize("claims", [
+    {"email": EDITOR, "email_verified": False},
+    {"email": EDITOR, "email_verified": "false"},
+    {"email": EDITOR},
+])
+def test_an_unverified_email_gets_neither_editor_rights_nor_identities(trained_db, claims):
+    app = _app({"is_logged_in": True, "sub": "google-oauth2|1234", **claims}, identity_viewers=(EDITOR,))
+    assert not app.exception
+    assert app.button(key="instances_run").disabled and app.button(key="instances_clone").disabled
+    assert any("no verified email" in caption.value for caption in app.sidebar.caption)
+    app.query_params.update({"namespace": "Email", "value": "hbirkenshawa@businessweek.com"})
+    profile = app.switch_page("pages/profiles.py").run()
+    assert not profile.exception
+    assert _frame_with(profile, "namespace")["identity"].iloc[0] == "h•••@businessweek.com"
+
+
+def test_a_provider_without_the_verified_claim_can_be_trusted_by_setting(trained_db):
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    app.secrets["auth"] = AUTH
+    app.secrets["cai"] = {"editors": [EDITOR], "trust_email_without_verified_claim": True}
+    for key, value in {"is_logged_in": True, "email": EDITOR, "sub": "entra|42"}.items():
+        app.user[key] = value
+    app.run()
+    assert not app.exception and not app.button(key="instances_run").disabled
+
+
+@pytest.mark.parametrize("claims, recorded", [
+    ({"sub": "github|9876", "email": None}, "sub:github|9876"),
+    ({"sub": "github|9876", "email": "who@example.com", "email_verified": False},
+     "sub:github|9876 (unverified who@example.com)"),
+])
+def test_a_person_without_a_verified_email_is_recorded_under_their_subject_id(trained_db, claims, recorded):
+    from ui import access
+
+    viewer = access.Viewer(claims.get("email"), can_edit=False, sees_identities=False, subject=claims["sub"],
+                           email_verified=bool(claims.get("email_verified", False)))
+    assert viewer.actor == recorded != access.LOCAL_ACTOR
+    app = _app({"is_logged_in": True, **claims})
+    assert not app.exception
+    assert any(claims["sub"] in caption.value or "who@example.com" in caption.value for caption in app.sidebar.caption)
+    assert not app.sidebar.warning
+
+
+def test_csv_exports_neutralise_formulas_and_parquet_keeps_raw_values(trained_db, tmp_path):
+    from cai import ingest, scores, store
+
+    run_id = scores.latest_run(trained_db, instances.TUTORIAL_INSTANCE)["run_id"]
+    crmid = store.query_df(trained_db, "SELECT min(id_value) AS crmid FROM identities JOIN scores USING (profile_id) "
+                           "WHERE namespace = 'CRMID' AND run_id = ?", [run_id])["crmid"][0]
+    formulas = ['=HYPERLINK("http://evil.example","x")@a.com', "+cmd@b.com", "-2+3@c.com", "@SUM(A1)@d.com"]
+    frame = pd.DataFrame({"crmid": [crmid] * len(formulas), "email": formulas})
+    ingest.ingest_bytes(trained_db, frame.to_csv(index=False).encode(), "formulas.csv", kind="profiles")
+    segments.create_segment(trained_db, "All", segments.Rule(instance=instances.TUTORIAL_INSTANCE))
+    exports = {"segment": lambda out: segments.export(trained_db, "All", out),
+               "scores": lambda out: scores.export_scores(trained_db, instances.TUTORIAL_INSTANCE, out)}
+    for export in exports.values():
+        export(tmp_path / "out.csv")
+        export(tmp_path / "out.parquet")
+        csv = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+        raw = pd.read_parquet(tmp_path / "out.parquet")
+        text_cells = [cell for column in ("email", "ecid", "phone", "crmid", "loyaltyid", "bucket", "factors")
+                      for cell in csv[column]]
+        assert not any(cell.startswith(privacy.FORMULA_LEADS) for cell in text_cells)
+        row = csv.index[csv["email"].str.contains("cmd@b.com", regex=False)][0]
+        assert csv["email"][row].startswith("'+cmd@b.com")
+        assert raw["email"][row].startswith("+cmd@b.com") and all(value in raw["email"][row] for value in formulas)
+        assert (csv["phone"][csv["phone"] != ""].str.startswith("'+1-555-")).all()
+        assert (raw["phone"].dropna().str.startswith("+1-555-")).all()
+        assert pd.to_numeric(csv["score"]).between(0, 100).all()
+
+
+@pytest.mark.parametrize("cell, safe", [
+    ("=1+1", "'=1+1"), ("+1-555-0100", "'+1-555-0100"), ("-3", "'-3"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tTAB", "'\tTAB"), ("\rCR", "'\rCR"), ("a=b", "a=b"), ("", ""),
+])
+def test_spreadsheet_safe_cells(cell, safe):
+    frame = pd.DataFrame({"text": [cell], "number": [-3.5]})
+    assert privacy.spreadsheet_safe(frame).iloc[0].tolist() == [safe, -3.5]
