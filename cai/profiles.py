@@ -10,7 +10,7 @@ import pandas as pd
 
 from cai import privacy, segments, store
 from cai.features import feature_catalog
-from cai.identity import canonical_namespace
+from cai.identity import canonical_namespace, identity_value
 from cai.instances import Definition
 
 PROFILE_ID = "Profile ID"
@@ -28,6 +28,10 @@ def find(db_path: Path, namespace: str, value: str) -> int | None:
         return None
     if namespace.replace("_", " ").lower() != PROFILE_ID.lower():
         namespace = canonical_namespace(namespace)
+        # Stored the way a load stores it (emails lower-case), so a look-up matches whatever the case typed.
+        value, _ = identity_value(namespace, value)
+        if value is None:
+            return None
     with store.connect(db_path) as con:
         if namespace.replace("_", " ").lower() == PROFILE_ID.lower():
             if not value.isdigit():

@@ -329,7 +329,12 @@ def test_profile_lookup_exact_forgiving_and_literal(trained_db, tmp_path):
     assert profiles.find(trained_db, "Email", "hbirkenshawa@businessweek.com") == 1
     ecid = profiles.identities(trained_db, 1).set_index("namespace").loc["ECID", "identity"]
     assert profiles.find(trained_db, "ECID", ecid) == 1
-    assert profiles.find(trained_db, "Email", "HBIRKENSHAWA@businessweek.com") is None
+    # Emails are stored lower-case at load, so an email typed in any case (and with stray spaces) finds its owner;
+    # other namespaces stay exact.
+    assert profiles.find(trained_db, "Email", " HBIRKENSHAWA@BusinessWeek.com ") == 1
+    assert profiles.find(trained_db, "email", "Hbirkenshawa@businessweek.com") == 1
+    assert profiles.find(trained_db, "Email", "hbirkenshawa@businessweek.co") is None
+    assert profiles.find(trained_db, "Email", "null") is None
     assert profiles.search(trained_db, "Email", "HBIRKENSHAW")["profile_id"].tolist() == [1]
     for literal in ("%", "_", "'", "'; DROP TABLE identities; --"):
         assert profiles.find(trained_db, "Email", literal) is None
