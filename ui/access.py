@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cai import privacy
+from ui.components import plain
 
 LOCAL_ACTOR = "local"
 VIEW_ONLY = "View only: ask an editor to make this change."
@@ -63,11 +64,10 @@ def current() -> Viewer:
 def sidebar(viewer: Viewer) -> None:
     if viewer.email is None:
         st.sidebar.warning("Open access: no sign-in is configured, so anyone who can reach this app can view and "
-                           "change everything. Configure login before sharing it (see the README).",
-                           icon=":material/lock_open:")
+                           "change everything. Configure login before sharing it (see the README).")
         return
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
-    st.sidebar.caption(f"Signed in as {viewer.email} ({role})")
+    st.sidebar.caption(f"Signed in as {plain(viewer.email)} ({role})")
     st.sidebar.button("Sign out", key="access_logout", on_click=st.logout)
 
 
