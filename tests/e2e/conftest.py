@@ -83,3 +83,24 @@ def app_server(trained_db_template, tmp_path):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture
+def app_page(page, app_server):
+    """The browser page, allowed to reach only the app's own address, failing the test on any console error."""
+    base, _ = app_server
+    blocked, errors = [], []
+
+    def only_the_app(route):
+        if route.request.url.startswith(base + "/"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_app)
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    assert not blocked, f"The app asked for addresses outside itself: {blocked}"
+    assert not errors, f"Console errors: {errors}"
