@@ -31,6 +31,8 @@ chosen = st.selectbox("Open segment", names, key="segments_selected")
 segment = segments.get_segment(db, chosen)
 st.subheader(plain(chosen))
 st.code(segment["rule_text"], language=None)
+if segment["description"]:
+    st.markdown(plain(segment["description"]))
 st.caption(f"Evaluated against the latest successful run of “{plain(segment['instance'])}” (run "
            f"{segment['current_run_id']}); created from run {segment['run_id_at_creation']} with "
            f"{segment['size_at_creation']:,} profiles.")

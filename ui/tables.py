@@ -12,9 +12,9 @@ RUN_HISTORY_COLUMNS = {
 DATASET_COLUMNS = {
     "dataset": "Dataset", "kind": "Holds", "batches": "Files loaded", "failed_batches": "Files refused",
     "rows_accepted": "Rows accepted", "rows_rejected": "Rows refused", "rows_duplicate": "Duplicates skipped",
-    "first_event": st.column_config.DatetimeColumn("First event (UTC)", **_WHEN),
-    "last_event": st.column_config.DatetimeColumn("Last event (UTC)", **_WHEN),
-    "created_at": st.column_config.DatetimeColumn("Created (UTC)", **_WHEN),
+    "first_event": st.column_config.DatetimeColumn("First event", format="D MMM YYYY"),
+    "last_event": st.column_config.DatetimeColumn("Last event", format="D MMM YYYY"),
+    "created_at": None,
 }
 BATCH_COLUMNS = {
     "batch_id": "Batch", "dataset": "Dataset", "file_name": "File", "status": "Status", "rows_total": "Rows",
@@ -24,11 +24,11 @@ BATCH_COLUMNS = {
     "finished_at": st.column_config.DatetimeColumn("Finished (UTC)", **_WHEN),
 }
 SEGMENT_COLUMNS = {
-    "name": "Segment", "rule_text": "Rule", "instance": "Instance",
+    "name": "Segment", "instance": "Instance",
     "size_at_creation": st.column_config.NumberColumn("Size at creation", format="localized"),
     "size_now": st.column_config.NumberColumn("Size now", format="localized"),
     "created_at": st.column_config.DatetimeColumn("Created (UTC)", **_WHEN),
-    "created_by": "Created by", "description": "Description",
+    "created_by": "Created by", "rule_text": None, "description": None,  # both shown when the segment is opened
 }
 MEMBER_COLUMNS = {
     "profile_id": st.column_config.NumberColumn("Profile ID", format="%d"), "email": "Email", "ecid": "ECID",
