@@ -22,12 +22,13 @@ if table.empty:
 st.dataframe(table, hide_index=True, key="segments_table", column_config=tables.SEGMENT_COLUMNS)
 
 names = table["name"].tolist()
-if params_segment := st.query_params.get("segment"):
-    # Arriving from Save in the segment builder (or a shared link): open that segment.
-    if params_segment in names:
-        st.session_state["segments_selected"] = params_segment
-    del st.query_params["segment"]
+requested = st.query_params.get("segment")
+if requested in names and requested != st.session_state.get("segments_shown"):
+    # Arriving from Save in the segment builder (or from a shared link): open that segment.
+    st.session_state["segments_selected"] = requested
 chosen = st.selectbox("Open segment", names, key="segments_selected")
+st.session_state["segments_shown"] = chosen
+st.query_params["segment"] = chosen
 segment = segments.get_segment(db, chosen)
 st.subheader(plain(chosen))
 st.code(segment["rule_text"], language=None)

@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from cai import privacy
-from ui.components import plain
 
 LOCAL_ACTOR = "local"
 VIEW_ONLY = "View only: ask an editor to make this change."
@@ -67,7 +66,7 @@ def sidebar(viewer: Viewer) -> None:
                            "change everything. Configure login before sharing it (see the README).")
         return
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
-    st.sidebar.caption(f"Signed in as {plain(viewer.email)} ({role})")
+    st.sidebar.caption(f"Signed in as {viewer.email} ({role})")
     st.sidebar.button("Sign out", key="access_logout", on_click=st.logout)
 
 

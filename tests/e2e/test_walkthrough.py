@@ -95,7 +95,6 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
     expect(page.get_by_text(f"Saved “{SEGMENT}” with {card_count} profiles.")).to_be_visible()
     expect(page.get_by_role("heading", name=SEGMENT)).to_be_visible()  # the page opens on the segment just saved
     _no_exception(page)
-    expect(page.locator(".st-key-segments_members")).to_be_visible()
     page.get_by_role("tab", name="Export").click()
     download_csv = page.get_by_role("button", name="Download CSV")
     expect(download_csv).to_be_enabled()
@@ -183,7 +182,8 @@ def test_text_from_data_stays_text_in_every_page(app_page: Page, app_server):
     base, db = app_server
     page.set_default_timeout(TIMEOUT_MS)
     _seed_hostile_text(db)
-    hostile = "a[href*='evil.test'], img[src*='evil.test'], a[href^='mailto:']"
+    # Links and images that lead outside the app (its own links carry the hostile names in their query strings).
+    hostile = "a[href*='//evil.test'], a[href^='mailto:'], img[src*='evil.test']"
     page.goto(base)
     expect(page.get_by_role("link", name=LINK)).to_be_visible()
     page.get_by_role("link", name=LINK).click()
