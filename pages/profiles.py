@@ -15,10 +15,12 @@ db = state.db_path()
 viewer = access.current()
 st.title("Profiles")
 params = st.query_params
-if "namespace" in params and params["namespace"] in NAMESPACES and "profiles_namespace" not in st.session_state:
-    # A shared link (or the command line's hint) names an identity: browse it at once.
-    st.session_state.update({"profiles_namespace": params["namespace"], "profiles_value": params.get("value", ""),
-                             "profiles_viewed": (params["namespace"], params.get("value", "").strip())})
+if params.get("namespace") in NAMESPACES and params.get("value") and "profile" not in params:
+    # A link naming one exact identity opens that profile directly.
+    found = profiles.find(db, params["namespace"], params["value"])
+    if found is not None:
+        st.query_params.update({"profile": str(found)})
+    del st.query_params["namespace"], st.query_params["value"]
 opened = int(params["profile"]) if params.get("profile", "").isdigit() else None
 
 if opened is None:
@@ -34,7 +36,6 @@ if opened is None:
         if not viewed_value:
             st.caption(f"Choose a namespace, enter an identity (for example Email {plain(EXAMPLE)}) and press View.")
         else:
-            st.query_params.update({"namespace": viewed_namespace, "value": viewed_value})
             results = profiles.search(db, viewed_namespace, viewed_value)
             if results.empty:
                 st.warning(f"No profile has the {viewed_namespace} identity “{plain(viewed_value)}”, and no identity "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,14 +92,12 @@ def app_page(page, app_server):
     base, _ = app_server
     blocked, errors = [], []
 
-    def only_the_app(route):
-        if route.request.url.startswith(base + "/"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
+    def refuse(route):
+        blocked.append(route.request.url)
+        route.abort()
 
-    page.route("**/*", only_the_app)
+    # A regular expression is matched inside the browser driver, so the app's own requests are never held up.
+    page.route(re.compile(rf"^(?!{re.escape(base)}/)"), refuse)
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page

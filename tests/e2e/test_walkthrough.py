@@ -122,8 +122,8 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
     page.get_by_role("tab", name="Attributes").click()
     field = f'CustomerAI["{instances.TUTORIAL_INSTANCE}"]'
     cells = page.locator("[data-testid=stDataFrame] td[role=gridcell]")
-    expect(cells.filter(has_text=f"{field}.score")).to_have_count(1)
-    expect(cells.filter(has_text=f"{field}.bucket")).to_have_count(1)
+    expect(cells.filter(has_text=f"{field}.score").first).to_be_attached()
+    expect(cells.filter(has_text=f"{field}.bucket").first).to_be_attached()
     # "Scroll down to see the Propensity Score as calculated by your Customer AI model."
     score_metric = page.locator("[data-testid=stMetric]").filter(has_text="Propensity score")
     score_metric.scroll_into_view_if_needed()
