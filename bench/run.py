@@ -62,12 +62,11 @@ print(json.dumps({**result.as_dict(), "peak_rss_mb": peak_kb / 1024}))
 """
 
 
-def run_in_child(db: Path, models: Path) -> tuple[dict, float]:
+def run_in_child(db: Path | str) -> tuple[dict, float]:
     """The tutorial's full run in a process of its own, so that its peak memory is its own."""
     store.release(db)
-    env = {**os.environ, store.MODELS_ENV_VAR: str(models)}
     clock = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db)], capture_output=True, text=True, env=env,
+    child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db)], capture_output=True, text=True,
                            cwd=Path(__file__).resolve().parent.parent, check=False)
     wall = time.perf_counter() - clock
     if child.returncode != 0:
@@ -78,9 +77,12 @@ def run_in_child(db: Path, models: Path) -> tuple[dict, float]:
     return result, wall
 
 
-def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str], None] = print) -> dict:
-    db, models = workdir / "bench.duckdb", workdir / "models"
-    results: dict = {"profiles": profiles_count, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str], None] = print,
+            db: Path | str | None = None) -> dict:
+    """Every figure, on a new DuckDB file in ``workdir`` or on ``db`` (an empty PostgreSQL database's URL)."""
+    db = db or workdir / "bench.duckdb"
+    results: dict = {"profiles": profiles_count, "backend": store.resolve(db).backend,
+                     "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
     log(f"Generating {profiles_count:,} profiles")
     results["generate_s"], summary = timed(lambda: demo.build_demo(db, profiles=profiles_count))
@@ -104,7 +106,7 @@ def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str]
     results["pandas_features_s"] = results["pandas_load_s"] + results["pandas_groupby_s"]
 
     log("The full run of the tutorial's instance, in a child process")
-    run, results["run_wall_s"] = run_in_child(db, models)
+    run, results["run_wall_s"] = run_in_child(db)
     results["peak_rss_mb"] = run["peak_rss_mb"]
     timings = scores.latest_run(db, TUTORIAL)["details"]["timings"]
     results["run_s"] = run["duration_s"]
@@ -161,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="repetitions of each interactive query")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     parser.add_argument("--workdir", help="where to build the database (default: a temporary folder)")
+    parser.add_argument("--db", help="an empty PostgreSQL database's URL, to measure that backend instead of a file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         results = measure(args.profiles, Path(folder), args.repeat,
-                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True))
+                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True), db=args.db)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
     print(f"\nWrote {args.out}")

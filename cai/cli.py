@@ -202,9 +202,23 @@ def cmd_profiles(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    before, after = store.migrate(args.db)
+    print(f"{args.db}: schema {after}" + (" (already current)." if before == after else f" (was {before})."))
+    return 0
+
+
+def cmd_copy(args) -> int:
+    copied = store.copy(args.source, args.target, replace=args.replace)
+    print(f"Copied {sum(copied.values()):,} rows in {len(copied)} tables from {store.resolve(args.source)} to "
+          f"{store.resolve(args.target)}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cai", description="Customer AI: propensity scoring.")
-    parser.add_argument("--db", help=f"database file (default: ${store.DB_ENV_VAR} or {store.DEFAULT_DB_PATH})")
+    parser.add_argument("--db", help=f"database file or postgresql:// URL (default: ${store.DB_ENV_VAR} or "
+                                     f"{store.DEFAULT_DB_PATH})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("demo", help="build the seeded demo store and the tutorial's instance")
@@ -307,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("value")
     a.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_profiles)
+
+    p = commands.add_parser("migrate", help="set up or upgrade the store's schema (done on every start anyway)")
+    p.set_defaults(handler=cmd_migrate)
+
+    p = commands.add_parser("copy", help="copy a whole store between a DuckDB file and PostgreSQL, either way")
+    p.add_argument("--from", dest="source", required=True, help="database file or postgresql:// URL")
+    p.add_argument("--to", dest="target", required=True, help="database file or postgresql:// URL")
+    p.add_argument("--replace", action="store_true", help="replace whatever the target holds")
+    p.set_defaults(handler=cmd_copy)
     return parser
 
 

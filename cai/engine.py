@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from cai import audit, evaluation, factors, features, store
+from cai import audit, evaluation, factors, features, models, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
 
@@ -224,45 +223,6 @@ def cache_key(definition: Definition, fingerprint: str, as_of: dt.date) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _load_cached(db_path: Path, models: Path, key: str) -> tuple[_Model | None, str]:
-    """The cached model for ``key`` if its file is ours and unchanged; never unpickles anything else."""
-    with store.connect(db_path) as con:
-        rows = con.execute("SELECT file_name, sha256, sklearn_version FROM models WHERE cache_key = ?",
-                           [key]).fetchall()
-    if not rows:
-        return None, "no cached model"
-    file_name, expected, version = rows[0]
-    path = (models / file_name).resolve()
-    if path.parent != models.resolve():
-        log.warning("Model file %s is outside the models folder; refusing to load it.", path)
-        return None, "cached model file is outside the models folder and was not loaded; retrained"
-    if not path.is_file():
-        return None, "cached model file missing; retrained"
-    if version != sklearn.__version__:
-        return None, f"cached model was written by scikit-learn {version}; retrained"
-    if _sha256(path) != expected:
-        log.warning("Model file %s does not match its recorded checksum; refusing to load it.", path)
-        return None, "cached model file failed its checksum check and was not loaded; retrained"
-    return joblib.load(path), "reused cached model"
-
-
-def _save_model(models: Path, key: str, model: _Model) -> tuple[str, str]:
-    models.mkdir(parents=True, exist_ok=True)
-    file_name = f"{key[:40]}.joblib"
-    temporary = models / f".{file_name}.{os.getpid()}.tmp"
-    joblib.dump(model, temporary)
-    os.replace(temporary, models / file_name)
-    return file_name, _sha256(models / file_name)
-
-
 def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[int, int]:
     def work(con):
         rows = con.execute("SELECT instance_id, status FROM instances WHERE name = ?", [name]).fetchall()
@@ -385,11 +345,10 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
 
 
 def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progress: Progress | None = None,
-                 actor: str = "local", models: Path | None = None) -> RunResult:
+                 actor: str = "local") -> RunResult:
     """Trains (or reuses a cached model), scores everyone eligible at ``as_of`` and swaps in the results."""
     progress = progress or _noop
     started = time.monotonic()
-    models = Path(models) if models else store.models_dir(Path(db_path))
     definition = get_instance(db_path, name).definition
     with store.connect(db_path) as con:
         first_event, last_event = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
@@ -405,11 +364,11 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         with store.connect(db_path) as con:
             fingerprint = _data_fingerprint(con, as_of)
         key = cache_key(definition, fingerprint, as_of)
-        model, cache_note = _load_cached(db_path, models, key)
-        model_record = None
+        model, cache_note = models.load(db_path, key)
+        signed_model = None
         if model is None:
             model, _ = train(db_path, definition, as_of, first_event.date(), progress, timings)
-            model_record = (key, *_save_model(models, key, model))
+            signed_model = models.sign(db_path, key, model)
 
         progress(0.55, "Scoring every eligible profile")
         clock = time.monotonic()
@@ -449,9 +408,9 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         metrics = {key: model.evaluation[key] for key in ("auc", "average_precision", "brier", "lift_top_decile",
                                                           "grade", "advice")}
         details = {
-            "as_of": as_of.isoformat(), "base_rate": base_rate, "cache": cache_note if model_record is None
+            "as_of": as_of.isoformat(), "base_rate": base_rate, "cache": cache_note if signed_model is None
             else ("trained a new model" if cache_note == "no cached model" else cache_note),
-            "model_file": model_record[1] if model_record else None, "features": len(catalog),
+            "model": key, "features": len(catalog),
             "data_first_event": first_event.isoformat(), "data_last_event": last_event.isoformat(),
             "training": model.training, "timings": timings, "sklearn_version": sklearn.__version__,
             "typical": {model.feature_names[c]: (None if np.isnan(typical[c]) else float(typical[c]))
@@ -461,9 +420,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
 
         def swap(con):
             clock = time.monotonic()
-            if model_record:
-                con.execute("INSERT OR REPLACE INTO models (cache_key, file_name, sha256, sklearn_version) "
-                            "VALUES (?, ?, ?, ?)", [*model_record, sklearn.__version__])
+            if signed_model:
+                models.save(con, signed_model)
             con.register("new_scores", scores)
             con.execute("INSERT INTO scores SELECT $run, profile_id, probability, score, percentile, bucket "
                         "FROM new_scores", {"run": run_id})

@@ -11,6 +11,7 @@ from cai import audit, instances, privacy, segments
 from tests.conftest import ROOT
 
 TIMEOUT = 120
+pytestmark = pytest.mark.both_backends
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-cookie-secret",
         "client_id": "customer-ai", "client_secret": "not-a-real-secret",
         "server_metadata_url": "https://login.example.com/.well-known/openid-configuration"}

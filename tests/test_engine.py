@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
+import hashlib
+import pickle
 import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cai import audit, engine, evaluation, factors, features, instances, profiles, scores, segments, store
+from cai import audit, engine, evaluation, factors, features, instances, models, profiles, scores, segments, store
 from cai.instances import Condition, Definition, Goal
 
 TUTORIAL = instances.TUTORIAL_INSTANCE
+pytestmark = pytest.mark.both_backends
 
 
 def _scores(db, run_id) -> pd.DataFrame:
@@ -33,12 +35,11 @@ def test_the_demo_run_succeeds_with_a_real_but_imperfect_model(trained_db):
 def test_a_run_as_of_a_date_ignores_every_later_event(trained_db, tmp_path):
     as_of = dt.date(2026, 10, 1)
     cut = tmp_path / "cut.duckdb"
-    store.release(trained_db)
-    shutil.copy(trained_db, cut)
+    store.copy(trained_db, cut)
     with store.connect(cut) as con:
         con.execute("DELETE FROM events WHERE ts >= ?", [as_of])
-    full = engine.run_instance(trained_db, TUTORIAL, as_of=as_of, models=tmp_path / "m1")
-    truncated = engine.run_instance(cut, TUTORIAL, as_of=as_of, models=tmp_path / "m2")
+    full = engine.run_instance(trained_db, TUTORIAL, as_of=as_of)
+    truncated = engine.run_instance(cut, TUTORIAL, as_of=as_of)
     assert full.error is None and truncated.error is None
     pd.testing.assert_frame_equal(_scores(trained_db, full.run_id), _scores(cut, truncated.run_id))
 
@@ -83,25 +84,42 @@ def test_too_little_history_is_explained(trained_db):
     assert result.status == instances.ERROR and "Not enough history" in result.error
 
 
-def test_a_cached_model_is_reused_and_a_tampered_one_is_refused(trained_db, tmp_path):
+def test_a_cached_model_is_reused_and_a_tampered_one_is_refused(trained_db):
     again = engine.run_instance(trained_db, TUTORIAL)
     assert scores.latest_run(trained_db, TUTORIAL)["details"]["cache"] == "reused cached model"
-    model_file = next((tmp_path / "models").glob("*.joblib"))
-    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    with store.connect(trained_db) as con:
+        payload = con.execute("SELECT model FROM models").fetchall()[0][0]
+        con.execute("UPDATE models SET model = ?", [bytes(payload) + b"tampered"])
     retrained = engine.run_instance(trained_db, TUTORIAL)
-    assert "failed its checksum" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+    assert "failed its signature check" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
     pd.testing.assert_frame_equal(_scores(trained_db, again.run_id).reset_index(drop=True),
                                   _scores(trained_db, retrained.run_id).reset_index(drop=True))
 
 
-def test_a_model_file_outside_the_models_folder_is_never_loaded(trained_db, tmp_path):
-    model_file = next((tmp_path / "models").glob("*.joblib"))
-    outside = tmp_path / "outside.joblib"
-    outside.write_bytes(model_file.read_bytes())
+def test_a_model_row_written_by_someone_without_the_key_never_runs_its_code(trained_db, tmp_path):
+    planted = tmp_path / "planted-code-ran"
+    forged = pickle.dumps(_RunsCodeWhenUnpickled(planted))
     with store.connect(trained_db) as con:
-        con.execute("UPDATE models SET file_name = '../outside.joblib', sha256 = ?", [engine._sha256(outside)])
-    engine.run_instance(trained_db, TUTORIAL)
-    assert "outside the models folder" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+        con.execute("UPDATE models SET model = ?, signature = ?", [forged, hashlib.sha256(forged).hexdigest()])
+    result = engine.run_instance(trained_db, TUTORIAL)
+    assert result.error is None and not planted.exists()
+    assert "failed its signature check" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+
+
+def test_models_signed_with_another_key_are_retrained_not_loaded(trained_db):
+    keyed = store.resolve(trained_db, model_key="the deployment's own key")
+    engine.run_instance(keyed, TUTORIAL)
+    assert "failed its signature check" in scores.latest_run(keyed, TUTORIAL)["details"]["cache"]
+    engine.run_instance(keyed, TUTORIAL)
+    assert scores.latest_run(keyed, TUTORIAL)["details"]["cache"] == "reused cached model"
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
 
 
 def test_a_failed_run_keeps_the_previous_scores(trained_db, monkeypatch):
@@ -125,10 +143,8 @@ def test_an_interrupted_run_is_marked_and_the_instance_keeps_its_scores(trained_
 
 def test_top_factors_are_faithful(trained_db):
     run = scores.latest_run(trained_db, TUTORIAL)
-    model_file = store.models_dir(trained_db) / run["details"]["model_file"]
-    import joblib
-
-    model = joblib.load(model_file)
+    model, note = models.load(trained_db, run["details"]["model"])
+    assert note == "reused cached model"
     definition = run["definition"]
     with store.connect(trained_db) as con:
         frame = features.build(con, definition, [dt.date.fromisoformat(run["details"]["as_of"])], False)
@@ -222,7 +238,7 @@ def test_trade_off_figures_follow_the_cut_off(trained_db):
     assert narrow["expected_return"] == pytest.approx(narrow["expected_conversions"] * 100 - narrow["size"] * 2)
 
 
-def test_profile_lookup_exact_forgiving_and_literal(trained_db):
+def test_profile_lookup_exact_forgiving_and_literal(trained_db, tmp_path):
     assert profiles.find(trained_db, "Email", "hbirkenshawa@businessweek.com") == 1
     ecid = profiles.identities(trained_db, 1).set_index("namespace").loc["ECID", "identity"]
     assert profiles.find(trained_db, "ECID", ecid) == 1
@@ -232,8 +248,8 @@ def test_profile_lookup_exact_forgiving_and_literal(trained_db):
         assert profiles.find(trained_db, "Email", literal) is None
         assert profiles.search(trained_db, "Email", literal).empty
     output = profiles.customer_ai(trained_db, 1)[0]
-    exported = scores.export_scores(trained_db, TUTORIAL, trained_db.parent / "all.csv")
-    frame = pd.read_csv(trained_db.parent / "all.csv").set_index("profile_id")
+    exported = scores.export_scores(trained_db, TUTORIAL, tmp_path / "all.csv")
+    frame = pd.read_csv(tmp_path / "all.csv").set_index("profile_id")
     assert exported == len(frame)
     assert output["score"] == pytest.approx(frame.loc[1, "score"])
     assert all(" the score" in factor["sentence"] for factor in output["factors"])

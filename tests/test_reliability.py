@@ -50,12 +50,11 @@ def _wait_for(child: subprocess.Popen, line: str) -> None:
     raise AssertionError(f"The child ended before printing {line}: {child.stderr.read()}")
 
 
-def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db, tmp_path):
+def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db):
     store.release(trained_db)
     run = subprocess.Popen(
         [sys.executable, "-m", "cai", "--db", str(trained_db), "run", TUTORIAL, "--as-of", "2026-10-15", "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, store.MODELS_ENV_VAR: str(tmp_path / "cli-models")})
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outcomes: dict[str, str] = {}
 
     def save(number: int) -> None:

@@ -16,6 +16,7 @@ from cai import audit, demo, ingest, online_retail, store
 from cai.errors import SchemaTooNew, ValidationError
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.both_backends
 ONLINE_RETAIL = ROOT.parent / "shared" / "datasets" / "online-retail" / "online_retail.csv.gz"
 
 
@@ -204,8 +205,8 @@ def test_injection_text_is_stored_verbatim(empty_db):
         assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == 1
 
 
-def test_cli_demo_and_datasets_json(tmp_path):
-    db = tmp_path / "cli.duckdb"
+def test_cli_demo_and_datasets_json(new_store):
+    db = new_store
     run = [sys.executable, "-m", "cai", "--db", str(db)]
     subprocess.run([*run, "demo", "--profiles", "1500"], check=True, cwd=ROOT, capture_output=True)
     output = subprocess.run([*run, "datasets", "--json"], check=True, cwd=ROOT, capture_output=True, text=True)

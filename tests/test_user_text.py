@@ -40,11 +40,11 @@ def test_hostile_text_is_stored_and_matched_literally(trained_db, text):
     assert _table_sizes(trained_db) == before
 
 
-def test_a_goal_condition_with_hostile_text_trains_without_touching_sql(trained_db, tmp_path):
+def test_a_goal_condition_with_hostile_text_trains_without_touching_sql(trained_db):
     name = "Purchases of a hostile SKU"
     instances.create_instance(trained_db, Definition(
         name=name, goals=(Goal("commerce.purchases", Condition("sku", "!=", HOSTILE[0])),), min_examples=50))
-    result = engine.run_instance(trained_db, name, models=tmp_path / "models")
+    result = engine.run_instance(trained_db, name)
     assert result.error is None and result.profiles_scored > 0
 
 

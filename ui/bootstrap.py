@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from cai import demo, engine, instances
+from cai import demo, engine, instances, store
 
 
-def ensure_database(db: Path) -> None:
-    if Path(db).exists():
+def ensure_database(db: store.Store) -> None:
+    if not store.is_empty(db):
         engine.recover_interrupted_runs(db)
         return
     with st.status("First start: building the demo store and training the tutorial's model…", expanded=True) as box:

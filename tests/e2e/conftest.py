@@ -53,9 +53,8 @@ def app_server(trained_db_template, tmp_path):
     db = tmp_path / "cai.duckdb"
     store.release(trained_db_template)
     shutil.copy(trained_db_template, db)
-    shutil.copytree(trained_db_template.parent / "models", tmp_path / "models")
     port = _free_port()
-    env = {**os.environ, store.DB_ENV_VAR: str(db), store.MODELS_ENV_VAR: str(tmp_path / "models")}
+    env = {**os.environ, store.DB_ENV_VAR: str(db)}
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
