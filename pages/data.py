@@ -64,5 +64,3 @@ if submitted and upload is not None:
                     f"{report.rows_duplicate:,} duplicates skipped, {report.profiles_created:,} new profiles, "
                     f"{report.profiles_merged:,} merged.")
         st.rerun()
-
-st.caption(f"The data is stored in {plain(db.resolve())} on the server.")
