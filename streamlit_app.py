@@ -1,11 +1,17 @@
 """Customer AI: the entry script routes to the pages; on the first start it builds the demo store."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from cai.errors import CaiError
 from ui import access, bootstrap, state
 
-st.set_page_config(page_title="Customer AI", page_icon=":material/insights:", layout="wide")
+STATIC = Path(__file__).parent / "static"
+
+# The tab icon is a file shipped with the app: a `:material/` page icon is fetched from a third-party font server.
+st.set_page_config(page_title="Customer AI", page_icon=STATIC / "icon.png", layout="wide")
+st.html(STATIC / "app.css")
 viewer = access.current()
 
 pages = {
@@ -24,7 +30,6 @@ pages = {
     ],
 }
 access.sidebar(viewer)
-st.sidebar.caption(f"Database: `{state.db_path()}`")
 navigation = st.navigation(pages)
 try:
     bootstrap.ensure_database(state.db_path())

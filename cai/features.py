@@ -66,7 +66,8 @@ def feature_catalog(definition: Definition) -> list[Feature]:
         for days in COUNT_WINDOWS_DAYS:
             features.append(Feature(f"{key}_{days}d", f"{noun.capitalize()} in the last {days} days",
                                     f"Number of {noun} in the {days} days before the score date."))
-        features.append(Feature(f"{key}_days_since", f"Days since last of {noun}",
+        singular = noun[:-2] if noun.endswith("ches") else noun[:-1]
+        features.append(Feature(f"{key}_days_since", f"Days since the last {singular}",
                                 f"Days between the most recent of {noun} and the score date (empty if none in a "
                                 "year).", unit="days"))
     features += [
@@ -79,13 +80,13 @@ def feature_catalog(definition: Definition) -> list[Feature]:
         Feature("last_activity_days", "Days since the last activity",
                 "Days since the customer's most recent own event (email sends excluded), looking back over the whole "
                 "eligibility period, so customers dormant for over a year still have a value.", unit="days"),
-        Feature("tenure_days", "Days since first activity",
+        Feature("tenure_days", "Days since the first activity",
                 "Days since the customer's first own event in the last year (email sends excluded).", unit="days"),
         Feature("purchase_days_90d", "Days with a purchase in the last 90 days",
                 "Different days on which the customer bought, last 90 days (several orders in a day count once)."),
         Feature("purchase_days_365d", "Days with a purchase in the last year",
                 "Different days on which the customer bought, last 365 days (several orders in a day count once)."),
-        Feature("first_purchase_days", "Days since first purchase",
+        Feature("first_purchase_days", "Days since the first purchase",
                 "Days since the customer's first purchase in the last year.", unit="days"),
         Feature("purchase_gap_days", "Typical days between purchases",
                 "Mean days between the different days with a purchase over the last year.", unit="days"),

@@ -164,7 +164,7 @@ def _format(value: float | None, unit: str, categories: list[str] | None) -> str
 
 
 def factor_sentence(factor: dict, definition: Definition, categories: dict[str, list[str]]) -> str:
-    """'Cart additions in the last 30 days: 4 — 4× the typical customer (1) — raises the score'."""
+    """'Cart additions in the last 30 days: 4; 4.0× the typical customer (1). It raises the score'."""
     catalog = {feature.name: feature for feature in feature_catalog(definition)}
     feature = catalog.get(factor["feature"])
     label = feature.label if feature else factor["feature"]
@@ -173,14 +173,19 @@ def factor_sentence(factor: dict, definition: Definition, categories: dict[str, 
     value, typical = factor["value"], factor["typical"]
     value_text, typical_text = _format(value, unit, names), _format(typical, unit, names)
     direction = "raises" if factor["effect"] > 0 else "lowers"
-    comparison = f"typical customer: {typical_text}"
-    if names is None and value_text != "none" and typical_text != "none" and typical and value and typical > 0:
+    if unit == "days":
+        value_text, typical_text = ("none in the last year" if text == "none" else f"{text} days"
+                                    for text in (value_text, typical_text))
+    comparison = f"the typical customer: {typical_text}"
+    # Ratios compare amounts only: "2% of the typical customer" means nothing for a number of days.
+    if unit in ("count", "money", "points") and names is None and value_text != "none" and typical_text != "none" \
+            and typical and value and typical > 0:
         ratio = value / typical
         if ratio >= 1.5:
             comparison = f"{ratio:,.1f}× the typical customer ({typical_text})"
         elif ratio <= 1 / 1.5:
             comparison = f"{ratio:.0%} of the typical customer ({typical_text})"
-    return f"{label}: {value_text} — {comparison} — {direction} the score"
+    return f"{label}: {value_text}; {comparison}. It {direction} the score"
 
 
 def score_history(db_path: Path, profile_id: int) -> pd.DataFrame:

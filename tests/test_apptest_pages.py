@@ -119,15 +119,38 @@ def test_segments_page_lists_members_and_overlap(trained_db):
     assert len(members) > 0 and set(members["bucket"]) == {"high"}
 
 
-def test_profiles_page_finds_the_tutorial_email_and_shows_its_score(trained_db):
-    app = _page("pages/profiles.py", namespace="Email", value="hbirkenshawa@businessweek.com")
+def test_profiles_browse_lists_the_tutorial_email_and_its_profile_id_opens_the_profile(trained_db):
+    app = _page("pages/profiles.py")
+    app.text_input(key="profiles_value").input("hbirkenshawa@businessweek.com")
+    app.button(key="FormSubmitter:profiles_browse-View").click().run()
     assert not app.exception
+    assert not [metric for metric in app.metric if metric.label == "Propensity score"]  # results first, as in AEP
+    app.button(key="profiles_open_1").click().run()
+    assert not app.exception
+    assert app.query_params["profile"] == ["1"] or app.query_params["profile"] == "1"
     scores = [metric.value for metric in app.metric if metric.label == "Propensity score"]
     assert len(scores) == 1 and 0 <= float(scores[0]) <= 100
     assert "profile 1" in app.subheader[0].value
+    attributes = app.dataframe[0].value
+    rows = dict(zip(attributes["attribute"], attributes["value"]))
+    field = f'CustomerAI["{instances.TUTORIAL_INSTANCE}"]'
+    assert rows[f"{field}.score"] == scores[0]
+    assert {f"{field}.{name}" for name in ("probability", "percentile", "bucket", "scoreDate")} <= set(rows)
+
+
+def test_profiles_open_by_identity_opens_an_exact_match_directly(trained_db):
+    app = _page("pages/profiles.py")
+    app.text_input(key="profiles_direct_value").input("hbirkenshawa@businessweek.com").run()
+    assert not app.exception
+    assert "profile 1" in app.subheader[0].value
+    linked = _page("pages/profiles.py", namespace="Email", value="hbirkenshawa@businessweek.com")
+    assert not linked.exception
+    assert "profile 1" in linked.subheader[0].value
 
 
 def test_profiles_page_says_when_nothing_matches(trained_db):
-    app = _page("pages/profiles.py", namespace="Email", value="'; DROP TABLE events; --")
+    app = _page("pages/profiles.py")
+    app.text_input(key="profiles_value").input("'; DROP TABLE events; --")
+    app.button(key="FormSubmitter:profiles_browse-View").click().run()
     assert not app.exception
     assert "No profile has" in app.warning[0].value

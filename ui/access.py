@@ -88,8 +88,7 @@ def _email_verified(claim, settings: dict) -> bool:
 def sidebar(viewer: Viewer) -> None:
     if not viewer.signed_in:
         st.sidebar.warning("Open access: no sign-in is configured, so anyone who can reach this app can view and "
-                           "change everything. Configure login before sharing it (see the README).",
-                           icon=":material/lock_open:")
+                           "change everything. Configure login before sharing it (see the README).")
         return
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
     if not viewer.email_verified:
