@@ -15,6 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -169,8 +170,13 @@ def _rows(pg_url: str) -> pd.DataFrame:
         con.close()
 
 
-def test_a_new_run_delivers_exactly_the_diff_to_webhooks_and_tables(trained_db, high, hooks, receiver, pg_url):
-    destinations.create_destination(trained_db, destinations.Destination("warehouse", "table", pg_url,
+def test_a_new_run_delivers_exactly_the_diff_to_webhooks_and_tables(trained_db, high, hooks, receiver, pg_url,
+                                                                    monkeypatch):
+    # The address is stored without its password, which comes from the destination's secret, as in production.
+    address = urlsplit(pg_url)
+    monkeypatch.setenv(destinations.secret_variable("warehouse", "password"), address.password or "")
+    without_password = address._replace(netloc=address.netloc.replace(f":{address.password}@", "@")).geturl()
+    destinations.create_destination(trained_db, destinations.Destination("warehouse", "table", without_password,
                                                                          {"table": "audience"}))
     activation.activate(trained_db, high, "hooks", identity="email_sha256")
     activation.activate(trained_db, high, "warehouse", columns=("score",))
