@@ -28,12 +28,12 @@ TUTORIAL = instances.TUTORIAL_INSTANCE
 # Each timed page, the query parameters a person arrives with, and (for the browser) how to reach it and the text
 # that shows its content has arrived.
 PAGES = {
-    "dashboard": ("pages/dashboard.py", {"instance": TUTORIAL}),
-    "segment_builder": ("pages/segment_builder.py", {"instance": TUTORIAL, "bucket": "high"}),
-    "profile": ("pages/profiles.py", {"namespace": "Email", "value": demo.TUTORIAL_EMAIL}),
-    "instances": ("pages/instances.py", {}),
-    "segments": ("pages/segments.py", {}),
-    "data": ("pages/data.py", {}),
+    "dashboard": ("app_pages/dashboard.py", {"instance": TUTORIAL}),
+    "segment_builder": ("app_pages/segment_builder.py", {"instance": TUTORIAL, "bucket": "high"}),
+    "profile": ("app_pages/profiles.py", {"namespace": "Email", "value": demo.TUTORIAL_EMAIL}),
+    "instances": ("app_pages/instances.py", {}),
+    "segments": ("app_pages/segments.py", {}),
+    "data": ("app_pages/data.py", {}),
 }
 BROWSER_PAGES = {
     "dashboard": ("Dashboard", "Model evaluation"),

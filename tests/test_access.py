@@ -46,6 +46,15 @@ def _signed_in(email: str, **settings) -> AppTest:
                  "name": email.split("@")[0]}, **settings)
 
 
+def test_every_page_is_reached_only_through_the_entry_script():
+    """A folder named pages/ beside the entry script switches Streamlit into its older multipage mode, where a
+    bookmarked page address runs that page alone, skipping sign-in; the pages are routed from app_pages/ instead."""
+    entry = (ROOT / "streamlit_app.py").read_text()
+    routed = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "app_pages").glob("*.py"))
+    assert not (ROOT / "pages").exists()
+    assert routed and all(f'st.Page("{page}"' in entry for page in routed)
+
+
 def test_without_login_configured_the_app_is_open_and_says_so(trained_db):
     app = _app()
     assert not app.exception
@@ -66,16 +75,16 @@ def test_a_viewer_sees_everything_but_can_change_nothing(trained_db):
     assert not app.exception
     assert app.button(key="instances_run").disabled and app.button(key="instances_clone").disabled
     assert any(VIEWER in caption.value and "viewer" in caption.value for caption in app.sidebar.caption)
-    builder = app.switch_page("pages/segment_builder.py").run()
+    builder = app.switch_page("app_pages/segment_builder.py").run()
     assert builder.button(key="builder_save").disabled
-    data = app.switch_page("pages/data.py").run()
+    data = app.switch_page("app_pages/data.py").run()
     assert not data.exception and data.metric[0].value == "6,000"
 
 
 def test_a_viewer_sees_emails_and_phones_masked(trained_db):
     app = _signed_in(VIEWER)
     app.query_params.update({"namespace": "Email", "value": "hbirkenshawa@businessweek.com"})
-    profile = app.switch_page("pages/profiles.py").run()
+    profile = app.switch_page("app_pages/profiles.py").run()
     assert not profile.exception
     identities = _frame_with(profile, "namespace")
     shown = dict(zip(identities["namespace"], identities["identity"]))
@@ -89,7 +98,7 @@ def test_an_identity_viewer_sees_emails_unmasked(trained_db):
     app = _signed_in(VIEWER, identity_viewers=(VIEWER,))
     assert app.button(key="access_logout").label == "Sign out"
     app.query_params.update({"namespace": "Email", "value": "hbirkenshawa@businessweek.com"})
-    profile = app.switch_page("pages/profiles.py").run()
+    profile = app.switch_page("app_pages/profiles.py").run()
     assert "hbirkenshawa@businessweek.com" in _frame_with(profile, "namespace")["identity"].tolist()
 
 
@@ -100,7 +109,7 @@ def test_an_editors_changes_are_audited_under_their_email(trained_db):
     assert not app.exception
     log = audit.entries(trained_db, actor=EDITOR)
     assert log["action"].tolist() == ["create"] and "copy" in log["object_name"][0].lower()
-    page = app.switch_page("pages/audit.py").run()
+    page = app.switch_page("app_pages/audit.py").run()
     assert not page.exception
     assert EDITOR in _frame_with(page, "actor")["actor"].tolist()
 
@@ -134,7 +143,7 @@ def test_an_unverified_email_gets_neither_editor_rights_nor_identities(trained_d
     assert app.button(key="instances_run").disabled and app.button(key="instances_clone").disabled
     assert any("no verified email" in caption.value for caption in app.sidebar.caption)
     app.query_params.update({"namespace": "Email", "value": "hbirkenshawa@businessweek.com"})
-    profile = app.switch_page("pages/profiles.py").run()
+    profile = app.switch_page("app_pages/profiles.py").run()
     assert not profile.exception
     assert _frame_with(profile, "namespace")["identity"].iloc[0] == "h•••@businessweek.com"
 

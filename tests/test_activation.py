@@ -343,7 +343,7 @@ def _segments_page(user: dict | None = None) -> AppTest:
         app.secrets["cai"] = {"editors": [EDITOR]}
         for key, value in user.items():
             app.user[key] = value
-    return app.run().switch_page("pages/segments.py").run()
+    return app.run().switch_page("app_pages/segments.py").run()
 
 
 def _frame_with(app: AppTest, column: str) -> pd.DataFrame:

@@ -16,8 +16,8 @@ from tests.conftest import ROOT
 from tests.test_access import AUTH, EDITOR, VIEWER, fresh_caches  # noqa: F401 - the autouse fixture applies here
 
 TIMEOUT = 120
-PAGES = ["pages/instances.py", "pages/dashboard.py", "pages/segment_builder.py", "pages/segments.py",
-         "pages/profiles.py", "pages/data.py", "pages/audit.py"]
+PAGES = ["app_pages/instances.py", "app_pages/dashboard.py", "app_pages/segment_builder.py", "app_pages/segments.py",
+         "app_pages/profiles.py", "app_pages/data.py", "app_pages/audit.py"]
 # Each personal value a file can bring, and the place it came through.
 SECRETS = {
     "profile email identity": "secret.person@private-mail.org",
@@ -91,7 +91,7 @@ def _every_page(identity_viewers: tuple[str, ...], profile_ids: list[int]) -> st
     texts = []
     for page in PAGES:
         openings = [{}]
-        if page == "pages/profiles.py":
+        if page == "app_pages/profiles.py":
             openings = [{"namespace": "Email", "value": TUTORIAL_EMAIL},
                         *({"namespace": profiles.PROFILE_ID, "value": str(pid)} for pid in profile_ids),
                         {"namespace": "Email", "value": "secret"}, {"namespace": "Phone", "value": "+44"},

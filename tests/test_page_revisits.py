@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT
 
 TIMEOUT = 120
-PAGES = ["pages/dashboard.py", "pages/segment_builder.py", "pages/profiles.py", "pages/segments.py",
-         "pages/data.py", "pages/instances.py", "pages/audit.py"]
+PAGES = ["app_pages/dashboard.py", "app_pages/segment_builder.py", "app_pages/profiles.py", "app_pages/segments.py",
+         "app_pages/data.py", "app_pages/instances.py", "app_pages/audit.py"]
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def test_every_page_renders_again_after_the_others(trained_db):
 
 def test_choosing_a_factor_redraws_its_breakdown_from_the_cached_charts(trained_db):
     app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    app.switch_page("pages/dashboard.py").run()
+    app.switch_page("app_pages/dashboard.py").run()
     charts_before = len(app.get("vega_lite_chart"))
     labels = app.selectbox(key="dashboard_factor").options
     app.selectbox(key="dashboard_factor").set_value(labels[-1]).run()

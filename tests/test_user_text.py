@@ -90,14 +90,14 @@ def _page(path: str, **query):
 def test_text_from_data_never_forms_links_images_or_html_on_any_page(trained_db):
     _seed_hostile_text(trained_db)
     apps = {
-        "instances": _page("pages/instances.py"),
-        "dashboard": _page("pages/dashboard.py", instance=LINK),
-        "builder": _page("pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high"),
-        "segments": _page("pages/segments.py", segment=PIXEL),
-        "browse": _page("pages/profiles.py"),
-        "profile": _page("pages/profiles.py", profile="1"),
-        "data": _page("pages/data.py"),
-        "audit": _page("pages/audit.py"),
+        "instances": _page("app_pages/instances.py"),
+        "dashboard": _page("app_pages/dashboard.py", instance=LINK),
+        "builder": _page("app_pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high"),
+        "segments": _page("app_pages/segments.py", segment=PIXEL),
+        "browse": _page("app_pages/profiles.py"),
+        "profile": _page("app_pages/profiles.py", profile="1"),
+        "data": _page("app_pages/data.py"),
+        "audit": _page("app_pages/audit.py"),
     }
     apps["instances"].selectbox(key="instances_selected").set_value(LINK).run()
     apps["browse"].text_input(key="profiles_value").input("hbirkenshawa@businessweek.com")

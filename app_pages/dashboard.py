@@ -58,7 +58,7 @@ for card, row in zip(cards, summary.itertuples()):
         st.caption(f"Mean probability {row.mean_probability:.1%}  \nExpected conversions "
                    f"{row.expected_conversions:,.0f}" if row.profiles else "No profiles in this bucket  \n ")
         if st.button("Create Segment", key=f"dashboard_segment_{row.bucket}", disabled=not row.profiles):
-            st.switch_page("pages/segment_builder.py", query_params={"instance": name, "bucket": row.bucket})
+            st.switch_page("app_pages/segment_builder.py", query_params={"instance": name, "bucket": row.bucket})
 
 st.subheader("Distribution of scores")
 cached.chart(st, charts.score_histogram, cached.score_distribution(db, run["run_id"]), definition.propensity_type,

@@ -26,7 +26,7 @@ else:
     for row in table.itertuples():
         cells = st.columns(COLUMN_WIDTHS)
         with cells[0].container(key=f"instances_link_{row.Index}"):
-            st.page_link("pages/dashboard.py", label=plain(row.name), query_params={"instance": row.name})
+            st.page_link("app_pages/dashboard.py", label=plain(row.name), query_params={"instance": row.name})
         cells[1].text(row.propensity_type.capitalize())
         cells[2].text(row.goal)
         cells[3].text(row.status)

@@ -80,4 +80,4 @@ if save:
         st.session_state.pop("builder_origin", None)
         delivered = activation.activate_saved(db, viewer, saved["name"], activate_to)
         state.flash(f"Saved “{plain(saved['name'])}” with {saved['size']:,} profiles. {plain(delivered)}".strip())
-        st.switch_page("pages/segments.py", query_params={"segment": saved["name"]})
+        st.switch_page("app_pages/segments.py", query_params={"segment": saved["name"]})
