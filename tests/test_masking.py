@@ -66,7 +66,8 @@ def _seed(db) -> int:
                                            SECRETS["a rejected phone quoted in a batch error"]],
                              "event_type": ["search", "search"], "email": [TUTORIAL_EMAIL] * 2})
     with pytest.raises(ValidationError):
-        ingest.ingest_bytes(db, rejected.to_csv(index=False).encode(), "rejected.csv", kind="events")
+        # Into a dataset that exists, so the refused file is kept as a failed batch whose errors quote the values.
+        ingest.ingest_bytes(db, rejected.to_csv(index=False).encode(), "rejected.csv", kind="events", dataset="xdm")
     segments.create_segment(db, "Everyone scored", segments.Rule(instance=instances.TUTORIAL_INSTANCE))
     return profiles.find(db, "EmailAddress", SECRETS["an XDM EmailAddress namespace"])
 

@@ -114,7 +114,7 @@ def profile_results(results: pd.DataFrame) -> int | None:
 
 
 def _attribute_text(value) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return "—"
     if hasattr(value, "strftime"):
         return f"{value:%d %b %Y}"
