@@ -1,30 +1,37 @@
 """Customer AI: the entry script routes to the pages; on the first start it builds the demo store."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from cai.errors import CaiError
 from ui import access, bootstrap, state
 
-st.set_page_config(page_title="Customer AI", page_icon=":material/insights:", layout="wide")
+STATIC = Path(__file__).parent / "static"
+
+# The tab icon is a file shipped with the app: a `:material/` page icon is fetched from a third-party font server.
+st.set_page_config(page_title="Customer AI", page_icon=STATIC / "icon.png", layout="wide")
+st.html(STATIC / "app.css")
 viewer = access.current()
 
+# The pages live in app_pages/, not pages/: Streamlit treats a folder named pages/ as its older multipage mode, in
+# which a fresh server asked for /dashboard runs that page without this script: no sign-in and no first start.
 pages = {
     "Customer AI": [
-        st.Page("pages/instances.py", title="Customer AI", icon=":material/model_training:", default=True),
-        st.Page("pages/dashboard.py", title="Dashboard", icon=":material/dashboard:"),
+        st.Page("app_pages/instances.py", title="Customer AI", icon=":material/model_training:", default=True),
+        st.Page("app_pages/dashboard.py", title="Dashboard", icon=":material/dashboard:"),
     ],
     "Audiences": [
-        st.Page("pages/segment_builder.py", title="Segment builder", icon=":material/tune:"),
-        st.Page("pages/segments.py", title="Segments", icon=":material/groups:"),
-        st.Page("pages/profiles.py", title="Profiles", icon=":material/person_search:"),
+        st.Page("app_pages/segment_builder.py", title="Segment builder", icon=":material/tune:"),
+        st.Page("app_pages/segments.py", title="Segments", icon=":material/groups:"),
+        st.Page("app_pages/profiles.py", title="Profiles", icon=":material/person_search:"),
     ],
     "Data": [
-        st.Page("pages/data.py", title="Data", icon=":material/database:"),
-        st.Page("pages/audit.py", title="Audit log", icon=":material/history:"),
+        st.Page("app_pages/data.py", title="Data", icon=":material/database:"),
+        st.Page("app_pages/audit.py", title="Audit log", icon=":material/history:"),
     ],
 }
 access.sidebar(viewer)
-st.sidebar.caption(f"Database: `{state.db_path()}`")
 navigation = st.navigation(pages)
 try:
     bootstrap.ensure_database(state.db_path())

@@ -27,13 +27,13 @@ def features(events: pd.DataFrame, profiles: pd.DataFrame, definition: Definitio
     """One row per profile eligible at ``as_of``, with the same columns and values as the SQL build."""
     t = pd.Timestamp(as_of)
     age = (t - events["ts"]).dt.total_seconds() / 86400.0
+    in_lookback = events[(age > 0) & (age <= definition.eligible_days) & (events["event_type"] != PASSIVE_EVENT)]
+    last_activity = age[in_lookback.index].groupby(in_lookback["profile_id"]).min()
+    eligible = last_activity.index.to_numpy()
     recent = events[(age > 0) & (age <= HISTORY_DAYS)].assign(age=age)
-    own = recent["event_type"] != PASSIVE_EVENT
-    eligible = recent.loc[own & (recent["age"] <= definition.eligible_days), "profile_id"].unique()
     history = recent[recent["profile_id"].isin(eligible)]
     history = history.assign(day=np.floor(history["age"]), own=history["event_type"] != PASSIVE_EVENT,
                              purchase=history["event_type"] == PURCHASE_EVENT)
-    by_profile = history.groupby("profile_id")
 
     columns = {}
     for key, event_type, _ in _activities(definition):
@@ -47,13 +47,14 @@ def features(events: pd.DataFrame, profiles: pd.DataFrame, definition: Definitio
         history["profile_id"]).sum()
     columns["purchase_value_365d"] = purchases.groupby("profile_id")["value"].sum()
     columns["average_order_value"] = purchases.groupby("profile_id")["value"].mean()
-    columns["tenure_days"] = by_profile["age"].max()
+    columns["last_activity_days"] = last_activity
+    columns["tenure_days"] = history.loc[history["own"], "age"].groupby(history.loc[history["own"], "profile_id"]).max()
     columns["purchase_days_90d"] = purchases[purchases["age"] < 90].drop_duplicates(["profile_id", "day"]).groupby(
         "profile_id").size()
-    columns["purchase_days_365d"] = purchases.drop_duplicates(["profile_id", "day"]).groupby("profile_id").size()
+    purchase_days = purchases.drop_duplicates(["profile_id", "day"]).groupby("profile_id").size()
+    columns["purchase_days_365d"] = purchase_days
     columns["first_purchase_days"] = purchase_ages.max()
-    columns["purchase_gap_days"] = (purchase_ages.max() - purchase_ages.min()) / (purchase_ages.size() - 1).replace(
-        0, np.nan)
+    columns["purchase_gap_days"] = (purchase_ages.max() - purchase_ages.min()) / (purchase_days - 1).replace(0, np.nan)
     own_history = history[history["own"]]
     columns["active_days_30d"] = own_history[own_history["age"] < 30].drop_duplicates(["profile_id", "day"]).groupby(
         "profile_id").size()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import pandas_baseline
+from bench import results as bench_results
 from cai import demo, features, instances, profiles, scores, segments, store
 
 FLOOR_SQL = "SELECT profile_id, count(*) FROM events GROUP BY profile_id"
@@ -51,10 +52,9 @@ def latency(work: Callable[[int], object], repeat: int) -> dict:
 # forked from this large process would report this process's size.
 CHILD_RUN = """
 import json, resource, sys, time
-from pathlib import Path
 from cai import engine, instances, spark_engine
 clock = time.perf_counter()
-executor = spark_engine.executor(Path(sys.argv[1])) if sys.argv[2] == "spark" else None
+executor = spark_engine.executor(sys.argv[1]) if sys.argv[2] == "spark" else None
 setup_s = time.perf_counter() - clock
 result = engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE, executor=executor)
 try:
@@ -66,14 +66,13 @@ print(json.dumps({**result.as_dict(), "peak_rss_mb": peak_kb / 1024, "engine_set
 """
 
 
-def run_in_child(db: Path, models: Path, engine_name: str = "duckdb") -> tuple[dict, float]:
+def run_in_child(db: Path | str, engine_name: str = "duckdb") -> tuple[dict, float]:
     """The tutorial's full run in a process of its own, so that its peak memory is its own (with Spark, the
     driver's Python process: the JVM and Python workers are processes of their own)."""
     store.release(db)
-    env = {**os.environ, store.MODELS_ENV_VAR: str(models)}
     clock = time.perf_counter()
     child = subprocess.run([sys.executable, "-c", CHILD_RUN, str(db), engine_name], capture_output=True, text=True,
-                           env=env, cwd=Path(__file__).resolve().parent.parent, check=False)
+                           cwd=Path(__file__).resolve().parent.parent, check=False)
     wall = time.perf_counter() - clock
     if child.returncode != 0:
         raise RuntimeError(f"The benchmark run failed:\n{child.stdout}\n{child.stderr}")
@@ -84,9 +83,10 @@ def run_in_child(db: Path, models: Path, engine_name: str = "duckdb") -> tuple[d
 
 
 def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str], None] = print,
-            engine_name: str = "duckdb") -> dict:
-    db, models = workdir / "bench.duckdb", workdir / "models"
-    results: dict = {"profiles": profiles_count, "engine": engine_name,
+            db: Path | str | None = None, engine_name: str = "duckdb") -> dict:
+    """Every figure, on a new DuckDB file in ``workdir`` or on ``db`` (an empty PostgreSQL database's URL)."""
+    db = db or workdir / "bench.duckdb"
+    results: dict = {"profiles": profiles_count, "backend": store.resolve(db).backend, "engine": engine_name,
                      "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
     log(f"Generating {profiles_count:,} profiles")
@@ -111,7 +111,7 @@ def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str]
     results["pandas_features_s"] = results["pandas_load_s"] + results["pandas_groupby_s"]
 
     log(f"The full run of the tutorial's instance ({engine_name}), in a child process")
-    run, results["run_wall_s"] = run_in_child(db, models, engine_name)
+    run, results["run_wall_s"] = run_in_child(db, engine_name)
     results["engine_setup_s"] = run["engine_setup_s"]
     results["peak_rss_mb"] = run["peak_rss_mb"]
     timings = scores.latest_run(db, TUTORIAL)["details"]["timings"]
@@ -170,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="repetitions of each interactive query")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     parser.add_argument("--workdir", help="where to build the database (default: a temporary folder)")
+    parser.add_argument("--db", help="an empty PostgreSQL database's URL, to measure that backend instead of a file")
     parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
                         help="the engine of the timed run (spark: local mode on every core)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         results = measure(args.profiles, Path(folder), args.repeat,
-                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True),
+                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True), db=args.db,
                           engine_name=args.engine)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(bench_results.keep_app_sections(results, Path(args.out)), indent=2) + "\n")
     print(report(results))
     print(f"\nWrote {args.out}")
     return 0

@@ -1,8 +1,9 @@
-"""Backtests: train an instance as if each cutoff were today, then measure it on what customers really did next.
+"""Backtests: train an instance as a run on each cutoff would, then measure it on what customers really did next.
 
 This is the temporal protocol of the Online Retail reference figures: at each cutoff the model learns only from
-events before it, and is judged on every eligible customer's goal in the window that starts at the cutoff. Nothing
-is written to the store."""
+events before it (labels included), and is judged on every eligible customer's goal in the window that starts at
+the cutoff. Because a run's probabilities are used for exactly that next window, the backtest also compares the
+expected rate (mean probability over everyone scored) with the actual one. Nothing is written to the store."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from cai import engine, evaluation, store
+from cai import engine, evaluation, features, store
 from cai.errors import CaiError
 from cai.instances import get_instance
 
-METRICS = ("auc", "average_precision", "lift_top_decile")
+METRICS = ("auc", "average_precision", "lift_top_decile", "expected_rate", "calibration_error")
 
 
 @dataclass
 class CutoffResult:
     cutoff: str
+    seed: int
     customers: int
     base_rate: float
+    expected_rate: float
+    calibration_error: float
     auc: float
     average_precision: float
     lift_top_decile: float
@@ -44,9 +48,9 @@ def monthly_cutoffs(first: dt.date, last: dt.date) -> list[dt.date]:
     return cutoffs
 
 
-def backtest(db_path: Path, name: str, cutoffs: list[dt.date]) -> list[CutoffResult]:
-    """One result per cutoff. The eligibility lookback is not required to fit in the data: as in the reference
-    protocol, a customer active at any time since the data began is eligible."""
+def backtest(db_path: Path, name: str, cutoffs: list[dt.date], seeds: int = 1) -> list[CutoffResult]:
+    """One result per cutoff and seed. The eligibility lookback is not required to fit in the data: as in the
+    reference protocol, a customer active at any time since the data began is eligible."""
     definition = get_instance(db_path, name).definition
     window = dt.timedelta(days=definition.window_days)
     with store.connect(db_path) as con:
@@ -58,20 +62,34 @@ def backtest(db_path: Path, name: str, cutoffs: list[dt.date]) -> list[CutoffRes
         if cutoff + window > last_event.date() + dt.timedelta(days=1):
             raise CaiError(f"The cutoff {cutoff} is too late: its {definition.window_days}-day outcome window ends "
                            f"after the last event ({last_event.date()}).")
-        model, holdout = engine.train(db_path, definition, cutoff + window, first_event.date(), full_lookback=False)
-        labels = holdout["label"].to_numpy(dtype=bool)
-        # Every ranking figure is unchanged by the monotone calibration, so all held-out customers count here,
-        # not only the half that the run's own evaluation keeps apart from calibration.
-        probability = model.probability(engine.encode(holdout, model))
-        figures = evaluation.evaluate(labels, probability, definition.low_threshold, definition.high_threshold)
-        results.append(CutoffResult(
-            cutoff.isoformat(), int(len(labels)), float(labels.mean()), figures["auc"],
-            figures["average_precision"], figures["lift_top_decile"], model.training["training_rows"],
-        ))
+        with store.connect(db_path) as con:
+            scored = features.build(con, definition, [cutoff], with_labels=True)
+        labels = scored["label"].to_numpy(dtype=bool)
+        for seed in range(engine.SEED, engine.SEED + seeds):
+            model, _ = engine.train(db_path, definition, cutoff, first_event.date(), full_lookback=False, seed=seed)
+            probability = model.probability(engine.encode(scored, model))
+            figures = evaluation.evaluate(labels, probability, definition.low_threshold, definition.high_threshold)
+            expected, actual = float(probability.mean()), float(labels.mean())
+            results.append(CutoffResult(
+                cutoff.isoformat(), seed, int(len(labels)), actual, expected,
+                expected / actual - 1 if actual else float("nan"), figures["auc"], figures["average_precision"],
+                figures["lift_top_decile"], model.training["training_rows"],
+            ))
     return results
 
 
-def mean(results: list[CutoffResult]) -> dict:
-    return {"cutoffs": len(results), "customers": float(np.mean([r.customers for r in results])),
-            "base_rate": float(np.mean([r.base_rate for r in results])),
-            **{metric: float(np.mean([getattr(r, metric) for r in results])) for metric in METRICS}}
+def summary(results: list[CutoffResult]) -> dict:
+    """Each figure's mean over cutoffs, its spread over seeds (standard deviation of the per-seed means), and the
+    worst forward calibration error of any cutoff and seed."""
+    seeds = sorted({r.seed for r in results})
+    per_seed = {metric: [float(np.mean([getattr(r, metric) for r in results if r.seed == seed])) for seed in seeds]
+                for metric in METRICS}
+    worst = max(results, key=lambda r: abs(r.calibration_error))
+    return {
+        "cutoffs": len({r.cutoff for r in results}), "seeds": len(seeds),
+        "customers": float(np.mean([r.customers for r in results])),
+        "base_rate": float(np.mean([r.base_rate for r in results])),
+        **{metric: float(np.mean(values)) for metric, values in per_seed.items()},
+        "spread": {metric: float(np.std(values)) for metric, values in per_seed.items()},
+        "worst_calibration_error": float(worst.calibration_error), "worst_calibration_cutoff": worst.cutoff,
+    }

@@ -83,10 +83,11 @@ def factor_breakdown(breakdown: pd.DataFrame, kind: str, propensity_type: str = 
 
 def lift_chart(deciles: pd.DataFrame) -> alt.Chart:
     bars = alt.Chart(deciles).mark_bar(color="#1565c0").encode(
-        x=alt.X("decile:O", title="Decile (1 = highest scores)"),
+        x=alt.X("decile:O", title="Decile (1 = highest scores)", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("lift:Q", title="Lift over average"),
-        tooltip=["decile:O", alt.Tooltip("lift:Q", format=".2f"), alt.Tooltip("rate:Q", format=".1%"),
-                 alt.Tooltip("profiles:Q", format=",")],
+        tooltip=[alt.Tooltip("decile:O", title="Decile"), alt.Tooltip("lift:Q", title="Lift", format=".2f"),
+                 alt.Tooltip("rate:Q", title="Conversion rate", format=".1%"),
+                 alt.Tooltip("profiles:Q", title="Profiles", format=",")],
     )
     baseline = alt.Chart(pd.DataFrame({"lift": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(y="lift:Q")
     return (bars + baseline).properties(height=240)
@@ -123,7 +124,7 @@ def expected_vs_actual(buckets: pd.DataFrame) -> alt.Chart:
                         var_name="measure", value_name="rate")
     data["measure"] = data["measure"].map({"expected_rate": "Expected", "actual_rate": "Actual"})
     return alt.Chart(data).mark_bar().encode(
-        x=alt.X("bucket:N", sort=BUCKET_ORDER, title="Bucket"),
+        x=alt.X("bucket:N", sort=BUCKET_ORDER, title="Bucket", axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("measure:N", sort=["Expected", "Actual"]),
         y=alt.Y("rate:Q", title="Conversion rate", axis=alt.Axis(format="%")),
         color=alt.Color("measure:N", scale=alt.Scale(domain=["Expected", "Actual"], range=["#90caf9", "#1565c0"]),
@@ -136,9 +137,9 @@ def events_per_month(frame: pd.DataFrame) -> alt.Chart:
     return alt.Chart(frame).mark_bar().encode(
         x=alt.X("yearmonth(month):T", title="Month"),
         y=alt.Y("events:Q", title="Events"),
-        color=alt.Color("event_type:N", title="Event type"),
-        tooltip=[alt.Tooltip("yearmonth(month):T", title="Month"), "event_type:N",
-                 alt.Tooltip("events:Q", format=",")],
+        color=alt.Color("event_type:N", title="Event type", legend=alt.Legend(labelLimit=320)),
+        tooltip=[alt.Tooltip("yearmonth(month):T", title="Month"), alt.Tooltip("event_type:N", title="Event type"),
+                 alt.Tooltip("events:Q", title="Events", format=",")],
     ).properties(height=280)
 
 

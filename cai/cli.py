@@ -6,17 +6,51 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import math
 import sys
 from pathlib import Path
 
 from cai import (backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments,
                  spark_engine, store)
+from cai import activation, destinations
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
 
 
 # What the audit log records for the command line's changes: the operating-system account that ran it.
 ACTOR = f"cli:{getpass.getuser()}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A mistake on the command line is one line and exit code 2, not a usage screen."""
+
+    def error(self, message: str) -> None:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-10-15") from None
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text.strip().replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
 
 
 def _print_json(value) -> None:
@@ -111,18 +145,24 @@ def cmd_instances(args) -> int:
 
 
 def cmd_backtest(args) -> int:
-    first, last = dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last)
-    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(first, last))
-    summary = backtest.mean(results)
+    results = backtest.backtest(args.db, args.name, backtest.monthly_cutoffs(args.first, args.last), seeds=args.seeds)
+    summary = backtest.summary(results)
     if args.json:
         _print_json({"cutoffs": [r.as_dict() for r in results], "mean": summary})
         return 0
-    print(f"{'cutoff':<12}{'customers':>10}{'base rate':>11}{'ROC AUC':>9}{'avg prec':>10}{'lift@10%':>10}")
+    print(f"{'cutoff':<12}{'seed':>9}{'customers':>10}{'actual':>8}{'expected':>9}{'error':>8}{'ROC AUC':>9}"
+          f"{'avg prec':>10}{'lift@10%':>10}")
     for r in results:
-        print(f"{r.cutoff:<12}{r.customers:>10,}{r.base_rate:>11.3f}{r.auc:>9.3f}{r.average_precision:>10.3f}"
-              f"{r.lift_top_decile:>10.2f}")
-    print(f"{'mean':<12}{summary['customers']:>10,.0f}{summary['base_rate']:>11.3f}{summary['auc']:>9.3f}"
+        print(f"{r.cutoff:<12}{r.seed:>9}{r.customers:>10,}{r.base_rate:>8.3f}{r.expected_rate:>9.3f}"
+              f"{r.calibration_error:>+8.1%}{r.auc:>9.3f}{r.average_precision:>10.3f}{r.lift_top_decile:>10.2f}")
+    spread = summary["spread"]
+    print(f"{'mean':<12}{'':>9}{summary['customers']:>10,.0f}{summary['base_rate']:>8.3f}"
+          f"{summary['expected_rate']:>9.3f}{summary['calibration_error']:>+8.1%}{summary['auc']:>9.3f}"
           f"{summary['average_precision']:>10.3f}{summary['lift_top_decile']:>10.2f}")
+    print(f"{'± over seeds':<12}{'':>36}{spread['calibration_error']:>8.1%}{spread['auc']:>9.3f}"
+          f"{spread['average_precision']:>10.3f}{spread['lift_top_decile']:>10.2f}")
+    print(f"Worst forward calibration error: {summary['worst_calibration_error']:+.1%} "
+          f"(cutoff {summary['worst_calibration_cutoff']}).")
     return 0
 
 
@@ -149,11 +189,10 @@ def _executor(args):
 
 
 def cmd_run(args) -> int:
-    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     engine.recover_interrupted_runs(args.db)
     executor = _executor(args)
     try:
-        return _report_run(engine.run_instance(args.db, args.name, as_of=as_of, actor=ACTOR, executor=executor,
+        return _report_run(engine.run_instance(args.db, args.name, as_of=args.as_of, actor=ACTOR, executor=executor,
                                                progress=None if args.json else _progress), args.json)
     finally:
         if executor:
@@ -175,7 +214,7 @@ def cmd_run_due(args) -> int:
     finally:
         if executor:
             executor.close()
-    return status
+    return status | _report_deliveries(activation.deliver_pending(args.db, actor=ACTOR))
 
 
 def cmd_export_events(args) -> int:
@@ -217,6 +256,46 @@ def cmd_segments(args) -> int:
     elif args.action == "export":
         count = segments.export(args.db, args.name, Path(args.out), actor=ACTOR)
         print(f"Wrote {count:,} members of {args.name!r} to {args.out}.")
+    elif args.action == "activate":
+        activation.activate(args.db, args.name, args.destination, args.identity,
+                            tuple(c for c in args.columns.split(",") if c), actor=ACTOR)
+        return _report_deliveries(activation.deliver_pending(args.db, segment=args.name, actor=ACTOR))
+    return 0
+
+
+def _report_deliveries(results: list[activation.DeliveryResult]) -> int:
+    for result in results:
+        print(result.line(), file=sys.stderr if result.status == activation.FAILED else sys.stdout)
+    return 1 if any(result.status == activation.FAILED for result in results) else 0
+
+
+def cmd_destinations(args) -> int:
+    if args.action == "list":
+        rows = [{"name": d.name, "kind": d.kind, "target": d.target, "options": d.options}
+                for d in destinations.list_destinations(args.db)]
+        if args.json:
+            _print_json(rows)
+        for row in [] if args.json else rows:
+            print(f"{row['name']}: {row['kind']} {row['target']}")
+        return 0
+    kind, target = next((k, getattr(args, k)) for k in destinations.KINDS if getattr(args, k))
+    options = {key: value for key, value in (("format", args.format), ("endpoint_url", args.endpoint_url),
+                                             ("table", args.table_name), ("batch_size", args.batch_size),
+                                             ("timeout_s", args.timeout)) if value is not None}
+    created = destinations.create_destination(args.db, destinations.Destination(args.name, kind, target, options),
+                                              actor=ACTOR)
+    print(f"Created the destination {created.name!r}: {created.describe()}.")
+    return 0
+
+
+def cmd_activations(args) -> int:
+    if args.action == "deliver":
+        return _report_deliveries(activation.deliver_pending(args.db, segment=args.segment, actor=ACTOR))
+    table = activation.list_activations(args.db)
+    if args.json:
+        _print_json(table.to_dict("records"))
+    else:
+        print(table.drop(columns="activation_id").to_string(index=False) if len(table) else "No activations yet.")
     return 0
 
 
@@ -240,14 +319,28 @@ def cmd_profiles(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    before, after = store.migrate(args.db)
+    print(f"{args.db}: schema {after}" + (" (already current)." if before == after else f" (was {before})."))
+    return 0
+
+
+def cmd_copy(args) -> int:
+    copied = store.copy(args.source, args.target, replace=args.replace)
+    print(f"Copied {sum(copied.values()):,} rows in {len(copied)} tables from {store.resolve(args.source)} to "
+          f"{store.resolve(args.target)}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cai", description="Customer AI: propensity scoring.")
-    parser.add_argument("--db", help=f"database file (default: ${store.DB_ENV_VAR} or {store.DEFAULT_DB_PATH})")
+    parser = _Parser(prog="python -m cai", description="Customer AI: propensity scoring.")
+    parser.add_argument("--db", help=f"database file or postgresql:// URL (default: ${store.DB_ENV_VAR} or "
+                                     f"{store.DEFAULT_DB_PATH})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("demo", help="build the seeded demo store and the tutorial's instance")
-    p.add_argument("--profiles", type=int, default=demo.DEFAULT_PROFILES)
-    p.add_argument("--seed", type=int, default=demo.DEFAULT_SEED)
+    p.add_argument("--profiles", type=_whole_number, default=demo.DEFAULT_PROFILES)
+    p.add_argument("--seed", type=_whole_number, default=demo.DEFAULT_SEED)
     p.add_argument("--train", action="store_true", help="also run the tutorial's instance")
     p.set_defaults(handler=cmd_demo)
 
@@ -257,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name (default: the file name)")
     p.add_argument("--online-retail", action="store_true",
                    help="the file is the UCI Online Retail log (shared/datasets/online-retail)")
-    p.add_argument("--max-customers", type=int, help="with --online-retail: load only this many customers")
+    p.add_argument("--max-customers", type=_whole_number, help="with --online-retail: load only this many customers")
     p.set_defaults(handler=cmd_ingest)
 
     p = commands.add_parser("datasets", help="datasets, batches and the covered date range")
@@ -282,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--goal-value")
     a.add_argument("--will-not-occur", action="store_true")
     a.add_argument("--type", choices=instances.PROPENSITY_TYPES, default="conversion")
-    a.add_argument("--window-days", type=int, default=30)
-    a.add_argument("--eligible-days", type=int, default=45)
+    a.add_argument("--window-days", type=_whole_number, default=30)
+    a.add_argument("--eligible-days", type=_whole_number, default=45)
     a.add_argument("--population-event", help="eligible only if this event type occurred in the lookback")
     a.add_argument("--population-attribute", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
     a.add_argument("--population-op", choices=sorted(instances.OPERATORS), default="=")
@@ -292,22 +385,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--profile-attribute", action="append", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
     a.add_argument("--description")
     a.add_argument("--schedule", choices=list(instances.SCHEDULES), default="none")
-    a.add_argument("--low", type=int, default=25)
-    a.add_argument("--high", type=int, default=75)
-    a.add_argument("--min-examples", type=int, default=500)
+    a.add_argument("--low", type=_whole_number, default=25)
+    a.add_argument("--high", type=_whole_number, default=75)
+    a.add_argument("--min-examples", type=_whole_number, default=500)
     p.set_defaults(handler=cmd_instances)
 
     p = commands.add_parser("run", help="train and score an instance")
     p.add_argument("name")
-    p.add_argument("--as-of", help="score date YYYY-MM-DD (default: the day after the latest event)")
+    p.add_argument("--as-of", type=_date, help="score date YYYY-MM-DD (default: the day after the latest event)")
     p.add_argument("--json", action="store_true")
     _add_engine_arguments(p)
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("backtest", help="train as of each monthly cutoff and measure on the next window")
     p.add_argument("name")
-    p.add_argument("--from", dest="first", required=True, help="first cutoff month, YYYY-MM-DD")
-    p.add_argument("--to", dest="last", required=True, help="last cutoff, YYYY-MM-DD")
+    p.add_argument("--from", dest="first", required=True, type=_date, help="first cutoff month, YYYY-MM-DD")
+    p.add_argument("--to", dest="last", required=True, type=_date, help="last cutoff, YYYY-MM-DD")
+    p.add_argument("--seeds", type=_whole_number, default=1,
+                   help="train with this many seeds to show each figure's spread")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_backtest)
 
@@ -334,15 +429,43 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--instance", required=True)
     a.add_argument("--name", required=True)
     a.add_argument("--field", choices=list(segments.RANGE_FIELDS), default="score")
-    a.add_argument("--min-score", type=float, help="lower bound (inclusive) of the field")
-    a.add_argument("--max-score", type=float, help="upper bound (exclusive) of the field")
+    a.add_argument("--min-score", type=_number, help="lower bound (inclusive) of the field")
+    a.add_argument("--max-score", type=_number, help="upper bound (exclusive) of the field")
     a.add_argument("--country")
     a.add_argument("--loyalty-tier")
     a.add_argument("--description")
     a = actions.add_parser("export")
     a.add_argument("name")
     a.add_argument("--out", required=True, help="a .csv or .parquet file")
+    a = actions.add_parser("activate", help="send the segment to a destination now and after every run")
+    a.add_argument("name")
+    a.add_argument("--destination", required=True)
+    a.add_argument("--identity", choices=list(activation.IDENTITIES), default="crmid")
+    a.add_argument("--columns", default="score,bucket", help=f"any of {','.join(activation.OPTIONAL_COLUMNS)}")
     p.set_defaults(handler=cmd_segments)
+
+    p = commands.add_parser("destinations", help="where segments are sent (secrets: see the README)")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list").add_argument("--json", action="store_true")
+    a = actions.add_parser("create")
+    a.add_argument("--name", required=True)
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", help="a local or mounted folder")
+    where.add_argument("--s3", help="s3://bucket/prefix")
+    where.add_argument("--webhook", help="https://... receiving signed JSON batches")
+    where.add_argument("--table", help="postgresql://user@host:5432/database")
+    a.add_argument("--format", choices=destinations.FILE_FORMATS, help="files: csv (default) or parquet")
+    a.add_argument("--endpoint-url", help="s3: an S3-compatible endpoint")
+    a.add_argument("--table-name", help=f"table: the table to fill (default {destinations.DEFAULT_TABLE})")
+    a.add_argument("--batch-size", type=int, help="webhook: members per request")
+    a.add_argument("--timeout", type=float, help="webhook: seconds to wait for an answer")
+    p.set_defaults(handler=cmd_destinations)
+
+    p = commands.add_parser("activations", help="list activations or deliver the pending ones")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list").add_argument("--json", action="store_true")
+    actions.add_parser("deliver").add_argument("--segment")
+    p.set_defaults(handler=cmd_activations)
 
     p = commands.add_parser("profiles", help="find a profile by identity")
     actions = p.add_subparsers(dest="action", required=True)
@@ -351,6 +474,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("value")
     a.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_profiles)
+
+    p = commands.add_parser("migrate", help="set up or upgrade the store's schema (done on every start anyway)")
+    p.set_defaults(handler=cmd_migrate)
+
+    p = commands.add_parser("copy", help="copy a whole store between a DuckDB file and PostgreSQL, either way")
+    p.add_argument("--from", dest="source", required=True, help="database file or postgresql:// URL")
+    p.add_argument("--to", dest="target", required=True, help="database file or postgresql:// URL")
+    p.add_argument("--replace", action="store_true", help="replace whatever the target holds")
+    p.set_defaults(handler=cmd_copy)
     return parser
 
 
@@ -363,4 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         print(str(error), file=sys.stderr)
         for problem in getattr(error, "problems", []):
             print(f"  - {problem}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A file or folder that cannot be read or written (--out in a missing or read-only place).
+        print(f"{error.strerror}: {error.filename}" if error.filename else str(error), file=sys.stderr)
         return 2

@@ -51,11 +51,20 @@ PRODUCT_NAMES = [
     "Atlas Fitness Tank", "Sparta Gym Tank", "Erikssen CoolTech Tee", "Balboa Persistence Tee", "Strike Endurance Tee",
 ]
 PRODUCT_PRICES = np.round(np.linspace(14.0, 120.0, len(PRODUCT_NAMES)), 2)
-FIRST_NAMES = [
-    "Ada", "Ben", "Cara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Liam", "Maya",
-    "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wes", "Xenia", "Yusuf", "Zoe",
-    "Amara", "Bruno", "Chloe", "Diego", "Emma", "Felix", "Grace", "Hana", "Ivan", "Julia", "Kofi", "Lena",
+FEMALE_FIRST_NAMES = [
+    "Ada", "Cara", "Elena", "Greta", "Ines", "Keiko", "Maya", "Olga", "Rosa", "Tara", "Vera", "Xenia", "Zoe",
+    "Amara", "Chloe", "Emma", "Grace", "Hana", "Julia", "Lena",
 ]
+MALE_FIRST_NAMES = [
+    "Ben", "Dmitri", "Farid", "Hugo", "Jonas", "Liam", "Noah", "Pablo", "Umar", "Wes", "Yusuf", "Bruno", "Diego",
+    "Felix", "Ivan", "Kofi", "Tomas", "Oscar", "Rafael", "Samuel",
+]
+NEUTRAL_FIRST_NAMES = ["Quinn", "Sami", "Robin", "Alex"]
+# The tutorial's customer (lab 5.3 looks up hbirkenshawa@businessweek.com): a loyal gold member, recently active.
+TUTORIAL_PERSON = {"first_name": "Harriet", "last_name": "Birkenshaw", "gender": "female", "birth_year": 1988,
+                   "city": "London", "country": "GB", "loyalty_tier": "gold", "loyalty_points": 2_450,
+                   "signup_date": DEMO_START - dt.timedelta(days=400)}
+TUTORIAL_TIER = 3  # "gold": index into [not a member, *TIERS]
 LAST_NAMES = [
     "Abbott", "Bergstrom", "Castillo", "Delacroix", "Eriksen", "Fontaine", "Gallagher", "Haddad", "Ivanova",
     "Jensen", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quintana", "Rossi", "Sato",
@@ -97,17 +106,24 @@ def _sample_days(rng, start_day, end_day, cumulative) -> np.ndarray:
 
 def _profiles_frame(rng, n: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     profile_id = np.arange(1, n + 1, dtype=np.int64)
-    first = np.array(FIRST_NAMES)[rng.integers(0, len(FIRST_NAMES), n)]
+    name_draw = rng.integers(0, len(FEMALE_FIRST_NAMES), n)
     last = np.array(LAST_NAMES)[rng.integers(0, len(LAST_NAMES), n)]
     tier_index = rng.choice(5, n, p=[0.4, 0.27, 0.18, 0.1, 0.05])  # 0: not a loyalty member
     city_index = rng.integers(0, len(CITIES), n)
     signup_day = rng.integers(-500, DEMO_DAYS - 30, n)
     engagement = rng.beta(2, 3, n)
+    gender = rng.choice(np.array(["female", "male", "not_specified"]), n, p=[0.52, 0.44, 0.04])
+    # First names agree with the gender attribute.
+    first = np.select(
+        [gender == "female", gender == "male"],
+        [np.array(FEMALE_FIRST_NAMES)[name_draw % len(FEMALE_FIRST_NAMES)],
+         np.array(MALE_FIRST_NAMES)[name_draw % len(MALE_FIRST_NAMES)]],
+        np.array(NEUTRAL_FIRST_NAMES)[name_draw % len(NEUTRAL_FIRST_NAMES)])
     profiles = pd.DataFrame({
         "profile_id": profile_id,
         "first_name": first,
         "last_name": last,
-        "gender": rng.choice(np.array(["female", "male", "not_specified"]), n, p=[0.52, 0.44, 0.04]),
+        "gender": gender,
         "birth_year": rng.integers(1950, 2006, n).astype(np.int32),
         "city": np.array([c for c, _ in CITIES])[city_index],
         "country": np.array([c for _, c in CITIES])[city_index],
@@ -115,6 +131,8 @@ def _profiles_frame(rng, n: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         "loyalty_points": np.where(tier_index > 0, (rng.gamma(2, 400, n) * tier_index).astype(np.int32), 0),
         "signup_date": pd.to_datetime(DEMO_START) + pd.to_timedelta(signup_day, unit="D"),
     })
+    profiles.loc[0, list(TUTORIAL_PERSON)] = list(TUTORIAL_PERSON.values())
+    tier_index[0], signup_day[0] = TUTORIAL_TIER, (TUTORIAL_PERSON["signup_date"] - DEMO_START).days
     latent = {"tier": tier_index, "signup_day": signup_day, "engagement": engagement}
     return profiles, latent
 
@@ -162,7 +180,7 @@ def _events_frame(rng, latent: dict[str, np.ndarray]) -> pd.DataFrame:
     intent = rng.beta(2, 5, n) * (0.7 + 0.6 * engagement)
     prefers_mobile = rng.random(n) < 0.4
     # The tutorial's customer is a loyal, recently active shopper.
-    rate[0], active_end[0], tier[0], intent[0] = 0.12, DEMO_DAYS, 3, 0.45
+    rate[0], active_end[0], intent[0] = 0.12, DEMO_DAYS, 0.45
 
     # Browsing sessions.
     sessions = rng.poisson(rate * (active_end - active_start) * weights.mean())

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from cai import audit, evaluation, factors, features, store
+from cai import activation
+from cai import audit, evaluation, factors, features, models, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
 
@@ -88,13 +88,13 @@ def _noop(_: float, __: str) -> None:
 
 @dataclass
 class Scored:
-    """What scoring hands back, rows in profile order: raw log-odds, the typical values, the screened columns with
-    each profile's values and effects in them, and each profile's top factors."""
+    """What scoring hands back, rows in profile order: raw log-odds, the typical values, the screened reasons with
+    each profile's headline values and effects in them, and each profile's top factors."""
 
     profile_ids: np.ndarray
     raw: np.ndarray
     typical: np.ndarray
-    columns: list[int]
+    groups: list[factors.Reason]
     values: np.ndarray
     effects: np.ndarray
     per_profile: pd.DataFrame
@@ -128,12 +128,13 @@ class DuckDBExecutor:
         timings["score_s"] = time.monotonic() - clock
         clock = time.monotonic()
         typical = factors.typical_values(matrix, model.categorical)
-        columns = factors.screen(model.logit, matrix, typical, SEED)
-        effect_matrix = factors.effects(model.logit, matrix, typical, columns, baseline=raw)
+        groups = factors.screen(model.logit, matrix, typical, factors.reasons(model.feature_names), SEED)
+        effect_matrix = factors.effects(model.logit, matrix, typical, groups, baseline=raw)
         profile_ids = scoring["profile_id"].to_numpy()
-        per_profile = factors.top_factors(profile_ids, matrix, typical, columns, effect_matrix, model.feature_names)
+        per_profile = factors.top_factors(profile_ids, matrix, typical, groups, effect_matrix, model.feature_names)
         timings["factors_s"] = time.monotonic() - clock
-        return Scored(profile_ids, raw, typical, columns, matrix[:, columns], effect_matrix, per_profile)
+        headlines = [group.headline for group in groups]
+        return Scored(profile_ids, raw, typical, groups, matrix[:, headlines], effect_matrix, per_profile)
 
 
 def _encode(frame: pd.DataFrame, names: list[str], categorical: np.ndarray,
@@ -217,7 +218,7 @@ def _stratified(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.concat([positives, negatives]).sort_values(["snapshot", "profile_id"])
 
 
-def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition) -> _Model:
+def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition, seed: int = SEED) -> _Model:
     categories = _learn_categories(train, catalog)
     names = [feature.name for feature in catalog]
     categorical = np.array([feature.kind == "categorical" for feature in catalog])
@@ -226,7 +227,7 @@ def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Defini
     x_train[:, np.isnan(x_train).all(axis=0)] = 0.0
     y_train = train["label"].to_numpy(dtype=bool)
     classifier = HistGradientBoostingClassifier(
-        **MODEL_PARAMS, categorical_features=categorical if categorical.any() else None, random_state=SEED)
+        **MODEL_PARAMS, categorical_features=categorical if categorical.any() else None, random_state=seed)
     classifier.fit(x_train, y_train)
 
     # Platt scaling on half the held-out profiles, evaluation on the other half: strictly monotone, so
@@ -274,43 +275,14 @@ def cache_key(definition: Definition, fingerprint: str, as_of: dt.date) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _load_cached(db_path: Path, models: Path, key: str) -> tuple[_Model | None, str]:
-    """The cached model for ``key`` if its file is ours and unchanged; never unpickles anything else."""
+def reference_rate(db_path: Path, name: str) -> float | None:
+    """The rate a score of 50 stands for: the mean probability of the instance's first successful run, fixed from
+    then on so that a score (and a saved "score >= 75" segment) means the same thing in every later run."""
     with store.connect(db_path) as con:
-        rows = con.execute("SELECT file_name, sha256, sklearn_version FROM models WHERE cache_key = ?",
-                           [key]).fetchall()
-    if not rows:
-        return None, "no cached model"
-    file_name, expected, version = rows[0]
-    path = (models / file_name).resolve()
-    if path.parent != models.resolve():
-        log.warning("Model file %s is outside the models folder; refusing to load it.", path)
-        return None, "cached model file is outside the models folder and was not loaded; retrained"
-    if not path.is_file():
-        return None, "cached model file missing; retrained"
-    if version != sklearn.__version__:
-        return None, f"cached model was written by scikit-learn {version}; retrained"
-    if _sha256(path) != expected:
-        log.warning("Model file %s does not match its recorded checksum; refusing to load it.", path)
-        return None, "cached model file failed its checksum check and was not loaded; retrained"
-    return joblib.load(path), "reused cached model"
-
-
-def _save_model(models: Path, key: str, model: _Model) -> tuple[str, str]:
-    models.mkdir(parents=True, exist_ok=True)
-    file_name = f"{key[:40]}.joblib"
-    temporary = models / f".{file_name}.{os.getpid()}.tmp"
-    joblib.dump(model, temporary)
-    os.replace(temporary, models / file_name)
-    return file_name, _sha256(models / file_name)
+        rows = con.execute(
+            "SELECT r.details FROM runs r JOIN instances i USING (instance_id) "
+            "WHERE i.name = ? AND r.status = 'success' ORDER BY r.run_id LIMIT 1", [name]).fetchall()
+    return json.loads(rows[0][0]).get("reference_rate") if rows and rows[0][0] else None
 
 
 def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[int, int]:
@@ -389,11 +361,12 @@ def _fail_run(db_path: Path, run_id: int, instance_id: int, message: str, starte
 
 
 def _global_factors(model: _Model, catalog, scored: Scored, bucket: np.ndarray) -> pd.DataFrame:
+    """The reasons ranked by mean strength, each shown through its headline feature's distribution per bucket."""
     rows = []
     effect_matrix = scored.effects
-    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(scored.columns))
+    strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(scored.groups))
     for rank, position in enumerate(np.argsort(-strength)[:10], start=1):
-        feature = catalog[scored.columns[position]]
+        feature = catalog[scored.groups[position].headline]
         by_bucket = factors.bucket_distributions(
             pd.Series(scored.values[:, position]), bucket, feature.kind == "categorical",
             model.categories.get(feature.name),
@@ -407,10 +380,25 @@ def _global_factors(model: _Model, catalog, scored: Scored, bucket: np.ndarray) 
     return pd.DataFrame(rows, columns=["feature", "label", "description", "kind", "importance", "rank", "by_bucket"])
 
 
+def _without_profiles_gone(con, scores: pd.DataFrame, per_profile: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A load may merge profiles away while a run computes. The swap keeps only the results of profiles that still
+    exist, inside its own transaction, so the outcome is exactly that of the run finishing just before the load
+    (whose merge removes the scores of the profiles it merges away)."""
+    con.register("scored_profile_ids", scores[["profile_id"]])
+    gone = {row[0] for row in con.execute(
+        "SELECT profile_id FROM scored_profile_ids ANTI JOIN profiles USING (profile_id)").fetchall()}
+    con.unregister("scored_profile_ids")
+    if not gone:
+        return scores, per_profile
+    log.info("%d scored profiles were merged away by a load during the run; their results are dropped.", len(gone))
+    return scores[~scores["profile_id"].isin(gone)], per_profile[~per_profile["profile_id"].isin(gone)]
+
+
 def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt.date,
           progress: Progress = _noop, timings: dict | None = None,
-          full_lookback: bool = True, executor=None) -> tuple[_Model, pd.DataFrame]:
+          full_lookback: bool = True, seed: int = SEED, executor=None) -> tuple[_Model, pd.DataFrame]:
     """The model a run on ``as_of`` learns, and its held-out snapshot (labels in the window ending at ``as_of``).
+    ``seed`` only changes the random parts (sampling, tree fitting), to measure how much figures depend on them.
     Raises CaiError when the data cannot support it."""
     timings = timings if timings is not None else {}
     holdout_date, training_dates = _snapshots(as_of, first_event, definition)
@@ -428,7 +416,7 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
     _check_examples(examples["label"].to_numpy(dtype=bool), definition)
     progress(0.35, f"Training on {len(examples):,} examples")
     clock = time.monotonic()
-    model = _fit(_stratified(examples, SEED), holdout, catalog, definition)
+    model = _fit(_stratified(examples, seed), holdout, catalog, definition, seed)
     model.training.update({"sample_fraction": fraction, "training_snapshots": [d.isoformat() for d in training_dates],
                            "holdout_snapshot": holdout_date.isoformat()})
     timings["train_s"] = time.monotonic() - clock
@@ -436,13 +424,12 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
 
 
 def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progress: Progress | None = None,
-                 actor: str = "local", models: Path | None = None, executor=None) -> RunResult:
+                 actor: str = "local", executor=None) -> RunResult:
     """Trains (or reuses a cached model), scores everyone eligible at ``as_of`` and swaps in the results. The
     ``executor`` runs the heavy stages: the store's DuckDB by default, or a ``spark_engine.SparkExecutor``."""
     progress = progress or _noop
     executor = executor or DuckDBExecutor(Path(db_path))
     started = time.monotonic()
-    models = Path(models) if models else store.models_dir(Path(db_path))
     definition = get_instance(db_path, name).definition
     with store.connect(db_path) as con:
         first_event, last_event = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
@@ -458,11 +445,11 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         with store.connect(db_path) as con:
             fingerprint = _data_fingerprint(con, as_of)
         key = cache_key(definition, fingerprint, as_of)
-        model, cache_note = _load_cached(db_path, models, key)
-        model_record = None
+        model, cache_note = models.load(db_path, key)
+        signed_model = None
         if model is None:
             model, _ = train(db_path, definition, as_of, first_event.date(), progress, timings, executor=executor)
-            model_record = (key, *_save_model(models, key, model))
+            signed_model = models.sign(db_path, key, model)
 
         progress(0.55, "Scoring every eligible profile and finding its influential factors")
         scored = executor.score(definition, as_of, model, timings)
@@ -475,7 +462,8 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         slope, intercept = model.calibration
         probability = 1.0 / (1.0 + np.exp(-(slope * scored.raw + intercept)))
         base_rate = float(probability.mean())
-        score = evaluation.scores_from_probabilities(probability, base_rate)
+        anchor = reference_rate(db_path, name) or base_rate
+        score = evaluation.scores_from_probabilities(probability, anchor)
         bucket = evaluation.buckets(score, definition.low_threshold, definition.high_threshold)
         percentile = evaluation.percentiles(score)
         global_factors = _global_factors(model, catalog, scored, bucket)
@@ -489,9 +477,10 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
         metrics = {key: model.evaluation[key] for key in ("auc", "average_precision", "brier", "lift_top_decile",
                                                           "grade", "advice")}
         details = {
-            "as_of": as_of.isoformat(), "base_rate": base_rate, "cache": cache_note if model_record is None
+            "as_of": as_of.isoformat(), "base_rate": base_rate, "reference_rate": anchor,
+            "cache": cache_note if signed_model is None
             else ("trained a new model" if cache_note == "no cached model" else cache_note),
-            "model_file": model_record[1] if model_record else None, "features": len(catalog),
+            "model": key, "features": len(catalog),
             "data_first_event": first_event.isoformat(), "data_last_event": last_event.isoformat(),
             "training": model.training, "timings": timings, "engine": executor.name,
             "sklearn_version": sklearn.__version__,
@@ -502,13 +491,13 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
 
         def swap(con):
             clock = time.monotonic()
-            if model_record:
-                con.execute("INSERT OR REPLACE INTO models (cache_key, file_name, sha256, sklearn_version) "
-                            "VALUES (?, ?, ?, ?)", [*model_record, sklearn.__version__])
-            con.register("new_scores", scores)
+            kept_scores, kept_factors = _without_profiles_gone(con, scores, per_profile)
+            if signed_model:
+                models.save(con, signed_model)
+            con.register("new_scores", kept_scores)
             con.execute("INSERT INTO scores SELECT $run, profile_id, probability, score, percentile, bucket "
                         "FROM new_scores", {"run": run_id})
-            con.register("new_factors", per_profile)
+            con.register("new_factors", kept_factors)
             con.execute("INSERT INTO score_factors SELECT $run, profile_id, rank, feature, value, typical, effect, "
                         "importance FROM new_factors", {"run": run_id})
             con.register("new_run_factors", global_factors)
@@ -518,7 +507,9 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             con.execute(
                 "UPDATE runs SET status = 'success', finished_at = current_timestamp, duration_s = ?, "
                 "profiles_scored = ?, buckets = ?, metrics = ?, evaluation = ?, details = ? WHERE run_id = ?",
-                [time.monotonic() - started, len(scores), json.dumps(counts), json.dumps(metrics),
+                [time.monotonic() - started, len(kept_scores),
+                 json.dumps(kept_scores["bucket"].value_counts().reindex(evaluation.BUCKETS, fill_value=0).to_dict()),
+                 json.dumps(metrics),
                  json.dumps(model.evaluation), json.dumps(details), run_id],
             )
             con.execute(
@@ -528,6 +519,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
             )
 
         store.write(db_path, swap)
+        activation.deliver_after_run(db_path, instance_id, actor)
         progress(1.0, "Done")
         return RunResult(run_id, name, SUCCESS, as_of.isoformat(), None, len(scores), counts,
                          {k: v for k, v in metrics.items() if k != "advice"}, time.monotonic() - started)

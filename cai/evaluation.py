@@ -26,7 +26,7 @@ def advice(auc: float | None) -> str | None:
 
 
 def scores_from_probabilities(probability: np.ndarray, base_rate: float) -> np.ndarray:
-    """0–100, relative to the population: 50 is as likely as the average customer, 75 three times the odds."""
+    """0–100 relative to a reference rate: 50 is as likely as the reference, 75 three times its odds."""
     eps = 1e-6
     p = np.clip(probability, eps, 1 - eps)
     base = min(max(base_rate, eps), 1 - eps)

@@ -11,7 +11,7 @@ import pandas as pd
 from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
 
 # Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 HISTORY_DAYS = 365
 COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
@@ -66,7 +66,8 @@ def feature_catalog(definition: Definition) -> list[Feature]:
         for days in COUNT_WINDOWS_DAYS:
             features.append(Feature(f"{key}_{days}d", f"{noun.capitalize()} in the last {days} days",
                                     f"Number of {noun} in the {days} days before the score date."))
-        features.append(Feature(f"{key}_days_since", f"Days since last of {noun}",
+        singular = noun[:-2] if noun.endswith("ches") else noun[:-1]
+        features.append(Feature(f"{key}_days_since", f"Days since the last {singular}",
                                 f"Days between the most recent of {noun} and the score date (empty if none in a "
                                 "year).", unit="days"))
     features += [
@@ -76,16 +77,19 @@ def feature_catalog(definition: Definition) -> list[Feature]:
                 unit="money"),
         Feature("average_order_value", "Average order value", "Mean order total over the last year.",
                 unit="money"),
-        Feature("tenure_days", "Days since first activity", "Days since the first event in the last year.",
-                unit="days"),
+        Feature("last_activity_days", "Days since the last activity",
+                "Days since the customer's most recent own event (email sends excluded), looking back over the whole "
+                "eligibility period, so customers dormant for over a year still have a value.", unit="days"),
+        Feature("tenure_days", "Days since the first activity",
+                "Days since the customer's first own event in the last year (email sends excluded).", unit="days"),
         Feature("purchase_days_90d", "Days with a purchase in the last 90 days",
                 "Different days on which the customer bought, last 90 days (several orders in a day count once)."),
         Feature("purchase_days_365d", "Days with a purchase in the last year",
                 "Different days on which the customer bought, last 365 days (several orders in a day count once)."),
-        Feature("first_purchase_days", "Days since first purchase",
+        Feature("first_purchase_days", "Days since the first purchase",
                 "Days since the customer's first purchase in the last year.", unit="days"),
         Feature("purchase_gap_days", "Typical days between purchases",
-                "Mean days between purchases over the last year.", unit="days"),
+                "Mean days between the different days with a purchase over the last year.", unit="days"),
         Feature("purchase_gap_trend", "Purchase overdue ratio",
                 "Days since the last purchase divided by the typical gap; above 1 means a purchase is overdue.",
                 unit="ratio"),
@@ -193,12 +197,12 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
         "coalesce(sum(value) FILTER (WHERE event_type = $purchase AND age < 90), 0) AS purchase_value_90d",
         "coalesce(sum(value) FILTER (WHERE event_type = $purchase), 0) AS purchase_value_365d",
         "avg(value) FILTER (WHERE event_type = $purchase) AS average_order_value",
-        "max(age) AS tenure_days",
+        "max(age) FILTER (WHERE event_type <> $passive) AS tenure_days",
         "count(DISTINCT floor(age)) FILTER (WHERE event_type = $purchase AND age < 90) AS purchase_days_90d",
         "count(DISTINCT floor(age)) FILTER (WHERE event_type = $purchase) AS purchase_days_365d",
         "max(age) FILTER (WHERE event_type = $purchase) AS first_purchase_days",
         "(max(age) FILTER (WHERE event_type = $purchase) - min(age) FILTER (WHERE event_type = $purchase))"
-        " / nullif(count(*) FILTER (WHERE event_type = $purchase) - 1, 0) AS purchase_gap_days",
+        " / nullif(count(DISTINCT floor(age)) FILTER (WHERE event_type = $purchase) - 1, 0) AS purchase_gap_days",
         "count(DISTINCT floor(age)) FILTER (WHERE age < 30 AND event_type <> $passive) AS active_days_30d",
         "count(DISTINCT sku) FILTER (WHERE age < 90) AS distinct_products_90d",
         "count(*) FILTER (WHERE event_type = $passive AND age < 90) AS emails_sent_90d",
@@ -230,21 +234,24 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
         SELECT * FROM events WHERE $sample >= $grain OR hash(profile_id) % $grain < $sample
     ),
     eligible AS (
-        SELECT DISTINCT s.t, e.profile_id
+        SELECT s.t, e.profile_id, min(epoch(s.t) - epoch(e.ts)) / 86400.0 AS last_activity_days
         FROM snaps s JOIN sampled e
           ON e.ts >= s.t - to_days(CAST($eligible_days AS INTEGER)) AND e.ts < s.t
         WHERE e.event_type <> $passive {population_filter}
+        GROUP BY s.t, e.profile_id
     ),
-    population AS (SELECT el.t, el.profile_id FROM eligible el {profile_join}),
+    population AS (SELECT el.t, el.profile_id, el.last_activity_days FROM eligible el {profile_join}),
+    -- Starts from the population, so an eligible customer with no event in the last year is still a row
+    -- (zero counts, empty recencies) in training, evaluation and scoring.
     history AS (
-        SELECT el.t, el.profile_id, e.event_type, e.value, e.sku, e.channel,
+        SELECT el.t, el.profile_id, el.last_activity_days, e.event_type, e.value, e.sku, e.channel,
                (epoch(el.t) - epoch(e.ts)) / 86400.0 AS age
-        FROM population el JOIN sampled e
+        FROM population el LEFT JOIN sampled e
           ON e.profile_id = el.profile_id AND e.ts < el.t
          AND e.ts >= el.t - to_days(CAST($history_days AS INTEGER))
     ),
     aggregated AS (
-        SELECT t, profile_id, {", ".join(aggregates)}
+        SELECT t, profile_id, any_value(last_activity_days) AS last_activity_days, {", ".join(aggregates)}
         FROM history GROUP BY t, profile_id
     )
     SELECT CAST(a.t AS DATE) AS snapshot, a.profile_id, a.* EXCLUDE (t, profile_id, emails_sent_90d,

@@ -11,7 +11,11 @@ import pandas as pd
 from cai import store
 
 KNOWN_NAMESPACES = ["Email", "ECID", "Phone", "CRMID", "LoyaltyID"]
-_NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES}
+_NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES} | {
+    "emailid": "Email", "email_address": "Email", "mcid": "ECID", "crm_id": "CRMID", "loyalty_id": "LoyaltyID"}
+MAX_IDENTITY_CHARS = 256
+# Text that stands for "no value" in exports; it must never link two customers.
+PLACEHOLDER_VALUES = {"null", "none", "undefined", "nan", "n/a", "0", "-"}
 
 IdentityKey = tuple[str, str]
 
@@ -21,22 +25,55 @@ def canonical_namespace(name: str) -> str:
     return _NAMESPACE_BY_LOWER.get(name.strip().lower(), name.strip())
 
 
+def identity_value(namespace: str, value) -> tuple[str | None, str | None]:
+    """(the value as stored, None) for a real identity; (None, None) when absent (empty); (None, reason) for a
+    value that is not an identity. Emails are stored lower-case, so they match whatever the case."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    if isinstance(value, (dict, list)):
+        return None, f"`{namespace}` is a nested object, not an identity value"
+    if isinstance(value, bool):
+        return None, f"`{namespace}` is true/false, not an identity value"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")) or not value.is_integer():
+            return None, f"`{namespace}` is not an identity value ({value})"
+        value = int(value)
+    text = str(value).strip()
+    if text.lower() in PLACEHOLDER_VALUES:
+        return None, f"`{namespace}` holds {text[:12]!r}, which is not an identity value"
+    if len(text) > MAX_IDENTITY_CHARS:
+        return None, f"`{namespace}` is longer than {MAX_IDENTITY_CHARS} characters, so it is not an identity value"
+    if any(ord(character) < 32 for character in text):
+        return None, f"`{namespace}` contains control characters (NUL, line breaks), so it is not an identity value"
+    return (text.lower() if namespace == "Email" else text), None
+
+
 class _UnionFind:
+    """Iterative, with union by size and path halving: no recursion limit, near-linear in the links."""
+
     def __init__(self) -> None:
         self.parent: dict = {}
+        self.size: dict = {}
 
     def find(self, node):
-        parent = self.parent.setdefault(node, node)
-        if parent != node:
-            root = self.find(parent)
-            self.parent[node] = root
-            return root
+        parent = self.parent
+        if node not in parent:
+            parent[node] = node
+            self.size[node] = 1
+            return node
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
         return node
 
     def union(self, a, b) -> None:
         root_a, root_b = self.find(a), self.find(b)
-        if root_a != root_b:
-            self.parent[root_b] = root_a
+        if root_a == root_b:
+            return
+        if self.size[root_a] < self.size[root_b]:
+            root_a, root_b = root_b, root_a
+        self.parent[root_b] = root_a
+        self.size[root_a] += self.size[root_b]
 
 
 @dataclass

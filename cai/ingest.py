@@ -5,21 +5,39 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
+import math
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from cai import audit, identity, store
-from cai.errors import CaiError, ValidationError
+from cai import audit, identity, store, xdm
+from cai.errors import CaiError, StoreBusy, ValidationError
+
+log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
+# What a file may decode to, whatever its size on disk: these bound the memory a load takes.
+MAX_ROWS = 1_000_000
+MAX_CELLS = 20_000_000
+MAX_RECORD_CHARS = 1_000_000
+# Records shorter than this on average (`{}` is 2) cannot be events or profiles; refusing them early keeps a small
+# file from decoding into millions of rows.
+MIN_AVERAGE_RECORD_CHARS = 20
+DENSITY_CHECK_AFTER_RECORDS = 10_000
+MAX_NESTING_DEPTH = 64
 MAX_TEXT_CHARS = 10_000
+MAX_ABS_NUMBER = 1e12
+MAX_INTEGER = 2**31 - 1
 MAX_PROBLEMS_REPORTED = 10
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 EARLIEST_TIMESTAMP = pd.Timestamp("1990-01-01")
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 EVENT_COLUMNS = ["xdm_id", "ts", "event_type", "value", "order_id", "sku", "product_name", "quantity",
                  "price_total", "channel", "page_name", "tracking_code", "raw"]
@@ -33,8 +51,8 @@ PROFILE_ATTRIBUTES = {
     "loyalty_points": "loyalty_points", "loyaltypoints": "loyalty_points", "signup_date": "signup_date",
     "signupdate": "signup_date",
 }
-XDM_COMMERCE_TYPES = ["purchases", "checkouts", "productListAdds", "productListRemovals", "productViews"]
-EXPERIENCE_ID_NAMESPACES = {"emailid": "Email", "mcid": "ECID", "ecid": "ECID"}
+PROFILE_COLUMNS = ["first_name", "last_name", "gender", "birth_year", "city", "country", "loyalty_tier",
+                   "loyalty_points", "signup_date"]
 
 
 @dataclass
@@ -53,6 +71,7 @@ class BatchReport:
     profiles_merged: int = 0
     problems: list[str] = field(default_factory=list)
     batch_id: int | None = None
+    inferred_event_types: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +85,24 @@ class _Parsed:
     identities: list[list[identity.IdentityKey]]
     primaries: list[identity.IdentityKey | None]
     problems: list[tuple[int, str]]
+    unreadable_rows: set[int] = field(default_factory=set)  # refused whole; their fields are not checked
 
 
 # --- Reading files -------------------------------------------------------------------------------------------
+
+
+def _gunzip(data: bytes, file_name: str) -> bytes:
+    """The content of a gzip file, refused once it would grow past the upload limit (a gzip bomb stops there)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        content = inflater.decompress(data, MAX_FILE_BYTES + 1)
+    except zlib.error:
+        raise ValidationError(f"{file_name} is named .gz but is not a readable gzip file.") from None
+    if len(content) > MAX_FILE_BYTES or inflater.unconsumed_tail:
+        raise ValidationError(
+            f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to the "
+            "uncompressed content too. Split it into smaller files.")
+    return content
 
 
 def _decode(data: bytes, file_name: str) -> str:
@@ -83,102 +117,107 @@ def _decode(data: bytes, file_name: str) -> str:
         ) from None
 
 
-def _strip_xdm_prefix(value):
-    if isinstance(value, dict):
-        return {key.removeprefix("xdm:"): _strip_xdm_prefix(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strip_xdm_prefix(item) for item in value]
-    return value
+def _depth(value) -> int:
+    """How deeply a parsed JSON value nests, measured without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
-def _load_json_records(text: str, file_name: str) -> list:
-    stripped = text.strip()
-    if not stripped:
+def _json_error(file_name: str, text: str, error: json.JSONDecodeError | RecursionError,
+                position: int) -> ValidationError:
+    if isinstance(error, RecursionError):
+        return ValidationError(f"{file_name} nests objects more than {MAX_NESTING_DEPTH} levels deep; "
+                               "that is not an experience event or a profile.")
+    line = text.count("\n", 0, error.pos) + 1
+    if position == 0 and not text.lstrip().startswith(("[", "{")):
+        return ValidationError(f"{file_name} is not JSON: it should hold an object, an array of objects or one "
+                               "object per line (JSON lines).")
+    return ValidationError(f"{file_name} is not valid JSON: {error.msg} at line {line:,}. The file may be truncated.")
+
+
+def _json_records(text: str, file_name: str):
+    """Yields each record of a JSON file (an array, one object, or objects one after another as in JSON lines),
+    with the length of its text, parsing one record at a time so memory follows the largest record."""
+    decoder = json.JSONDecoder()
+    length, position = len(text), 0
+
+    def skip_space(at: int) -> int:
+        while at < length and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    position = skip_space(position)
+    if position == length:
         raise ValidationError(f"{file_name} is empty.")
-    if stripped[0] == "[":
+    in_array = text[position] == "["
+    if in_array:
+        position = skip_space(position + 1)
+        if position < length and text[position] == "]":
+            return
+    count = 0
+    while position < length:
         try:
-            records = json.loads(stripped)
-        except json.JSONDecodeError as error:
+            record, end = decoder.raw_decode(text, position)
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise _json_error(file_name, text, error, position) from None
+        count += 1
+        if count > MAX_ROWS:
+            raise ValidationError(f"{file_name} holds more than {MAX_ROWS:,} records; the limit per file is "
+                                  f"{MAX_ROWS:,}. Split it into smaller files.")
+        if count >= DENSITY_CHECK_AFTER_RECORDS and end < count * MIN_AVERAGE_RECORD_CHARS:
             raise ValidationError(
-                f"{file_name} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}. "
-                "The file may be truncated."
-            ) from None
-        return records
-    if stripped[0] != "{":
-        raise ValidationError(f"{file_name} is not JSON: it should start with '[' (an array) or '{{' (JSON lines).")
-    records = []
-    for line_number, line in enumerate(stripped.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if line_number == 1:
-                try:
-                    json.loads(stripped)
-                except json.JSONDecodeError:
-                    pass
-                else:
-                    raise ValidationError(
-                        f"{file_name} holds a single JSON object; expected an array of records or one record "
-                        "per line (JSON lines)."
-                    ) from None
-            raise ValidationError(
-                f"{file_name} is not valid JSON lines: line {line_number}: {error.msg}. The file may be truncated."
-            ) from None
-    if len(records) == 1 and not ("timestamp" in records[0] or "xdm:timestamp" in records[0]) and any(
-        isinstance(item, list) for item in records[0].values()
-    ):
-        raise ValidationError(
-            f"{file_name} holds a single JSON object; expected an array of records or one record per line."
-        )
-    return records
+                f"{file_name} holds {count:,} records in its first {end:,} characters; records that small "
+                "(empty objects) are not events or profiles.")
+        yield record, end - position
+        position = skip_space(end)
+        if in_array:
+            if position < length and text[position] == ",":
+                position = skip_space(position + 1)
+            elif position < length and text[position] == "]":
+                if skip_space(position + 1) < length:
+                    raise ValidationError(f"{file_name} has text after its closing ']'.")
+                return
+            else:
+                raise ValidationError(f"{file_name} is not valid JSON: the array is not closed with ']'. "
+                                      "The file may be truncated.")
 
 
-def _dig(record: dict, *path):
-    for key in path:
+def _xdm_records(text: str, file_name: str):
+    """Yields (row number, record with plain keys or None, problem or None) for each record of an XDM file."""
+    for number, (record, size) in enumerate(_json_records(text, file_name), start=1):
         if not isinstance(record, dict):
-            return None
-        record = record.get(key)
-    return record
+            yield number, None, "is not a JSON object"
+        elif size > MAX_RECORD_CHARS:
+            yield number, None, f"the record is larger than {MAX_RECORD_CHARS / 1e6:,.0f} MB"
+        elif _depth(record) > MAX_NESTING_DEPTH:
+            yield number, None, f"the record nests more than {MAX_NESTING_DEPTH} levels deep"
+        else:
+            yield number, xdm.normalise(record), None
 
 
-def _xdm_identities(record: dict) -> tuple[list[identity.IdentityKey], identity.IdentityKey | None]:
-    keys: list[identity.IdentityKey] = []
-    primary = None
-    identity_map = record.get("identityMap")
-    if isinstance(identity_map, dict):
-        for namespace, entries in identity_map.items():
-            for entry in entries if isinstance(entries, list) else [entries]:
-                if isinstance(entry, dict) and entry.get("id") not in (None, ""):
-                    key = (identity.canonical_namespace(namespace), str(entry["id"]))
-                    keys.append(key)
-                    if entry.get("primary") and primary is None:
-                        primary = key
-    experience = _dig(record, "endUserIDs", "_experience")
-    if isinstance(experience, dict):
-        for name, entry in experience.items():
-            if isinstance(entry, dict) and entry.get("id") not in (None, ""):
-                namespace = EXPERIENCE_ID_NAMESPACES.get(name.lower()) or _dig(entry, "namespace", "code") or name
-                key = (identity.canonical_namespace(str(namespace)), str(entry["id"]))
-                keys.append(key)
-                if primary is None and (entry.get("primary") or key[0] == "Email"):
-                    primary = key
-    return keys, primary
+def _clean_identities(pairs, row: int, problems: list[tuple[int, str]]) -> list[identity.IdentityKey]:
+    keys = []
+    for namespace, value in pairs:
+        cleaned, reason = identity.identity_value(namespace, value)
+        if reason:
+            problems.append((row, reason))
+        elif cleaned is not None:
+            keys.append((namespace, cleaned))
+    return list(dict.fromkeys(keys))
 
 
 def _xdm_event(record: dict) -> dict:
     commerce = record.get("commerce") if isinstance(record.get("commerce"), dict) else {}
     items = record.get("productListItems") if isinstance(record.get("productListItems"), list) else []
     first_item = items[0] if items and isinstance(items[0], dict) else {}
-    event_type = record.get("eventType")
-    if not event_type:
-        populated = [name for name in XDM_COMMERCE_TYPES if _dig(commerce, name, "value")]
-        if populated:
-            event_type = f"commerce.{populated[0]}"
-        elif _dig(record, "web", "webPageDetails", "pageViews", "value"):
-            event_type = "web.webpagedetails.pageViews"
-    order_total = _dig(commerce, "order", "priceTotal")
+    event_type, inferred = xdm.event_type(record)
+    order_total = xdm.dig(commerce, "order", "priceTotal")
     if order_total is None and items:
         totals = [item.get("priceTotal") for item in items if isinstance(item, dict)]
         if totals and all(isinstance(total, (int, float)) for total in totals):
@@ -186,51 +225,62 @@ def _xdm_event(record: dict) -> dict:
     quantities = [item.get("quantity") for item in items if isinstance(item, dict) and "quantity" in item]
     value = order_total if event_type == "commerce.purchases" else None
     if value is None and isinstance(event_type, str) and event_type.startswith("commerce."):
-        value = _dig(commerce, event_type.split(".", 1)[1], "value")
+        value = xdm.dig(commerce, event_type.split(".", 1)[1], "value")
     channel = record.get("channel")
     if isinstance(channel, dict):
-        channel = channel.get("_type") or channel.get("_id") or channel.get("typeAtSource")
+        channel = channel.get("_type") or channel.get("@type") or channel.get("_id") or channel.get("typeAtSource")
         channel = str(channel).rstrip("/").rsplit("/", 1)[-1] if channel else None
     return {
         "xdm_id": record.get("_id"),
         "ts": record.get("timestamp"),
         "event_type": event_type,
         "value": value,
-        "order_id": _dig(commerce, "order", "purchaseID") or _dig(commerce, "order", "purchaseOrderNumber"),
+        "order_id": xdm.dig(commerce, "order", "purchaseID") or xdm.dig(commerce, "order", "purchaseOrderNumber"),
         "sku": first_item.get("SKU") or first_item.get("sku"),
         "product_name": first_item.get("name"),
-        "quantity": sum(quantities) if quantities and all(isinstance(q, (int, float)) for q in quantities)
+        "quantity": sum(quantities) if quantities and all(
+            isinstance(q, (int, float)) and not isinstance(q, bool) for q in quantities)
         else (quantities[0] if quantities else None),
         "price_total": order_total if order_total is not None else first_item.get("priceTotal"),
         "channel": channel,
-        "page_name": _dig(record, "web", "webPageDetails", "name"),
-        "tracking_code": _dig(record, "marketing", "trackingCode"),
-        "raw": json.dumps(record, ensure_ascii=False),
+        "page_name": xdm.dig(record, "web", "webPageDetails", "name"),
+        "tracking_code": xdm.dig(record, "marketing", "trackingCode"),
+        "raw": json.dumps(record, ensure_ascii=False, allow_nan=True),
+        "type_inferred": inferred,
     }
 
 
 def _parse_xdm(text: str, file_name: str) -> _Parsed:
-    records = _load_json_records(text, file_name)
-    if isinstance(records, dict):
-        raise ValidationError(
-            f"{file_name} holds a single JSON object; expected an array of experience events."
-        )
-    rows, keys, primaries, problems = [], [], [], []
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict):
-            problems.append((number, "is not a JSON object"))
-            rows.append({})
+    rows, keys, primaries, problems, unreadable = [], [], [], [], set()
+    columns = [*EVENT_COLUMNS, "type_inferred"]
+    for number, record, problem in _xdm_records(text, file_name):
+        if record is None:
+            problems.append((number, problem))
+            unreadable.add(number)
+            rows.append((None,) * len(columns))
             keys.append([])
             primaries.append(None)
             continue
-        record = _strip_xdm_prefix(record)
-        rows.append(_xdm_event(record))
-        record_keys, primary = _xdm_identities(record)
+        event = _xdm_event(record)
+        rows.append(tuple(event[column] for column in columns))  # a tuple costs a fraction of the dict
+        pairs, primary = xdm.identities(record)
+        record_keys = _clean_identities(pairs, number, problems)
         keys.append(record_keys)
-        primaries.append(primary)
-    frame = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+        cleaned_primary = identity.identity_value(*primary)[0] if primary else None
+        primaries.append((primary[0], cleaned_primary) if cleaned_primary else None)
+    # Object columns keep None (absent) apart from NaN (a value the file wrote, refused later).
+    frame = pd.DataFrame({column: pd.Series([row[index] for row in rows], dtype=object)
+                          for index, column in enumerate(columns)})
+    del rows
     frame["row"] = np.arange(1, len(frame) + 1)
-    return _Parsed(frame, keys, primaries, problems)
+    return _Parsed(frame, keys, primaries, problems, unreadable)
+
+
+def _check_table_size(rows: int, columns: int, file_name: str) -> None:
+    if rows > MAX_ROWS or rows * columns > MAX_CELLS:
+        raise ValidationError(
+            f"{file_name} decodes to {rows:,} rows of {columns:,} columns; the limit per file is {MAX_ROWS:,} rows "
+            f"and {MAX_CELLS:,} cells. Split it into smaller files.")
 
 
 def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
@@ -239,17 +289,38 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
         if not data.startswith(b"PAR1"):
             raise ValidationError(f"{file_name} is named .parquet but is not a Parquet file. Is it really a CSV?")
         try:
+            metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+            _check_table_size(metadata.num_rows, metadata.num_columns, file_name)
             table = pd.read_parquet(io.BytesIO(data))
+        except CaiError:
+            raise
         except Exception as error:
             raise ValidationError(f"{file_name} is a damaged Parquet file ({error}).") from None
-        return table.astype(object).where(table.notna(), None)
-    text = _decode(data, file_name)
-    if not text.strip():
-        raise ValidationError(f"{file_name} is empty.")
-    try:
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, ValueError) as error:
-        raise ValidationError(f"{file_name} is not a readable CSV file: {error}") from None
+        frame = table.astype(object).where(table.notna(), None)
+    else:
+        text = _decode(data, file_name)
+        if not text.strip():
+            raise ValidationError(f"{file_name} is empty.")
+        header = text[:text.find("\n")] if "\n" in text else text
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        _check_table_size(lines - 1, header.count(",") + 1, file_name)
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, ValueError) as error:
+            raise ValidationError(f"{file_name} is not a readable CSV file: {error}") from None
+    _refuse_case_twins(frame.columns, file_name)
+    return frame
+
+
+def _refuse_case_twins(columns, file_name: str) -> None:
+    seen: dict[str, str] = {}
+    for column in columns:
+        key = str(column).strip().lower()
+        if key in seen:
+            raise ValidationError(
+                f"{file_name} has the columns `{seen[key]}` and `{column}`, which differ only in case or spaces. "
+                "Rename or remove one of them.")
+        seen[key] = str(column)
 
 
 def _table_identities(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
@@ -262,15 +333,13 @@ def _table_identities(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     return list(namespaces), namespaces
 
 
-def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[str, str]):
+def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[str, str], first_row: int,
+                    problems: list[tuple[int, str]]):
     keys, primaries = [], []
     values = {column: table[column].tolist() for column in columns}
     for index in range(len(table)):
-        row_keys = [
-            (namespaces[column], str(values[column][index]).strip())
-            for column in columns
-            if values[column][index] is not None and str(values[column][index]).strip() not in ("", "nan", "None")
-        ]
+        row_keys = _clean_identities(((namespaces[column], values[column][index]) for column in columns),
+                                     index + first_row, problems)
         keys.append(row_keys)
         primaries.append(row_keys[0] if row_keys else None)
     return keys, primaries
@@ -278,6 +347,7 @@ def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[st
 
 def _parse_event_table(table: pd.DataFrame) -> _Parsed:
     table = table.rename(columns={column: str(column).strip().lower() for column in table.columns})
+    table = table.astype(object).where(table.notna(), None)
     missing = [column for column in ("timestamp", "event_type") if column not in table.columns]
     if missing:
         raise ValidationError(
@@ -292,88 +362,136 @@ def _parse_event_table(table: pd.DataFrame) -> _Parsed:
         )
     # Email is the primary identity when present, as in the tutorial's data.
     id_columns.sort(key=lambda column: namespaces[column] != "Email")
+    event_type = table["event_type"].where(table["event_type"].notna(), xdm.UNSPECIFIED_EVENT_TYPE)
     frame = pd.DataFrame({
         "xdm_id": table.get("_id", table.get("event_id")),
         "ts": table["timestamp"],
-        "event_type": table["event_type"],
+        "event_type": event_type,
         **{column: table.get(column) for column in EVENT_COLUMNS[3:-1]},
         "raw": None,
+        "type_inferred": False,
     })
-    keys, primaries = _row_identities(table, id_columns, namespaces)
+    problems: list[tuple[int, str]] = []
+    keys, primaries = _row_identities(table, id_columns, namespaces, 2, problems)
     frame["known_profile_id"] = table.get("profile_id")
     frame["row"] = np.arange(2, len(frame) + 2)
-    return _Parsed(frame, keys, primaries, [])
+    return _Parsed(frame, keys, primaries, problems)
 
 
 # --- Validation ----------------------------------------------------------------------------------------------
+
+
+def _is_nested(value) -> bool:
+    return isinstance(value, (dict, list))
+
+
+def _number(value, whole: bool) -> tuple[float | None, str | None]:
+    """(the number, None) or (None, why it is not an acceptable number); absent values are (None, None)."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        if not value.strip():
+            return None, None
+        text = value.strip()
+    elif isinstance(value, bool) or _is_nested(value):
+        return None, "is not a number"
+    else:
+        text = value
+    try:
+        number = float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None, "is not a number"
+    if not math.isfinite(number):
+        return None, "is not a finite number (infinity or NaN)"
+    if abs(number) > (MAX_INTEGER if whole else MAX_ABS_NUMBER):
+        return None, "is too large"
+    if whole and not number.is_integer():
+        return None, "is not a whole number"
+    return number, None
+
+
+def _numbers(series: pd.Series, column: str, whole: bool, rows, problems) -> pd.Series:
+    converted = []
+    for row, value in zip(rows, series.tolist()):
+        number, reason = _number(value, whole)
+        if reason:
+            problems.append((int(row), f"`{column}` {reason}"))
+        converted.append(number)
+    return pd.Series(converted, index=series.index, dtype=float)
 
 
 def _coerce_events(parsed: _Parsed, now: dt.datetime) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
     frame = parsed.frame
     problems = list(parsed.problems)
     rows = frame["row"].to_numpy()
+    readable = ~np.isin(rows, list(parsed.unreadable_rows))
 
     def flag(mask, reason):
-        for row in rows[np.asarray(mask, dtype=bool)][:MAX_PROBLEMS_REPORTED]:
+        mask = np.asarray(mask, dtype=bool) & readable
+        for row in rows[mask][:MAX_PROBLEMS_REPORTED]:
             problems.append((int(row), reason))
-        return int(np.asarray(mask, dtype=bool).sum())
+        return int(mask.sum())
 
     raw_ts = frame["ts"]
-    missing_ts = raw_ts.isna() | (raw_ts.astype(str).str.strip() == "")
+    nested_ts = raw_ts.map(_is_nested).to_numpy(dtype=bool)
+    flag(nested_ts, "timestamp is an object, not a date")
+    raw_ts = raw_ts.where(~nested_ts, None)
+    missing_ts = (raw_ts.isna() | (raw_ts.astype(str).str.strip() == "")) & ~nested_ts
     flag(missing_ts, "no timestamp")
     as_text = raw_ts.where(~missing_ts, None).astype(object)
-    parsed_ts = pd.to_datetime(as_text, utc=True, errors="coerce", format="ISO8601")
-    bad_ts = ~missing_ts & parsed_ts.isna()
+    parsed_ts = pd.to_datetime(as_text.map(lambda value: None if value is None else str(value)), utc=True,
+                               errors="coerce", format="ISO8601")
+    bad_ts = ~missing_ts & ~nested_ts & parsed_ts.isna()
     for row, value in zip(rows[bad_ts.to_numpy()][:MAX_PROBLEMS_REPORTED], as_text[bad_ts].head(MAX_PROBLEMS_REPORTED)):
-        reason = "timestamp is a number, not a date" if pd.notna(pd.to_numeric(value, errors="coerce")) \
-            else f"unparseable timestamp {str(value)[:40]!r}"
+        reason = "timestamp is a number, not a date" if isinstance(value, (int, float)) or pd.notna(
+            pd.to_numeric(value, errors="coerce")) else f"unparseable timestamp {str(value)[:40]!r}"
         problems.append((int(row), reason))
     ts = parsed_ts.dt.tz_convert("UTC").dt.tz_localize(None)
     future = ts > pd.Timestamp(now + FUTURE_TOLERANCE)
     flag(future, "timestamp is in the future")
     flag(ts < EARLIEST_TIMESTAMP, "timestamp is before 1990")
 
-    missing_type = frame["event_type"].isna() | (frame["event_type"].astype(str).str.strip() == "")
-    flag(missing_type, "no event type (and none could be inferred from commerce or web fields)")
-
     no_identity = np.array([not keys for keys in parsed.identities], dtype=bool)
+    known = None
     if "known_profile_id" in frame:
-        no_identity &= frame["known_profile_id"].isna().to_numpy()
+        known = _numbers(frame["known_profile_id"].astype(object), "profile_id", False, rows, problems)
+        bad_id = known.notna() & ((known % 1 != 0) | (known <= 0))
+        flag(bad_id, "`profile_id` is not a whole number above 0")
+        no_identity &= known.isna().to_numpy() & frame["known_profile_id"].isna().to_numpy()
     flag(no_identity, "no identity (Email, ECID or another namespace)")
 
-    numbers = {}
-    for column in NUMERIC_EVENT_COLUMNS:
-        raw = frame[column]
-        given = raw.notna() & (raw.astype(str).str.strip() != "")
-        is_bool = raw.map(lambda value: isinstance(value, bool))
-        converted = pd.to_numeric(raw.where(given & ~is_bool, None), errors="coerce")
-        flag(given & (converted.isna() | is_bool), f"`{column}` is not a number")
-        numbers[column] = converted
+    numbers = {column: _numbers(frame[column].astype(object), column, column == "quantity", rows, problems)
+               for column in NUMERIC_EVENT_COLUMNS}
     flag(numbers["quantity"] < 0, "negative quantity")
     flag(numbers["price_total"] < 0, "negative price total")
 
     for column in TEXT_EVENT_COLUMNS:
         text = frame[column].where(frame[column].notna(), None)
-        non_text = text.map(lambda value: value is not None and isinstance(value, (dict, list)))
+        non_text = text.map(_is_nested)
         flag(non_text, f"`{column}` should be text, not a nested object")
         lengths = text.map(lambda value: len(str(value)) if value is not None else 0)
         flag(lengths > MAX_TEXT_CHARS, f"`{column}` is longer than {MAX_TEXT_CHARS:,} characters")
         flag(text.map(lambda value: value is not None and "\x00" in str(value)), f"`{column}` contains a NUL byte")
 
+    def as_text_or_none(value):
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
     clean = pd.DataFrame({
-        "xdm_id": frame["xdm_id"].map(lambda value: None if value is None or pd.isna(value) else str(value)),
+        "xdm_id": frame["xdm_id"].map(as_text_or_none),
         "ts": ts,
-        "event_type": frame["event_type"].map(lambda value: None if value is None or pd.isna(value)
-                                              else str(value).strip()),
-        "value": numbers["value"].astype(float),
+        "event_type": frame["event_type"].map(lambda value: (as_text_or_none(value) or "").strip()
+                                              or xdm.UNSPECIFIED_EVENT_TYPE),
+        "value": numbers["value"],
         "order_id": frame["order_id"], "sku": frame["sku"], "product_name": frame["product_name"],
         "quantity": numbers["quantity"].round().astype("Int64"),
-        "price_total": numbers["price_total"].astype(float),
+        "price_total": numbers["price_total"],
         "channel": frame["channel"], "page_name": frame["page_name"], "tracking_code": frame["tracking_code"],
         "raw": frame["raw"],
     })
     for column in ("order_id", "sku", "product_name", "channel", "page_name", "tracking_code"):
-        clean[column] = clean[column].map(lambda value: None if value is None or pd.isna(value) else str(value))
+        clean[column] = clean[column].map(as_text_or_none)
+    if known is not None:
+        clean["known_profile_id"] = known.where(known % 1 == 0).astype("Int64")
     return clean, problems
 
 
@@ -404,21 +522,26 @@ def _dataset_id(con: duckdb.DuckDBPyConnection, name: str, kind: str) -> int:
 
 
 def _record_failed_batch(db_path: Path, report: BatchReport, started: dt.datetime) -> None:
+    """Logs a refused file under its dataset when that dataset already holds data of this kind; a refused file
+    never creates a dataset (an empty one would block loading the file again as the right kind)."""
     def record(con):
-        dataset_id = _dataset_id(con, report.dataset, report.kind)
+        rows = con.execute("SELECT dataset_id FROM datasets WHERE name = ? AND kind = ?",
+                           [report.dataset, report.kind]).fetchall()
+        if not rows:
+            return None
         batch_id = store.next_id(con, "batches", "batch_id")
         con.execute(
             "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_rejected, errors, "
             "started_at, finished_at) VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, current_timestamp)",
-            [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_rejected,
+            [batch_id, rows[0][0], report.file_name, report.rows_total, report.rows_rejected,
              json.dumps(report.problems), started],
         )
         return batch_id
 
     try:
         report.batch_id = store.write(db_path, record)
-    except CaiError:
-        pass  # The file's own problems matter more to the user than failing to log them.
+    except (CaiError, duckdb.Error):
+        log.warning("Could not record the refused batch of %s", report.file_name, exc_info=True)
 
 
 def _insert_identities_and_profiles(con, stitched: identity.StitchResult, batch_id: int) -> None:
@@ -472,8 +595,8 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
 
         rows = clean.iloc[kept_positions].copy()
         profile_ids = _profile_for_rows(stitched, keys)
-        if "known_profile_id" in parsed.frame:
-            given = pd.to_numeric(parsed.frame["known_profile_id"].iloc[kept_positions], errors="coerce")
+        if "known_profile_id" in clean:
+            given = clean["known_profile_id"].iloc[kept_positions]
             profile_ids = [p if p is not None else (None if pd.isna(g) else int(g))
                            for p, g in zip(profile_ids, given)]
             unknown = _unknown_profiles(con, [p for p in profile_ids if p is not None])
@@ -483,6 +606,7 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
                     "Use an identity column (email, ecid ...) for new customers.",
                     [f"unknown profile_id {value}" for value in unknown[:MAX_PROBLEMS_REPORTED]],
                 )
+        rows = rows.drop(columns=["known_profile_id"], errors="ignore")
         rows.insert(1, "profile_id", pd.array(profile_ids, dtype="Int64"))
         rows["batch_id"] = batch_id
         con.register("incoming_events", rows)
@@ -494,6 +618,8 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
         con.unregister("incoming_events")
         report.rows_accepted = len(rows)
         report.rows_duplicate = report.rows_total - len(rows)
+        inferred = parsed.frame["type_inferred"].iloc[kept_positions].to_numpy(dtype=bool)
+        report.inferred_event_types = rows["event_type"][inferred].value_counts().to_dict()
         report.profiles_created = len(stitched.new_profiles)
         report.profiles_merged = len(stitched.merges)
         con.execute(
@@ -532,48 +658,91 @@ def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFr
             attributes[target] = table[column]
         else:
             extras[str(column)] = table[column]
-    for column in ("first_name", "last_name", "gender", "birth_year", "city", "country", "loyalty_tier",
-                   "loyalty_points", "signup_date"):
+    for column in PROFILE_COLUMNS:
         if column not in attributes:
             attributes[column] = None
     extra_frame = pd.DataFrame(extras)
     attributes["attributes"] = [
-        json.dumps({key: value for key, value in row.items() if value is not None and not pd.isna(value)},
-                   default=str) if extras else None
+        {key: value for key, value in row.items() if value is not None and not pd.isna(value)} or None
         for row in extra_frame.to_dict("records")
     ] if extras else None
     return attributes
 
 
-def _write_profiles(db_path: Path, table: pd.DataFrame, report: BatchReport, started, actor: str) -> BatchReport:
+def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], first_row: int):
+    """Profile columns, identities and primaries of a flat profile file (CSV, Parquet or flat JSON)."""
+    table = table.astype(object).where(table.notna(), None)
     if "identityMap" in table.columns:
-        pairs = [_xdm_identities({"identityMap": value}) for value in table["identityMap"]]
-        keys = [pair[0] for pair in pairs]
-        primaries = [pair[1] for pair in pairs]
-        id_columns = []
+        pairs = [xdm.identities({"identityMap": value}) for value in table["identityMap"]]
+        keys = [_clean_identities(found, index + first_row, problems) for index, (found, _) in enumerate(pairs)]
+        primaries = [primary if primary in row_keys else None
+                     for (_, primary), row_keys in zip(pairs, keys)]
+        id_columns: list[str] = []
     else:
         id_columns, namespaces = _table_identities(table)
         id_columns.sort(key=lambda column: namespaces[column] != "Email")
-        keys, primaries = _row_identities(table, id_columns, namespaces)
-    attributes = _profile_attributes(table, id_columns)
-    problems: list[tuple[int, str]] = []
+        keys, primaries = _row_identities(table, id_columns, namespaces, first_row, problems)
+    return _profile_attributes(table, id_columns), keys, primaries
+
+
+def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
+    """Profile columns, identities and primaries of XDM Individual Profile records."""
+    rows, keys, primaries = [], [], []
+    for number, record in enumerate(records, start=1):
+        row, found, primary = xdm.profile_row(record)
+        rows.append(row)
+        row_keys = _clean_identities(found, number, problems)
+        keys.append(row_keys)
+        primaries.append(primary if primary in row_keys else (row_keys[0] if row_keys else None))
+    return pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object), keys, primaries
+
+
+def _typed_profile_attributes(attributes: pd.DataFrame, problems: list[tuple[int, str]],
+                              first_row: int) -> pd.DataFrame:
+    """Checks every profile column (text is text, numbers are whole and in range, dates are dates) and types it."""
+    rows = np.arange(first_row, len(attributes) + first_row)
+    for column in ("first_name", "last_name", "gender", "city", "country", "loyalty_tier"):
+        values = attributes[column]
+        for row in rows[values.map(_is_nested).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
+            problems.append((int(row), f"`{column}` should be text, not a nested object"))
+        for row in rows[values.map(lambda v: v is not None and len(str(v)) > MAX_TEXT_CHARS).to_numpy(dtype=bool)][
+                :MAX_PROBLEMS_REPORTED]:
+            problems.append((int(row), f"`{column}` is longer than {MAX_TEXT_CHARS:,} characters"))
+        attributes[column] = values.map(lambda v: None if v is None or _is_nested(v) else str(v))
+    for column in ("birth_year", "loyalty_points"):
+        attributes[column] = _numbers(attributes[column].astype(object), column, True, rows, problems).astype("Int32")
+    signup = attributes["signup_date"].map(lambda v: None if _is_nested(v) or isinstance(v, bool) else v)
+    parsed = pd.to_datetime(signup.map(lambda v: None if v is None else str(v)), errors="coerce", format="ISO8601")
+    for row in rows[(attributes["signup_date"].notna() & parsed.isna()).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
+        problems.append((int(row), "`signup_date` is not a date"))
+    attributes["signup_date"] = parsed.dt.date
+    attributes["attributes"] = [_attributes_json(extra, row, problems)
+                                for row, extra in zip(rows, attributes["attributes"].tolist())]
+    return attributes
+
+
+def _attributes_json(extra, row: int, problems: list[tuple[int, str]]) -> str | None:
+    if extra is None:
+        return None
+    if _depth(extra) > MAX_NESTING_DEPTH:
+        problems.append((int(row), f"an attribute nests more than {MAX_NESTING_DEPTH} levels deep"))
+        return None
+    try:
+        return json.dumps(extra, default=str, allow_nan=False)
+    except ValueError:
+        problems.append((int(row), "an attribute is not a finite number (infinity or NaN)"))
+        return None
+
+
+def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
+                    report: BatchReport, started, actor: str) -> BatchReport:
     for index, row_keys in enumerate(keys):
         if not row_keys:
-            problems.append((index + 2, "no identity (email, ecid, phone, crmid or loyaltyid)"))
-    birth_year = pd.to_numeric(attributes["birth_year"], errors="coerce")
-    for index in np.flatnonzero((attributes["birth_year"].notna() & birth_year.isna()).to_numpy()):
-        problems.append((index + 2, "`birth_year` is not a number"))
-    points = pd.to_numeric(attributes["loyalty_points"], errors="coerce")
-    for index in np.flatnonzero((attributes["loyalty_points"].notna() & points.isna()).to_numpy()):
-        problems.append((index + 2, "`loyalty_points` is not a number"))
-    signup = pd.to_datetime(attributes["signup_date"], errors="coerce", format="ISO8601")
-    for index in np.flatnonzero((attributes["signup_date"].notna() & signup.isna()).to_numpy()):
-        problems.append((index + 2, "`signup_date` is not a date"))
+            problems.append((index + first_row, "no identity (email, ecid, phone, crmid or loyaltyid)"))
+    attributes = _typed_profile_attributes(attributes, problems, first_row)
     if problems:
-        raise _problem_report(problems, len(table), "Row")
-    attributes["birth_year"] = birth_year.astype("Int32")
-    attributes["loyalty_points"] = points.astype("Int32")
-    attributes["signup_date"] = signup.dt.date
+        report.rows_rejected = len({row for row, _ in problems})
+        raise _problem_report(problems, len(attributes), "Row")
 
     def work(con):
         dataset_id = _dataset_id(con, report.dataset, "profiles")
@@ -602,7 +771,7 @@ def _write_profiles(db_path: Path, table: pd.DataFrame, report: BatchReport, sta
             """
         )
         con.unregister("incoming_profiles")
-        report.rows_accepted = len(table)
+        report.rows_accepted = len(attributes)
         report.profiles_created = len(stitched.new_profiles)
         report.profiles_merged = len(stitched.merges)
         con.execute(
@@ -621,10 +790,54 @@ def _write_profiles(db_path: Path, table: pd.DataFrame, report: BatchReport, sta
 
 
 def _detect_kind(file_name: str, data: bytes) -> str:
-    head = data[:4096].lower()
-    if Path(file_name).suffix.lower() in (".json", ".jsonl", ".ndjson"):
-        return "events" if b"timestamp" in head or b"eventtype" in head else "profiles"
-    return "events" if b"timestamp" in head else "profiles"
+    """A CSV/Parquet file with a `timestamp` column holds events; JSON is told by its first record."""
+    if Path(file_name).suffix.lower() in JSON_SUFFIXES:
+        try:
+            first = next(_xdm_records(_decode(data, file_name), file_name), (None, None, None))[1]
+        except CaiError:
+            return "events"  # the events path names what is wrong with the file
+        is_event = not isinstance(first, dict) or "timestamp" in first or "eventType" in first
+        return "events" if is_event else "profiles"
+    return "events" if b"timestamp" in data[:4096].lower() else "profiles"
+
+
+def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datetime):
+    if Path(file_name).suffix.lower() in JSON_SUFFIXES:
+        parsed = _parse_xdm(_decode(data, file_name), file_name)
+    else:
+        parsed = _parse_event_table(_read_table(data, file_name))
+    report.rows_total = len(parsed.frame)
+    if report.rows_total == 0:
+        raise ValidationError(f"{file_name} has no events.")
+    clean, problems = _coerce_events(parsed, now)
+    if problems:
+        report.rows_rejected = len({row for row, _ in problems})
+        raise _problem_report(problems, report.rows_total, "Row")
+    return clean, parsed
+
+
+def _load_profiles(data: bytes, file_name: str, report: BatchReport):
+    problems: list[tuple[int, str]] = []
+    if Path(file_name).suffix.lower() in JSON_SUFFIXES:
+        records = []
+        for number, record, problem in _xdm_records(_decode(data, file_name), file_name):
+            if record is None:
+                problems.append((number, problem))
+            records.append(record or {})
+        if any(xdm.is_profile_shape(record) for record in records):
+            attributes, keys, primaries = _profiles_from_xdm(records, problems)
+        else:
+            table = pd.DataFrame(records)
+            _refuse_case_twins(table.columns, file_name)
+            attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
+        first_row = 1
+    else:
+        attributes, keys, primaries = _profiles_from_table(_read_table(data, file_name), problems, first_row=2)
+        first_row = 2
+    report.rows_total = len(attributes)
+    if report.rows_total == 0:
+        raise ValidationError(f"{file_name} has no profiles.")
+    return attributes, keys, primaries, problems, first_row
 
 
 def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = None,
@@ -632,41 +845,38 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
     """Validates and loads one file as one batch; raises ValidationError (and logs a failed batch) if it is bad."""
     started = dt.datetime.now()
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    kind = kind or _detect_kind(file_name, data)
-    if kind not in ("events", "profiles"):
+    if kind not in (None, "events", "profiles"):
         raise CaiError(f"Unknown kind {kind!r}: choose events or profiles.")
-    report = BatchReport(file_name=file_name, dataset=dataset or Path(file_name).stem, kind=kind, status="failed")
+    inner_name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
+    report = BatchReport(file_name=file_name, dataset=dataset or Path(inner_name).stem, kind=kind or "events",
+                         status="failed")
     try:
-        if len(data) > MAX_FILE_BYTES:
-            raise ValidationError(
-                f"{file_name} is {len(data) / 1e6:,.0f} MB; the upload limit is {MAX_FILE_BYTES / 1e6:,.0f} MB. "
-                "Split it into smaller files."
-            )
-        if not data.strip():
-            raise ValidationError(f"{file_name} is empty.")
-        suffix = Path(file_name).suffix.lower()
-        if kind == "events":
-            if suffix in (".json", ".jsonl", ".ndjson"):
-                parsed = _parse_xdm(_decode(data, file_name), file_name)
+        try:
+            if len(data) > MAX_FILE_BYTES:
+                raise ValidationError(
+                    f"{file_name} is {len(data) / 1e6:,.0f} MB; the upload limit is {MAX_FILE_BYTES / 1e6:,.0f} MB. "
+                    "Split it into smaller files."
+                )
+            if inner_name != file_name:
+                data = _gunzip(data, file_name)
+            if not data.strip():
+                raise ValidationError(f"{file_name} is empty.")
+            report.kind = kind = kind or _detect_kind(inner_name, data)
+            if kind == "events":
+                clean, parsed = _load_events(data, inner_name, report, now)
             else:
-                parsed = _parse_event_table(_read_table(data, file_name))
-            report.rows_total = len(parsed.frame)
-            if report.rows_total == 0:
-                raise ValidationError(f"{file_name} has no events.")
-            clean, problems = _coerce_events(parsed, now)
-            if problems:
-                report.rows_rejected = len({row for row, _ in problems})
-                raise _problem_report(problems, report.rows_total, "Row")
+                attributes, keys, primaries, problems, first_row = _load_profiles(data, inner_name, report)
+        except (CaiError, StoreBusy):
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError, KeyError, IndexError, MemoryError) as error:
+            # Every check we know of has its own message; this net keeps an unforeseen one from becoming a traceback.
+            log.exception("Unexpected problem reading %s", file_name)
+            raise ValidationError(
+                f"{file_name} could not be read ({type(error).__name__}: {str(error)[:120]}). Nothing was changed; "
+                "check that it is an events or profiles file in one of the supported formats.") from None
+        if kind == "events":
             return _write_events(db_path, clean, parsed, report, started, actor)
-        if suffix in (".json", ".jsonl", ".ndjson"):
-            records = _load_json_records(_decode(data, file_name), file_name)
-            table = pd.DataFrame([_strip_xdm_prefix(r) for r in records if isinstance(r, dict)])
-        else:
-            table = _read_table(data, file_name)
-        report.rows_total = len(table)
-        if report.rows_total == 0:
-            raise ValidationError(f"{file_name} has no profiles.")
-        return _write_profiles(db_path, table, report, started, actor)
+        return _write_profiles(db_path, attributes, keys, primaries, problems, first_row, report, started, actor)
     except ValidationError as error:
         report.problems = [str(error), *error.problems]
         _record_failed_batch(db_path, report, started)
@@ -743,3 +953,18 @@ def event_types(db_path: Path) -> list[str]:
     """Event types present in the store, most frequent first (the choices for goals and custom events)."""
     return store.query_df(db_path, "SELECT event_type FROM events GROUP BY ALL ORDER BY count(*) DESC")[
         "event_type"].tolist()
+
+
+def batch_event_types(db_path: Path, batches_shown: int = 20) -> pd.DataFrame:
+    """Per batch and event type: how many events it brought and how many of their types were inferred from the
+    XDM field groups because the record had no `eventType`."""
+    return store.query_df(
+        db_path,
+        """
+        SELECT batch_id, event_type, count(*) AS events,
+               count(*) FILTER (WHERE raw IS NOT NULL AND (raw->>'eventType') IS NULL) AS inferred
+        FROM events WHERE batch_id IN (SELECT batch_id FROM batches ORDER BY batch_id DESC LIMIT $batches)
+        GROUP BY ALL ORDER BY batch_id DESC, events DESC, event_type
+        """,
+        {"batches": batches_shown},
+    )

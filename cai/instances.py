@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -269,6 +269,10 @@ def delete_instance(db_path: Path, name: str, actor: str = "local") -> None:
         for table in ("scores", "score_factors", "run_factors"):
             con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM runs WHERE instance_id = ?)",
                         [instance_id])
+        from cai import activation  # here: activation builds on segments, which build on instances
+
+        activation.forget_segments(con, [row[0] for row in con.execute(
+            "SELECT segment_id FROM segments WHERE instance_id = ?", [instance_id]).fetchall()])
         con.execute("DELETE FROM segments WHERE instance_id = ?", [instance_id])
         con.execute("DELETE FROM runs WHERE instance_id = ?", [instance_id])
         con.execute("DELETE FROM instances WHERE instance_id = ?", [instance_id])
@@ -330,6 +334,6 @@ def ensure_tutorial_instance(db_path: Path) -> Instance:
             name=TUTORIAL_INSTANCE,
             description="Predict the likelihood for customers to purchase a product",
             goals=(Goal("commerce.purchases"),),
-            profile_attributes=("loyalty_tier", "loyalty_points"),
+            profile_attributes=("loyalty_tier",),
             schedule="weekly",
         ))

@@ -1,14 +1,39 @@
-"""Masking of direct identifiers (emails and phone numbers) for people allowed to view but not to see identities."""
+"""Masking of direct identifiers (emails and phone numbers) for people allowed to view but not to see identities,
+and neutralising of spreadsheet formulas in CSV exports.
+
+A value is personal by what it is, wherever it sits: any email address, and any phone number written as one (with a
+leading ``+`` or as ``(555) 123-4567``), inside any text. A value is also personal by where it came from: everything
+in an identity namespace, column or JSON attribute whose name says it holds contact details (``Email``,
+``EmailAddress``, ``Phone_E.164``, ``mobile``, ``tel`` ...), whatever its shape."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
 
-MASKED_NAMESPACES = {"email", "phone"}
-_EMAIL = re.compile(r"([^\s@:;,]+)@([^\s@:;,]+)")
+_CONTACT_NAME = re.compile(r"mail|phone|mobile|msisdn|whatsapp|fax|(^|[^a-z])(tel|cell|sms)([^a-z]|$)", re.IGNORECASE)
+_EMAIL_TEXT = r"[^\s@:;,'\"<>()\[\]{}]+@[^\s@:;,'\"<>()\[\]{}]+"
+_PHONE_TEXT = r"\+\d[\d ().-]{5,}\d|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4}\b"
+_EMAIL = re.compile(_EMAIL_TEXT)
+_PHONE = re.compile(_PHONE_TEXT)
 _LABELLED_PHONE = re.compile(r"(Phone:\s*)(\+?[\d ()./-]+\d)", re.IGNORECASE)
+# The same shapes for DuckDB's regexp_matches (RE2), so SQL can leave personal-looking values out of a search.
+PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"
+# Keys of a frame that name what the value beside them is (an identity's namespace, an attribute's name).
+_KEY_COLUMNS = ("namespace", "attribute")
+_VALUE_COLUMNS = ("identity", "id_value", "value")
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def is_contact_name(name: str) -> bool:
+    """Whether a namespace, column or attribute named ``name`` holds contact details (emails, phone numbers)."""
+    return bool(_CONTACT_NAME.search(str(name)))
+
+
+def looks_personal(value: str) -> bool:
+    return bool(_EMAIL.search(value) or _PHONE.search(value))
 
 
 def mask_email(value: str) -> str:
@@ -23,32 +48,67 @@ def mask_phone(value: str) -> str:
     return f"•••{digits[-2:]}" if len(digits) > 2 else "•••"
 
 
+def mask_contact(value: str) -> str:
+    """A value from a contact namespace or column: all of it is personal, whatever it looks like."""
+    return mask_email(value) if "@" in value else mask_phone(value)
+
+
+def _mask_json(data):
+    if isinstance(data, dict):
+        return {key: mask_contact(str(value)) if is_contact_name(key) and value is not None else _mask_json(value)
+                for key, value in data.items()}
+    if isinstance(data, list):
+        return [_mask_json(item) for item in data]
+    return mask_text(data) if isinstance(data, str) else data
+
+
 def mask_text(text: str) -> str:
-    """Masks every email, and every phone number labelled ``Phone:``, inside free text such as ``Email: a@b.com``
-    (unlabelled digits are left alone: they are dates, amounts and ids far more often than phone numbers)."""
+    """Masks every email and every phone number inside free text (a name, a file name, a batch error quoting a
+    rejected value); in a JSON object also every value under a contact key. Bare digits are left alone: they are
+    dates, amounts and ids far more often than phone numbers."""
+    stripped = text.strip()
+    if stripped[:1] in "{[" and stripped[-1:] in "}]":
+        try:
+            return json.dumps(_mask_json(json.loads(stripped)), ensure_ascii=False)
+        except ValueError:
+            pass
     text = _EMAIL.sub(lambda match: mask_email(match.group(0)), text)
-    return _LABELLED_PHONE.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
+    text = _LABELLED_PHONE.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
+    return _PHONE.sub(lambda match: mask_phone(match.group(0)), text)
 
 
 def mask_identity(namespace: str, value: str) -> str:
-    if namespace.lower() == "email":
-        return mask_email(value)
-    if namespace.lower() == "phone":
-        return mask_phone(value)
-    return value
+    return mask_contact(value) if is_contact_name(namespace) else mask_text(value)
+
+
+def mask_value(value):
+    """Any cell: text is masked where it holds an email or phone number, other values are returned as they are."""
+    return mask_text(value) if isinstance(value, str) else value
 
 
 def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy with emails and phone numbers masked: columns named after those namespaces, identity columns beside
-    a ``namespace`` column, and any other text column that contains one."""
+    """A copy with emails and phone numbers masked: whole columns named for contact details, values beside a
+    ``namespace`` or ``attribute`` that names contact details, and any email or phone number in any other text."""
     masked = frame.copy()
+    key_column = next((column for column in _KEY_COLUMNS if column in masked.columns), None)
     for column in masked.columns:
         values = masked[column]
-        if column.lower() in MASKED_NAMESPACES:
-            masked[column] = values.map(lambda v: mask_identity(column, v) if isinstance(v, str) else v)
-        elif column in ("identity", "id_value") and "namespace" in masked.columns:
-            masked[column] = [mask_identity(ns, v) if isinstance(v, str) else v
-                              for ns, v in zip(masked["namespace"], values)]
+        if is_contact_name(column):
+            masked[column] = values.map(lambda v: mask_contact(v) if isinstance(v, str) else v)
+        elif key_column and column in _VALUE_COLUMNS:
+            masked[column] = [mask_identity(str(key), v) if isinstance(v, str) else mask_value(v)
+                              for key, v in zip(frame[key_column], values)]
         elif pd.api.types.is_string_dtype(values) or values.dtype == object:
-            masked[column] = values.map(lambda v: mask_text(v) if isinstance(v, str) else v)
+            masked[column] = values.map(mask_value)
     return masked
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas: a cell starting with ``=``, ``+``, ``-``, ``@``,
+    a tab or a carriage return gets a leading apostrophe (OWASP's rule for CSV injection). Numbers are untouched."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_string_dtype(safe[column]) or safe[column].dtype == object:
+            safe[column] = safe[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_LEADS) else v)
+    return safe

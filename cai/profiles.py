@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cai import segments, store
+from cai import privacy, segments, store
 from cai.features import feature_catalog
-from cai.identity import canonical_namespace
+from cai.identity import canonical_namespace, identity_value
 from cai.instances import Definition
 
 PROFILE_ID = "Profile ID"
@@ -28,6 +28,10 @@ def find(db_path: Path, namespace: str, value: str) -> int | None:
         return None
     if namespace.replace("_", " ").lower() != PROFILE_ID.lower():
         namespace = canonical_namespace(namespace)
+        # Stored the way a load stores it (emails lower-case), so a look-up matches whatever the case typed.
+        value, _ = identity_value(namespace, value)
+        if value is None:
+            return None
     with store.connect(db_path) as con:
         if namespace.replace("_", " ").lower() == PROFILE_ID.lower():
             if not value.isdigit():
@@ -41,8 +45,11 @@ def find(db_path: Path, namespace: str, value: str) -> int | None:
     return rows[0][0] if rows else None
 
 
-def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) -> pd.DataFrame:
-    """Forgiving search: case-insensitive identity prefix in the namespace, or a name containing the text."""
+def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, by_prefix: bool = True,
+           personal_hits: bool = True) -> pd.DataFrame:
+    """Forgiving search: case-insensitive identity prefix in the namespace (unless ``by_prefix`` is off), or a name
+    containing the text. Without ``personal_hits`` nothing that looks like an email or a phone number is matched,
+    so a viewer who sees them masked cannot rebuild one by typing it a character at a time."""
     text = (text or "").strip()
     columns = ["profile_id", "name", "primary_identity", "latest_scores"]
     if not text:
@@ -53,11 +60,14 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) 
             """
             WITH hits AS MATERIALIZED (
                 SELECT DISTINCT profile_id FROM identities
-                WHERE namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
+                WHERE $by_prefix AND namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
+                      AND ($personal OR NOT regexp_matches(id_value, $personal_pattern))
                 UNION
                 SELECT profile_id FROM profiles
                 WHERE lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) LIKE '%' || $pattern || '%'
                       ESCAPE '\\'
+                      AND ($personal OR NOT regexp_matches(coalesce(first_name, '') || ' ' || coalesce(last_name, ''),
+                                                           $personal_pattern))
                 UNION
                 SELECT profile_id FROM profiles WHERE CAST(profile_id AS VARCHAR) = $exact
                 LIMIT $limit
@@ -82,7 +92,8 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT) 
             LEFT JOIN primary_identities pi USING (profile_id) LEFT JOIN latest l USING (profile_id)
             ORDER BY h.profile_id
             """,
-            {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit},
+            {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit, "by_prefix": by_prefix,
+             "personal": personal_hits, "personal_pattern": privacy.PERSONAL_VALUE_PATTERN},
         ).df()
 
 
@@ -153,7 +164,7 @@ def _format(value: float | None, unit: str, categories: list[str] | None) -> str
 
 
 def factor_sentence(factor: dict, definition: Definition, categories: dict[str, list[str]]) -> str:
-    """'Cart additions in the last 30 days: 4 — 4× the typical customer (1) — raises the score'."""
+    """'Cart additions in the last 30 days: 4; 4.0× the typical customer (1). It raises the score'."""
     catalog = {feature.name: feature for feature in feature_catalog(definition)}
     feature = catalog.get(factor["feature"])
     label = feature.label if feature else factor["feature"]
@@ -162,14 +173,19 @@ def factor_sentence(factor: dict, definition: Definition, categories: dict[str, 
     value, typical = factor["value"], factor["typical"]
     value_text, typical_text = _format(value, unit, names), _format(typical, unit, names)
     direction = "raises" if factor["effect"] > 0 else "lowers"
-    comparison = f"typical customer: {typical_text}"
-    if names is None and value_text != "none" and typical_text != "none" and typical and value and typical > 0:
+    if unit == "days":
+        value_text, typical_text = ("none in the last year" if text == "none" else f"{text} days"
+                                    for text in (value_text, typical_text))
+    comparison = f"the typical customer: {typical_text}"
+    # Ratios compare amounts only: "2% of the typical customer" means nothing for a number of days.
+    if unit in ("count", "money", "points") and names is None and value_text != "none" and typical_text != "none" \
+            and typical and value and typical > 0:
         ratio = value / typical
         if ratio >= 1.5:
             comparison = f"{ratio:,.1f}× the typical customer ({typical_text})"
         elif ratio <= 1 / 1.5:
             comparison = f"{ratio:.0%} of the typical customer ({typical_text})"
-    return f"{label}: {value_text} — {comparison} — {direction} the score"
+    return f"{label}: {value_text}; {comparison}. It {direction} the score"
 
 
 def score_history(db_path: Path, profile_id: int) -> pd.DataFrame:

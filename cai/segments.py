@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from cai import audit, evaluation, store
+from cai import audit, evaluation, privacy, store
 from cai.errors import CaiError, NotFound, ValidationError
 from cai.instances import get_instance
 
@@ -106,6 +106,18 @@ def _members_sql(rule: Rule, run_id: int) -> tuple[str, dict]:
     where, needs_profile = _where(rule, params)
     join = "JOIN profiles p ON p.profile_id = s.profile_id" if needs_profile else ""
     return f"SELECT s.* FROM scores s {join} WHERE {where}", params
+
+
+def members_query(rule: Rule, run_id: int) -> tuple[str, dict]:
+    """The SQL (and its parameters) selecting the score rows of ``run_id`` that match ``rule``."""
+    return _members_sql(rule, run_id)
+
+
+def get_segment_rule(con: duckdb.DuckDBPyConnection, name: str) -> Rule:
+    rows = con.execute("SELECT definition FROM segments WHERE name = ?", [name]).fetchall()
+    if not rows:
+        raise NotFound(f"There is no segment named {name!r}.")
+    return Rule.from_json(rows[0][0])
 
 
 def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None,
@@ -282,11 +294,12 @@ def export_sql(source: str) -> str:
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> None:
+    """Parquet keeps every value raw; a CSV is opened in spreadsheets, so its text cells cannot be formulas."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
         frame.to_parquet(out, index=False)
     else:
-        frame.to_csv(out, index=False)
+        privacy.spreadsheet_safe(frame).to_csv(out, index=False)
 
 
 def export_bytes(db_path: Path, name: str, file_format: str, actor: str = "local") -> bytes:
@@ -317,6 +330,10 @@ def delete_segment(db_path: Path, name: str, actor: str = "local") -> None:
     def work(con):
         if not con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
             raise NotFound(f"There is no segment named {name!r}.")
+        from cai import activation  # here: activation builds on segments
+
+        activation.forget_segments(con, [row[0] for row in con.execute(
+            "SELECT segment_id FROM segments WHERE name = ?", [name]).fetchall()])
         con.execute("DELETE FROM segments WHERE name = ?", [name])
         audit.record(con, actor, "delete", "segment", name)
 

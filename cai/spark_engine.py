@@ -230,7 +230,7 @@ SCORED_SCHEMA = ("profile_id long, raw double, `values` array<double>, effects a
 FACTOR_FIELDS = ("rank", "feature", "value", "typical", "effect", "importance")
 
 
-def _scorer(model, typical: np.ndarray, columns: list[int]):
+def _scorer(model, typical: np.ndarray, groups: list[factors.Reason]):
     """The function each executor runs over its batches of feature rows: the DuckDB engine's scoring and factor
     code, applied to a slice of profiles at a time (every step is per profile, given the typical values)."""
 
@@ -238,13 +238,14 @@ def _scorer(model, typical: np.ndarray, columns: list[int]):
         for batch in batches:
             matrix = engine.encode(batch, model)
             raw = model.logit(matrix)
-            effect_matrix = factors.effects(model.logit, matrix, typical, columns, baseline=raw)
+            effect_matrix = factors.effects(model.logit, matrix, typical, groups, baseline=raw)
             profile_ids = batch["profile_id"].to_numpy(dtype=np.int64)
-            top = factors.top_factors(profile_ids, matrix, typical, columns, effect_matrix, model.feature_names)
+            top = factors.top_factors(profile_ids, matrix, typical, groups, effect_matrix, model.feature_names)
             per_profile = top.groupby("profile_id", sort=False)[list(FACTOR_FIELDS)].agg(list).reindex(profile_ids)
             empty = [[] for _ in range(len(profile_ids))]
             yield pd.DataFrame({
-                "profile_id": profile_ids, "raw": raw, "values": list(matrix[:, columns]),
+                "profile_id": profile_ids, "raw": raw,
+                "values": list(matrix[:, [group.headline for group in groups]]),
                 "effects": list(effect_matrix),
                 **{field: [v if isinstance(v, list) else [] for v in per_profile[field]] if len(top) else empty
                    for field in FACTOR_FIELDS},
@@ -296,9 +297,9 @@ class SparkExecutor:
                 return None
             clock = time.monotonic()
             typical = _typical_values(frame, model, count)
-            columns = self._screen(frame, model, typical, count)
+            groups = self._screen(frame, model, typical, count)
             folder = Path(self._folder.name) / f"scored-{as_of.isoformat()}-{time.monotonic_ns()}"
-            scored = frame.mapInPandas(_scorer(model, typical, columns), SCORED_SCHEMA).persist()
+            scored = frame.mapInPandas(_scorer(model, typical, groups), SCORED_SCHEMA).persist()
             scored.select("profile_id", "raw", "values", "effects").write.parquet(str(folder / "scores"))
             scored.selectExpr("profile_id", f"inline(arrays_zip({', '.join(FACTOR_FIELDS)}))") \
                 .write.parquet(str(folder / "factors"))
@@ -307,11 +308,11 @@ class SparkExecutor:
         finally:
             frame.unpersist()
         clock = time.monotonic()
-        result = _read_scored(folder, typical, columns)
+        result = _read_scored(folder, typical, groups)
         timings["factors_s"] = time.monotonic() - clock
         return result
 
-    def _screen(self, frame, model, typical: np.ndarray, count: int) -> list[int]:
+    def _screen(self, frame, model, typical: np.ndarray, count: int) -> list[factors.Reason]:
         """Screening on the very profiles the DuckDB engine screens: the same positions in profile order."""
         from pyspark.sql import functions as F
 
@@ -319,7 +320,8 @@ class SparkExecutor:
         wanted = profile_ids[factors.screening_rows(count, engine.SEED)]
         sample = frame.where(F.col("profile_id").isin(wanted.tolist())).toPandas().set_index("profile_id")
         sample = sample.loc[wanted].reset_index()
-        return factors.screen_sample(model.logit, engine.encode(sample, model), typical)
+        return factors.screen_sample(model.logit, engine.encode(sample, model), typical,
+                                     factors.reasons(model.feature_names))
 
 
 def _typical_values(frame, model, count: int) -> np.ndarray:
@@ -346,10 +348,10 @@ def _typical_values(frame, model, count: int) -> np.ndarray:
     return typical
 
 
-def _read_scored(folder: Path, typical: np.ndarray, columns: list[int]) -> engine.Scored:
+def _read_scored(folder: Path, typical: np.ndarray, groups: list[factors.Reason]) -> engine.Scored:
     scored = pd.read_parquet(folder / "scores").sort_values("profile_id", kind="stable")
     per_profile = pd.read_parquet(folder / "factors").sort_values(["profile_id", "rank"], kind="stable")
-    width = len(columns)
+    width = len(groups)
 
     def stacked(series: pd.Series) -> np.ndarray:
         return np.vstack(series.to_numpy()) if len(series) and width else np.empty((len(series), width))
@@ -357,7 +359,7 @@ def _read_scored(folder: Path, typical: np.ndarray, columns: list[int]) -> engin
     per_profile["rank"] = per_profile["rank"].astype(np.int64)
     return engine.Scored(
         profile_ids=scored["profile_id"].to_numpy(dtype=np.int64), raw=scored["raw"].to_numpy(dtype=float),
-        typical=typical, columns=columns, values=stacked(scored["values"]), effects=stacked(scored["effects"]),
+        typical=typical, groups=groups, values=stacked(scored["values"]), effects=stacked(scored["effects"]),
         per_profile=per_profile.reset_index(drop=True)[["profile_id", *FACTOR_FIELDS]],
     )
 

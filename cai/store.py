@@ -1,24 +1,34 @@
-"""The DuckDB store: where the database lives, its versioned schema, and short units of work against it."""
+"""The store: a DuckDB file or a PostgreSQL database (reached through DuckDB, so every query is written once, in
+DuckDB's dialect), its versioned schema, and short units of work against it."""
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 
-from cai.errors import SchemaTooNew, StoreBusy
+from cai.errors import CaiError, SchemaTooNew, StoreBusy
 
 DEFAULT_DB_PATH = Path("data") / "cai.duckdb"
 DB_ENV_VAR = "CAI_DB"
-MODELS_ENV_VAR = "CAI_MODELS"
+MODEL_KEY_ENV_VAR = "CAI_MODEL_KEY"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# The name the PostgreSQL database gets inside DuckDB; every query runs with it as the default catalog.
+POSTGRES_CATALOG = "cai_pg"
+# Any fixed number: the PostgreSQL advisory lock that lets one process at a time upgrade the schema.
+MIGRATION_LOCK_ID = 7_310_014
 BUSY_WAIT_SECONDS = 10.0
 IDLE_RELEASE_SECONDS = 1.0
 
@@ -187,24 +197,131 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX identities_by_value ON identities (id_value);
     """,
+    # 5: fitted models live in the store itself, signed, so a machine with an empty disk reuses them.
+    """
+    DROP TABLE models;
+    CREATE TABLE models (
+        cache_key VARCHAR PRIMARY KEY,
+        model BLOB NOT NULL,
+        signature VARCHAR NOT NULL,
+        sklearn_version VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    """,
+    # 6: activation: where segments are sent (secrets stay outside the store), which segment goes where, each
+    # delivery, and what each destination holds now (the base of the next diff).
+    """
+    CREATE TABLE destinations (
+        destination_id BIGINT PRIMARY KEY,
+        name VARCHAR NOT NULL UNIQUE,
+        kind VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        options JSON NOT NULL,
+        created_by VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE activations (
+        activation_id BIGINT PRIMARY KEY,
+        segment_id BIGINT NOT NULL,
+        destination_id BIGINT NOT NULL,
+        identity VARCHAR NOT NULL,
+        columns JSON NOT NULL,
+        active BOOLEAN NOT NULL DEFAULT true,
+        created_by VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        UNIQUE (segment_id, destination_id)
+    );
+    CREATE TABLE deliveries (
+        delivery_id BIGINT PRIMARY KEY,
+        activation_id BIGINT NOT NULL,
+        run_id BIGINT NOT NULL,
+        status VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL,
+        members BIGINT,
+        added BIGINT,
+        removed BIGINT,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        pid INTEGER,
+        location VARCHAR,
+        error VARCHAR,
+        started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        finished_at TIMESTAMP,
+        UNIQUE (activation_id, run_id)
+    );
+    CREATE TABLE delivered_members (
+        activation_id BIGINT NOT NULL,
+        profile_id BIGINT NOT NULL,
+        identity_value VARCHAR NOT NULL,
+        PRIMARY KEY (activation_id, profile_id)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_migrated: set[Path] = set()
-_migrate_lock = threading.Lock()
+
+class StoreUnavailable(CaiError):
+    """The PostgreSQL database cannot be reached (wrong address, password or network)."""
 
 
-def resolve_db_path(explicit: str | os.PathLike | None = None) -> Path:
-    """The database path: an explicit one (``--db``), else ``$CAI_DB``, else ``data/cai.duckdb``."""
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get(DB_ENV_VAR) or DEFAULT_DB_PATH)
+@dataclass(frozen=True)
+class Store:
+    """Where the app keeps everything: a DuckDB file path or a ``postgresql://`` URL, and the secret that signs
+    its models. ``str()`` never shows a password."""
+
+    location: str
+    model_key: str | None = field(default=None, repr=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.location.startswith(POSTGRES_SCHEMES)
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.is_postgres else "duckdb"
+
+    @property
+    def path(self) -> Path:
+        """The DuckDB file (only for the file backend)."""
+        if self.is_postgres:
+            raise TypeError("A PostgreSQL store has no file path.")
+        return Path(self.location)
+
+    @property
+    def share_key(self) -> str:
+        return self.location if self.is_postgres else str(self.path.resolve())
+
+    def __str__(self) -> str:
+        return redact(self.location)
+
+    def __repr__(self) -> str:
+        return f"Store({redact(self.location)!r})"
 
 
-def models_dir(db_path: Path) -> Path:
-    """Where fitted models are cached: ``$CAI_MODELS``, else a ``models`` folder beside the database."""
-    configured = os.environ.get(MODELS_ENV_VAR)
-    return Path(configured) if configured else db_path.resolve().parent / "models"
+def redact(text: str) -> str:
+    """``text`` with the password of every PostgreSQL URL in it (and any ``password=`` setting) masked."""
+    def mask(match: re.Match) -> str:
+        parts = urlsplit(match.group(0))
+        if parts.password is None:
+            return match.group(0)
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    text = re.sub(r"postgres(?:ql)?://[^\s'\"]+", mask, text)
+    return re.sub(r"(password\s*=\s*)[^\s&'\"]+", r"\1***", text, flags=re.IGNORECASE)
+
+
+def resolve(location: Store | str | os.PathLike | None = None, model_key: str | None = None) -> Store:
+    """The store: an explicit location (``--db``, a path or a URL), else ``$CAI_DB``, else ``data/cai.duckdb``.
+    The model key is the one given, else ``$CAI_MODEL_KEY``."""
+    if isinstance(location, Store):
+        return location
+    text = os.fspath(location) if location else os.environ.get(DB_ENV_VAR) or str(DEFAULT_DB_PATH)
+    return Store(text, model_key or os.environ.get(MODEL_KEY_ENV_VAR) or None)
+
+
+def resolve_db_path(explicit: Store | str | os.PathLike | None = None) -> Store:
+    """The store named by ``--db``, ``$CAI_DB`` or the default (see ``resolve``)."""
+    return resolve(explicit)
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -212,7 +329,16 @@ def _is_lock_conflict(error: duckdb.Error) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text or "conflict" in text.lower()
 
 
-def _open(path: Path) -> duckdb.DuckDBPyConnection:
+def _is_write_conflict(error: duckdb.Error) -> bool:
+    """A concurrent writer got there first: DuckDB's own conflicts, or PostgreSQL's (reported by the extension as
+    plain errors carrying PostgreSQL's message)."""
+    if isinstance(error, (duckdb.TransactionException, duckdb.ConstraintException)):
+        return True
+    text = str(error).lower()
+    return any(sign in text for sign in ("duplicate key value", "could not serialize", "deadlock detected"))
+
+
+def _open_file(path: Path) -> duckdb.DuckDBPyConnection:
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
     delay = 0.05
@@ -228,9 +354,79 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
             delay = min(delay * 2, 0.5)
 
 
+def _postgres_extension() -> Path:
+    """The extension file from the ``duckdb-extension-postgres`` package, under the name DuckDB loads it by.
+
+    DuckDB derives an extension's entry point from its file name (``postgres_scanner``), so a link with that name
+    points at the packaged file: nothing is downloaded, copied or installed into the home folder."""
+    packaged = resources.files("duckdb_extension_postgres") / "extensions" / f"v{duckdb.__version__}" / \
+        "postgres.duckdb_extension"
+    folder = Path(tempfile.gettempdir()) / f"cai-duckdb-{duckdb.__version__}-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    link = folder / "postgres_scanner.duckdb_extension"
+    if not link.exists():
+        temporary = folder / f".{os.getpid()}.link"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(Path(str(packaged)))
+        os.replace(temporary, link)
+    return link
+
+
+def _duckdb_for(*targets: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that never downloads an extension, with PostgreSQL's loaded when a target needs it."""
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    if any(target.is_postgres for target in targets):
+        con.execute(f"LOAD '{_postgres_extension()}'")
+    return con
+
+
+def _attach(con: duckdb.DuckDBPyConnection, target: Store, alias: str, read_only: bool = False) -> None:
+    options = ["TYPE postgres"] if target.is_postgres else []
+    if read_only:
+        options.append("READ_ONLY")
+    clause = f" ({', '.join(options)})" if options else ""
+    try:
+        con.execute(f"ATTACH {_quote(target.location)} AS {alias}{clause}")
+    except duckdb.Error as error:
+        raise StoreUnavailable(
+            f"Could not open the database {target}: {redact(str(error))} Check the address, user and password in "
+            "the app's settings."
+        ) from None
+
+
+def attached(location: Store | str | os.PathLike, alias: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with ``location`` attached as ``alias``: for databases other than the store (an
+    activation's table destination), loaded the same offline way."""
+    target = resolve(location)
+    con = _duckdb_for(target)
+    _attach(con, target, alias)
+    return con
+
+
+def _open_postgres(target: Store) -> duckdb.DuckDBPyConnection:
+    con = _duckdb_for(target)
+    try:
+        _attach(con, target, POSTGRES_CATALOG)
+    except StoreUnavailable:
+        con.close()
+        raise
+    con.execute(f"USE {POSTGRES_CATALOG}")
+    return con
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _open(target: Store) -> duckdb.DuckDBPyConnection:
+    return _open_postgres(target) if target.is_postgres else _open_file(target.path)
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version' "
+        "AND table_catalog = current_database()"
     ).fetchall()[0][0]
     if not exists:
         return 0
@@ -238,26 +434,55 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return row[0] or 0
 
 
-def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+def postgres_execute(con: duckdb.DuckDBPyConnection, statement: str) -> None:
+    """Runs one statement in PostgreSQL's own dialect (locks, say), inside the current transaction. The statement
+    is ours, never user input."""
+    con.execute(f"CALL postgres_execute({_quote(POSTGRES_CATALOG)}, {_quote(statement)})")
+
+
+def _migrate(con: duckdb.DuckDBPyConnection, postgres: bool) -> None:
     current = schema_version(con)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"This database was written by a newer version of Customer AI (schema {current}; this app knows "
-            f"up to {SCHEMA_VERSION}). Upgrade the app, or point it at another database file."
+            f"up to {SCHEMA_VERSION}). Upgrade the app, or point it at another database."
         )
     if current == SCHEMA_VERSION:
         return
     con.begin()
     try:
+        if postgres:
+            # Replicas starting together: the first upgrades, the others wait here and then find nothing to do.
+            postgres_execute(con, f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+            con.execute("CALL pg_clear_cache()")
+            current = schema_version(con)
         if current == 0:
             con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            con.execute(MIGRATIONS[version - 1])
+            con.execute(_for_postgres(MIGRATIONS[version - 1]) if postgres else MIGRATIONS[version - 1])
             con.execute("INSERT INTO schema_version VALUES (?, current_timestamp)", [version])
         con.commit()
     except BaseException:
         con.rollback()
         raise
+
+
+def _for_postgres(ddl: str) -> str:
+    """A migration as PostgreSQL gets it: JSON columns become text there, because the extension sends updated
+    values as text, which PostgreSQL refuses to put into a ``json`` column without a cast. DuckDB reads both the
+    same way."""
+    return re.sub(r"\bJSON\b", "VARCHAR", ddl)
+
+
+def migrate(location: Store | str | os.PathLike) -> tuple[int, int]:
+    """Sets up or upgrades the store's schema now; returns the versions before and after."""
+    target = resolve(location)
+    _migrated.discard(target.share_key)
+    with connect(target, migrate=False) as con:
+        before = schema_version(con)
+        _migrate(con, target.is_postgres)
+        _migrated.add(target.share_key)
+        return before, schema_version(con)
 
 
 @dataclass
@@ -267,26 +492,30 @@ class _Shared:
     release_timer: threading.Timer | None = None
 
 
-_shared: dict[Path, _Shared] = {}
+_shared: dict[str, _Shared] = {}
 _shared_lock = threading.RLock()
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
 
 
 @contextmanager
-def connect(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(location: Store | str | os.PathLike, migrate: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection for one unit of work.
 
     Opening a DuckDB file costs about 12 ms, more than most of the app's queries, so units of work in one process
     share an open file through cursors. The file is closed once nobody has used it for ``IDLE_RELEASE_SECONDS``,
     which lets another process (a scheduled run from the command line, say) take it in turn; that process waits
-    for it for up to ``BUSY_WAIT_SECONDS``."""
-    key = Path(db_path).resolve()
+    for it for up to ``BUSY_WAIT_SECONDS``. A PostgreSQL store is shared the same way but stays attached, since
+    PostgreSQL takes many connections at once."""
+    target = resolve(location)
+    key = target.share_key
     # Opening may wait for another process, so it happens outside the lock; a thread that loses the race to
-    # open the same file closes its own, redundant connection.
-    opened = None if key in _shared else _open(Path(db_path))
+    # open the same store closes its own, redundant connection.
+    opened = None if key in _shared else _open(target)
     with _shared_lock:
         shared = _shared.get(key)
         if shared is None:
-            shared = _shared[key] = _Shared(opened or _open(Path(db_path)))
+            shared = _shared[key] = _Shared(opened or _open(target))
         elif opened is not None:
             opened.close()
         if shared.release_timer:
@@ -295,22 +524,28 @@ def connect(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         shared.users += 1
         cursor = shared.connection.cursor()
     try:
-        if key not in _migrated:
+        if target.is_postgres:
+            cursor.execute(f"USE {POSTGRES_CATALOG}")
+        if migrate and key not in _migrated:
             with _migrate_lock:
-                _migrate(cursor)
+                _migrate(cursor, target.is_postgres)
                 _migrated.add(key)
         yield cursor
+    except duckdb.Error as error:
+        if target.is_postgres and redact(str(error)) != str(error):
+            raise type(error)(redact(str(error))) from None
+        raise
     finally:
         cursor.close()
         with _shared_lock:
             shared.users -= 1
-            if shared.users == 0:
+            if shared.users == 0 and not target.is_postgres:
                 shared.release_timer = threading.Timer(IDLE_RELEASE_SECONDS, _release_if_idle, (key, shared))
                 shared.release_timer.daemon = True
                 shared.release_timer.start()
 
 
-def _release_if_idle(key: Path, shared: _Shared) -> None:
+def _release_if_idle(key: str, shared: _Shared) -> None:
     with _shared_lock:
         if shared.users == 0 and _shared.get(key) is shared:
             del _shared[key]
@@ -319,11 +554,11 @@ def _release_if_idle(key: Path, shared: _Shared) -> None:
             shared.connection.close()
 
 
-def release(db_path: Path | None = None) -> None:
-    """Closes the shared file (every file without ``db_path``) now if nobody is using it: before copying the file,
-    or handing it to another process straight away."""
+def release(location: Store | str | os.PathLike | None = None) -> None:
+    """Closes the shared connection to one store (every store without ``location``) now if nobody is using it:
+    before copying a database file, or handing it to another process straight away."""
     with _shared_lock:
-        keys = [Path(db_path).resolve()] if db_path else list(_shared)
+        keys = [resolve(location).share_key] if location else list(_shared)
         for key in keys:
             if key in _shared:
                 _release_if_idle(key, _shared[key])
@@ -332,10 +567,20 @@ def release(db_path: Path | None = None) -> None:
 atexit.register(release)
 
 
+def is_empty(location: Store | str | os.PathLike) -> bool:
+    """Whether the store holds nothing yet (no file, or a database without any data or instance): a first start."""
+    target = resolve(location)
+    if not target.is_postgres:
+        return not target.path.exists()
+    with connect(target) as con:
+        return not con.execute("SELECT (SELECT count(*) FROM datasets) + (SELECT count(*) FROM instances)"
+                               ).fetchall()[0][0]
+
+
 @contextmanager
-def transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def transaction(location: Store | str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection inside one transaction: everything it writes lands together, or nothing does."""
-    with connect(db_path) as con:
+    with connect(location) as con:
         con.begin()
         try:
             yield con
@@ -345,7 +590,7 @@ def transaction(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             raise
 
 
-def write(db_path: Path, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+def write(location: Store | str | os.PathLike, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
     """Runs ``work`` in a transaction, retrying briefly when a concurrent writer conflicts with it.
 
     A key collision counts as a conflict too: two writers may pick the same next id at once; on the retry
@@ -354,21 +599,63 @@ def write(db_path: Path, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
     delay = 0.02
     while True:
         try:
-            with transaction(db_path) as con:
+            with transaction(location) as con:
                 return work(con)
-        except (duckdb.TransactionException, duckdb.ConstraintException) as error:
+        except duckdb.Error as error:
+            if not _is_write_conflict(error):
+                raise
             if time.monotonic() > deadline:
                 raise StoreBusy("Someone else is saving changes right now. Try again in a moment.") from error
             time.sleep(delay)
             delay = min(delay * 2, 0.3)
 
 
-def query_df(db_path: Path, sql: str, params: list | dict | None = None):
+def query_df(location: Store | str | os.PathLike, sql: str, params: list | dict | None = None):
     """Runs one read query and returns a pandas DataFrame."""
-    with connect(db_path) as con:
+    with connect(location) as con:
         return con.execute(sql, params or []).df()
 
 
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     """The next free integer key of ``table.column`` (identifiers are ours, never user input)."""
     return con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchall()[0][0]
+
+
+def copy(source: Store | str | os.PathLike, target: Store | str | os.PathLike, replace: bool = False) -> dict[str, int]:
+    """Copies every table of ``source`` into ``target`` (either kind to either kind) in one transaction on the
+    target; returns the rows copied per table. A target that already holds data is refused unless ``replace``."""
+    source, target = resolve(source), resolve(target)
+    if source.share_key == target.share_key:
+        raise CaiError("The source and the target are the same database.")
+    if not source.is_postgres and not source.path.exists():
+        raise CaiError(f"There is no database file at {source}.")
+    for each in (source, target):
+        migrate(each)
+        release(each)
+    con = _duckdb_for(source, target)
+    try:
+        _attach(con, source, "cai_source", read_only=True)
+        _attach(con, target, "cai_target")
+        tables = [name for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'cai_target' "
+            "AND schema_name IN ('main', 'public') AND table_name <> 'schema_version' ORDER BY table_name").fetchall()]
+        held = sum(con.execute(f"SELECT count(*) FROM cai_target.{table}").fetchall()[0][0] for table in tables)
+        if held and not replace:
+            raise CaiError(f"The target {target} already holds data ({held:,} rows). Copy into an empty database, "
+                           "or replace its contents with --replace.")
+        copied = {}
+        con.begin()
+        for table in tables:
+            columns = ", ".join(name for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = 'cai_target' AND table_name = ? "
+                "ORDER BY column_index", [table]).fetchall())
+            if replace:
+                con.execute(f"DELETE FROM cai_target.{table}")
+            con.execute(f"INSERT INTO cai_target.{table} ({columns}) SELECT {columns} FROM cai_source.{table}")
+            copied[table] = con.execute(f"SELECT count(*) FROM cai_source.{table}").fetchall()[0][0]
+        con.commit()
+        return copied
+    except duckdb.Error as error:
+        raise CaiError(f"The copy failed and the target is unchanged: {redact(str(error))}") from None
+    finally:
+        con.close()

@@ -35,21 +35,21 @@ def test_entry_script_routes_to_the_instance_list(trained_db):
 
 
 def test_data_page_shows_counts_and_datasets(trained_db):
-    app = _page("pages/data.py")
+    app = _page("app_pages/data.py")
     assert not app.exception
     assert app.metric[0].value == "6,000"
     assert "Luma retail events (demo)" in app.dataframe[0].value["dataset"].tolist()
 
 
 def test_instances_page_lists_the_tutorial_instance_and_refuses_edit_after_success(trained_db):
-    app = _page("pages/instances.py")
+    app = _page("app_pages/instances.py")
     assert not app.exception
     assert app.selectbox(key="instances_selected").value == instances.TUTORIAL_INSTANCE
     assert any("can be edited only" in info.value for info in app.info)
 
 
 def test_creating_and_running_an_instance_from_the_form(trained_db):
-    app = _page("pages/instances.py")
+    app = _page("app_pages/instances.py")
     app.text_input(key="instances_create_name").input("Checkout Propensity")
     app.multiselect(key="instances_create_goals").set_value(["commerce.checkouts"])
     app.button(key="FormSubmitter:instances_create-Save").click().run()
@@ -62,7 +62,7 @@ def test_creating_and_running_an_instance_from_the_form(trained_db):
 
 
 def test_dashboard_shows_cards_charts_and_evaluation(trained_db):
-    app = _page("pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
+    app = _page("app_pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
     assert not app.exception
     assert app.title[0].value == instances.TUTORIAL_INSTANCE
     labels = [metric.label for metric in app.metric]
@@ -72,13 +72,13 @@ def test_dashboard_shows_cards_charts_and_evaluation(trained_db):
 
 def test_dashboard_of_an_untrained_instance_says_what_to_do(trained_db):
     instances.clone_instance(trained_db, instances.TUTORIAL_INSTANCE, "Untrained")
-    app = _page("pages/dashboard.py", instance="Untrained")
+    app = _page("app_pages/dashboard.py", instance="Untrained")
     assert not app.exception
     assert "Run now" in app.warning[0].value
 
 
 def test_create_segment_on_the_high_card_opens_the_prefilled_builder(trained_db):
-    app = _page("pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
+    app = _page("app_pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
     high_card_count = [metric.value for metric in app.metric if metric.label == "Profiles"][0]
     app.button(key="dashboard_segment_high").click().run()
     assert not app.exception
@@ -89,7 +89,7 @@ def test_create_segment_on_the_high_card_opens_the_prefilled_builder(trained_db)
 
 
 def test_saving_the_prefilled_builder_stores_the_card_count(trained_db):
-    app = _page("pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high")
+    app = _page("app_pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high")
     audience = app.metric[0].value
     app.text_input(key="builder_name").input("Demo - Customer AI High Propensity")
     app.button(key="builder_save").click().run()
@@ -102,7 +102,7 @@ def test_saving_the_prefilled_builder_stores_the_card_count(trained_db):
 def test_builder_refuses_a_duplicate_name(trained_db):
     rule = segments.bucket_rule(instances.TUTORIAL_INSTANCE, "high", 25, 75)
     segments.create_segment(trained_db, "Taken", rule)
-    builder = _page("pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high")
+    builder = _page("app_pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high")
     builder.text_input(key="builder_name").input("Taken")
     builder.button(key="builder_save").click().run()
     assert not builder.exception
@@ -112,22 +112,45 @@ def test_builder_refuses_a_duplicate_name(trained_db):
 def test_segments_page_lists_members_and_overlap(trained_db):
     for bucket in ("high", "medium"):
         segments.create_segment(trained_db, bucket, segments.bucket_rule(instances.TUTORIAL_INSTANCE, bucket, 25, 75))
-    app = _page("pages/segments.py")
+    app = _page("app_pages/segments.py")
     assert not app.exception
     assert app.dataframe[0].value["name"].tolist() == ["high", "medium"]
     members = app.dataframe[1].value
     assert len(members) > 0 and set(members["bucket"]) == {"high"}
 
 
-def test_profiles_page_finds_the_tutorial_email_and_shows_its_score(trained_db):
-    app = _page("pages/profiles.py", namespace="Email", value="hbirkenshawa@businessweek.com")
+def test_profiles_browse_lists_the_tutorial_email_and_its_profile_id_opens_the_profile(trained_db):
+    app = _page("app_pages/profiles.py")
+    app.text_input(key="profiles_value").input("hbirkenshawa@businessweek.com")
+    app.button(key="FormSubmitter:profiles_browse-View").click().run()
     assert not app.exception
+    assert not [metric for metric in app.metric if metric.label == "Propensity score"]  # results first, as in AEP
+    app.button(key="profiles_open_1").click().run()
+    assert not app.exception
+    assert app.query_params["profile"] == ["1"] or app.query_params["profile"] == "1"
     scores = [metric.value for metric in app.metric if metric.label == "Propensity score"]
     assert len(scores) == 1 and 0 <= float(scores[0]) <= 100
     assert "profile 1" in app.subheader[0].value
+    attributes = app.dataframe[0].value
+    rows = dict(zip(attributes["attribute"], attributes["value"]))
+    field = f'CustomerAI["{instances.TUTORIAL_INSTANCE}"]'
+    assert rows[f"{field}.score"] == scores[0]
+    assert {f"{field}.{name}" for name in ("probability", "percentile", "bucket", "scoreDate")} <= set(rows)
+
+
+def test_profiles_open_by_identity_opens_an_exact_match_directly(trained_db):
+    app = _page("app_pages/profiles.py")
+    app.text_input(key="profiles_direct_value").input("hbirkenshawa@businessweek.com").run()
+    assert not app.exception
+    assert "profile 1" in app.subheader[0].value
+    linked = _page("app_pages/profiles.py", namespace="Email", value="hbirkenshawa@businessweek.com")
+    assert not linked.exception
+    assert "profile 1" in linked.subheader[0].value
 
 
 def test_profiles_page_says_when_nothing_matches(trained_db):
-    app = _page("pages/profiles.py", namespace="Email", value="'; DROP TABLE events; --")
+    app = _page("app_pages/profiles.py")
+    app.text_input(key="profiles_value").input("'; DROP TABLE events; --")
+    app.button(key="FormSubmitter:profiles_browse-View").click().run()
     assert not app.exception
     assert "No profile has" in app.warning[0].value

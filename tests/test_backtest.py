@@ -30,9 +30,17 @@ def test_backtest_measures_each_cutoff_and_writes_nothing(trained_db, capsys):
     assert code == 0
     assert [row["cutoff"] for row in report["cutoffs"]] == ["2026-08-01", "2026-09-01"]
     for row in report["cutoffs"]:
-        assert row["customers"] > 1000 and 0 < row["base_rate"] < 0.5
+        eligible = store.query_df(
+            trained_db, "SELECT count(DISTINCT profile_id) AS n FROM events WHERE event_type <> "
+            "'directMarketing.emailSent' AND ts < CAST(? AS TIMESTAMP) "
+            "AND ts >= CAST(? AS TIMESTAMP) - INTERVAL 45 DAY",
+            [row["cutoff"], row["cutoff"]])["n"][0]
+        assert row["customers"] == eligible and 0 < row["base_rate"] < 0.5
         assert 0.65 < row["auc"] < 0.98 and row["lift_top_decile"] > 1.5
+        assert row["calibration_error"] == pytest.approx(row["expected_rate"] / row["base_rate"] - 1)
     assert report["mean"]["auc"] == pytest.approx(sum(r["auc"] for r in report["cutoffs"]) / 2)
+    worst = max(abs(r["calibration_error"]) for r in report["cutoffs"])
+    assert abs(report["mean"]["worst_calibration_error"]) == pytest.approx(worst)
     assert store.query_df(trained_db, "SELECT count(*) AS n FROM runs")["n"][0] == runs_before
 
 
@@ -49,7 +57,7 @@ def test_online_retail_backtest_beats_the_reference_table(empty_db):
         name="Purchase in 30 days", goals=(instances.Goal("commerce.purchases"),), eligible_days=365))
     results = backtest.backtest(empty_db, "Purchase in 30 days",
                                 backtest.monthly_cutoffs(dt.date(2011, 4, 1), dt.date(2011, 11, 1)))
-    summary = backtest.mean(results)
+    summary = backtest.summary(results)
     assert summary["cutoffs"] == 8
     assert 3000 < summary["customers"] < 3080 and summary["base_rate"] == pytest.approx(0.279, abs=0.002)
     assert summary["auc"] > 0.731 and summary["average_precision"] > 0.580

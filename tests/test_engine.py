@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
+import hashlib
+import json
+import pickle
 import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cai import audit, engine, evaluation, factors, features, instances, profiles, scores, segments, store
+from cai import audit, engine, evaluation, factors, features, instances, models, profiles, scores, segments, store
 from cai.instances import Condition, Definition, Goal
 
 TUTORIAL = instances.TUTORIAL_INSTANCE
+pytestmark = pytest.mark.both_backends
 
 
 def _scores(db, run_id) -> pd.DataFrame:
@@ -33,12 +36,11 @@ def test_the_demo_run_succeeds_with_a_real_but_imperfect_model(trained_db):
 def test_a_run_as_of_a_date_ignores_every_later_event(trained_db, tmp_path):
     as_of = dt.date(2026, 10, 1)
     cut = tmp_path / "cut.duckdb"
-    store.release(trained_db)
-    shutil.copy(trained_db, cut)
+    store.copy(trained_db, cut)
     with store.connect(cut) as con:
         con.execute("DELETE FROM events WHERE ts >= ?", [as_of])
-    full = engine.run_instance(trained_db, TUTORIAL, as_of=as_of, models=tmp_path / "m1")
-    truncated = engine.run_instance(cut, TUTORIAL, as_of=as_of, models=tmp_path / "m2")
+    full = engine.run_instance(trained_db, TUTORIAL, as_of=as_of)
+    truncated = engine.run_instance(cut, TUTORIAL, as_of=as_of)
     assert full.error is None and truncated.error is None
     pd.testing.assert_frame_equal(_scores(trained_db, full.run_id), _scores(cut, truncated.run_id))
 
@@ -69,6 +71,45 @@ def test_eligibility_needs_activity_in_the_lookback_and_ignores_passive_emails(e
     assert len(frame) == 1
 
 
+def test_every_profile_eligible_at_the_score_date_is_scored(trained_db):
+    run = scores.latest_run(trained_db, TUTORIAL)
+    eligible = store.query_df(
+        trained_db,
+        "SELECT count(DISTINCT profile_id) AS n FROM events WHERE event_type <> 'directMarketing.emailSent' "
+        "AND ts < CAST(? AS TIMESTAMP) AND ts >= CAST(? AS TIMESTAMP) - INTERVAL 45 DAY",
+        [run["details"]["as_of"], run["details"]["as_of"]])["n"][0]
+    assert run["profiles_scored"] == eligible == len(_scores(trained_db, run["run_id"]))
+
+
+def test_a_customer_dormant_for_over_a_year_is_still_a_row_with_its_real_recency(empty_db):
+    from cai import ingest
+
+    rows = ["timestamp,event_type,email", "2026-01-20T00:00:00,search,recent@x",
+            "2024-12-01T00:00:00,commerce.purchases,dormant@x",
+            "2025-12-01T00:00:00,directMarketing.emailSent,dormant@x"]
+    ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "dormant.csv")
+    definition = Definition(name="x", goals=(Goal("search"),), eligible_days=500)
+    with store.connect(empty_db) as con:
+        frame = features.build(con, definition, [dt.date(2026, 2, 1)], with_labels=True)
+    dormant = frame.sort_values("last_activity_days").iloc[-1]
+    assert len(frame) == 2 and dormant["last_activity_days"] == (dt.date(2026, 2, 1) - dt.date(2024, 12, 1)).days
+    assert dormant["purchases_90d"] == 0 and pd.isna(dormant["purchases_days_since"])
+    assert pd.isna(dormant["tenure_days"]) and dormant["email_opens_30d"] == 0
+
+
+def test_purchase_gaps_count_days_and_tenure_ignores_email_sends(empty_db):
+    from cai import ingest
+
+    rows = ["timestamp,event_type,email", "2026-01-01T09:00:00,commerce.purchases,a@x",
+            "2026-01-01T10:00:00,commerce.purchases,a@x", "2026-01-11T09:00:00,commerce.purchases,a@x",
+            "2025-06-01T09:00:00,directMarketing.emailSent,a@x"]
+    ingest.ingest_bytes(empty_db, "\n".join(rows).encode(), "gaps.csv")
+    with store.connect(empty_db) as con:
+        frame = features.build(con, Definition(name="x", goals=(Goal("search"),)), [dt.date(2026, 2, 1)], False)
+    assert frame["purchase_gap_days"].iloc[0] == pytest.approx(10.0, abs=0.05)
+    assert frame["tenure_days"].iloc[0] == pytest.approx(31.0 - 9 / 24, abs=0.01)
+
+
 def test_too_few_examples_end_in_error_with_advice(trained_db):
     strict = Definition(name="Strict", goals=(Goal("commerce.purchases", Condition("value", ">", 5000)),))
     instances.create_instance(trained_db, strict)
@@ -83,25 +124,42 @@ def test_too_little_history_is_explained(trained_db):
     assert result.status == instances.ERROR and "Not enough history" in result.error
 
 
-def test_a_cached_model_is_reused_and_a_tampered_one_is_refused(trained_db, tmp_path):
+def test_a_cached_model_is_reused_and_a_tampered_one_is_refused(trained_db):
     again = engine.run_instance(trained_db, TUTORIAL)
     assert scores.latest_run(trained_db, TUTORIAL)["details"]["cache"] == "reused cached model"
-    model_file = next((tmp_path / "models").glob("*.joblib"))
-    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    with store.connect(trained_db) as con:
+        payload = con.execute("SELECT model FROM models").fetchall()[0][0]
+        con.execute("UPDATE models SET model = ?", [bytes(payload) + b"tampered"])
     retrained = engine.run_instance(trained_db, TUTORIAL)
-    assert "failed its checksum" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+    assert "failed its signature check" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
     pd.testing.assert_frame_equal(_scores(trained_db, again.run_id).reset_index(drop=True),
                                   _scores(trained_db, retrained.run_id).reset_index(drop=True))
 
 
-def test_a_model_file_outside_the_models_folder_is_never_loaded(trained_db, tmp_path):
-    model_file = next((tmp_path / "models").glob("*.joblib"))
-    outside = tmp_path / "outside.joblib"
-    outside.write_bytes(model_file.read_bytes())
+def test_a_model_row_written_by_someone_without_the_key_never_runs_its_code(trained_db, tmp_path):
+    planted = tmp_path / "planted-code-ran"
+    forged = pickle.dumps(_RunsCodeWhenUnpickled(planted))
     with store.connect(trained_db) as con:
-        con.execute("UPDATE models SET file_name = '../outside.joblib', sha256 = ?", [engine._sha256(outside)])
-    engine.run_instance(trained_db, TUTORIAL)
-    assert "outside the models folder" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+        con.execute("UPDATE models SET model = ?, signature = ?", [forged, hashlib.sha256(forged).hexdigest()])
+    result = engine.run_instance(trained_db, TUTORIAL)
+    assert result.error is None and not planted.exists()
+    assert "failed its signature check" in scores.latest_run(trained_db, TUTORIAL)["details"]["cache"]
+
+
+def test_models_signed_with_another_key_are_retrained_not_loaded(trained_db):
+    keyed = store.resolve(trained_db, model_key="the deployment's own key")
+    engine.run_instance(keyed, TUTORIAL)
+    assert "failed its signature check" in scores.latest_run(keyed, TUTORIAL)["details"]["cache"]
+    engine.run_instance(keyed, TUTORIAL)
+    assert scores.latest_run(keyed, TUTORIAL)["details"]["cache"] == "reused cached model"
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
 
 
 def test_a_failed_run_keeps_the_previous_scores(trained_db, monkeypatch):
@@ -123,26 +181,60 @@ def test_an_interrupted_run_is_marked_and_the_instance_keeps_its_scores(trained_
     assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
 
 
-def test_top_factors_are_faithful(trained_db):
+def test_top_reasons_are_faithful(trained_db):
     run = scores.latest_run(trained_db, TUTORIAL)
-    model_file = store.models_dir(trained_db) / run["details"]["model_file"]
-    import joblib
-
-    model = joblib.load(model_file)
-    definition = run["definition"]
+    model, note = models.load(trained_db, run["details"]["model"])
+    assert note == "reused cached model"
     with store.connect(trained_db) as con:
-        frame = features.build(con, definition, [dt.date.fromisoformat(run["details"]["as_of"])], False)
+        frame = features.build(con, run["definition"], [dt.date.fromisoformat(run["details"]["as_of"])], False)
     matrix = engine.encode(frame, model)
     top = store.query_df(trained_db, "SELECT profile_id, feature, effect FROM score_factors WHERE run_id = ? "
                                      "AND rank = 1 ORDER BY profile_id LIMIT 300", [run["run_id"]])
     typical = factors.typical_values(matrix, model.categorical)
+    reason_of = {model.feature_names[reason.headline]: reason for reason in factors.reasons(model.feature_names)}
     row_of = {pid: i for i, pid in enumerate(frame["profile_id"])}
     for factor in top.itertuples():
         row = matrix[row_of[factor.profile_id]].copy()
         before = model.probability(row[None, :])[0]
-        row[model.feature_names.index(factor.feature)] = typical[model.feature_names.index(factor.feature)]
+        members = list(reason_of[factor.feature].members)
+        row[members] = typical[members]
         after = model.probability(row[None, :])[0]
         assert np.sign(before - after) == np.sign(factor.effect)
+
+
+def test_every_scored_profile_has_a_reason(trained_db):
+    run_id = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    without = store.query_df(trained_db, "SELECT count(*) AS n FROM scores s WHERE run_id = ? AND NOT EXISTS "
+                                         "(SELECT 1 FROM score_factors f WHERE f.run_id = s.run_id "
+                                         "AND f.profile_id = s.profile_id)", [run_id])["n"][0]
+    assert without == 0
+
+
+def test_top_reasons_point_the_way_the_buckets_do(trained_db):
+    """A customer whose value is at least as far out as the high bucket's median (or the low bucket's) should see
+    that reason raise (or lower) the score, as the dashboard's medians suggest: a recent cart addition must not
+    lower a high scorer's score. Values between the two medians say nothing either way and are left out."""
+    run_id = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    medians = {}
+    for row in store.query_df(trained_db, "SELECT feature, kind, by_bucket FROM run_factors WHERE run_id = ?",
+                              [run_id]).itertuples():
+        high, low = (json.loads(row.by_bucket)[name].get("median") for name in ("high", "low"))
+        if row.kind == "numeric" and high is not None and low is not None and high != low:
+            medians[row.feature] = (high, low)
+    top = store.query_df(trained_db, "SELECT feature, value, effect FROM score_factors WHERE run_id = ? "
+                                     "AND rank = 1", [run_id])
+    top = top[top["feature"].isin(list(medians))]
+    high = top["feature"].map(lambda name: medians[name][0])
+    low = top["feature"].map(lambda name: medians[name][1])
+    towards_high = np.sign(high - low)
+    like_high = towards_high * (top["value"] - high) >= 0
+    like_low = towards_high * (top["value"] - low) <= 0
+    clear = like_high | like_low
+    agrees = np.sign(top["effect"][clear]) == np.where(like_high[clear], 1, -1)
+    assert clear.sum() > 0.3 * len(top) and agrees.mean() > 0.8
+    tutorial_profile = store.query_df(trained_db, "SELECT effect FROM score_factors WHERE run_id = ? AND "
+                                                  "profile_id = 1 AND feature = 'cart_adds_days_since'", [run_id])
+    assert (tutorial_profile["effect"] > 0).all()
 
 
 def test_calibration_and_metrics_on_known_probabilities():
@@ -162,6 +254,17 @@ def test_score_is_relative_to_the_base_rate():
     scores_ = evaluation.scores_from_probabilities(np.array([0.1, 0.25, 1 / 28]), base_rate=0.1)
     assert scores_.tolist() == [50.0, 75.0, 25.0]
     assert evaluation.percentiles(np.array([1.0, 2.0, 2.0, 3.0])).tolist() == [25, 75, 75, 100]
+
+
+def test_a_score_means_the_same_in_every_run_of_an_instance(trained_db):
+    first = scores.latest_run(trained_db, TUTORIAL)
+    later = engine.run_instance(trained_db, TUTORIAL, as_of=dt.date(2026, 10, 1))
+    details = scores.latest_run(trained_db, TUTORIAL)["details"]
+    assert later.error is None and details["reference_rate"] == first["details"]["reference_rate"]
+    assert details["base_rate"] != details["reference_rate"]
+    stored = store.query_df(trained_db, "SELECT probability, score FROM scores WHERE run_id = ?", [later.run_id])
+    expected = evaluation.scores_from_probabilities(stored["probability"].to_numpy(), details["reference_rate"])
+    assert np.allclose(stored["score"], expected)
 
 
 def test_segments_match_the_card_and_export_exactly_those_profiles(trained_db, tmp_path):
@@ -222,18 +325,23 @@ def test_trade_off_figures_follow_the_cut_off(trained_db):
     assert narrow["expected_return"] == pytest.approx(narrow["expected_conversions"] * 100 - narrow["size"] * 2)
 
 
-def test_profile_lookup_exact_forgiving_and_literal(trained_db):
+def test_profile_lookup_exact_forgiving_and_literal(trained_db, tmp_path):
     assert profiles.find(trained_db, "Email", "hbirkenshawa@businessweek.com") == 1
     ecid = profiles.identities(trained_db, 1).set_index("namespace").loc["ECID", "identity"]
     assert profiles.find(trained_db, "ECID", ecid) == 1
-    assert profiles.find(trained_db, "Email", "HBIRKENSHAWA@businessweek.com") is None
+    # Emails are stored lower-case at load, so an email typed in any case (and with stray spaces) finds its owner;
+    # other namespaces stay exact.
+    assert profiles.find(trained_db, "Email", " HBIRKENSHAWA@BusinessWeek.com ") == 1
+    assert profiles.find(trained_db, "email", "Hbirkenshawa@businessweek.com") == 1
+    assert profiles.find(trained_db, "Email", "hbirkenshawa@businessweek.co") is None
+    assert profiles.find(trained_db, "Email", "null") is None
     assert profiles.search(trained_db, "Email", "HBIRKENSHAW")["profile_id"].tolist() == [1]
     for literal in ("%", "_", "'", "'; DROP TABLE identities; --"):
         assert profiles.find(trained_db, "Email", literal) is None
         assert profiles.search(trained_db, "Email", literal).empty
     output = profiles.customer_ai(trained_db, 1)[0]
-    exported = scores.export_scores(trained_db, TUTORIAL, trained_db.parent / "all.csv")
-    frame = pd.read_csv(trained_db.parent / "all.csv").set_index("profile_id")
+    exported = scores.export_scores(trained_db, TUTORIAL, tmp_path / "all.csv")
+    frame = pd.read_csv(tmp_path / "all.csv").set_index("profile_id")
     assert exported == len(frame)
     assert output["score"] == pytest.approx(frame.loc[1, "score"])
     assert all(" the score" in factor["sentence"] for factor in output["factors"])

@@ -50,12 +50,11 @@ def _wait_for(child: subprocess.Popen, line: str) -> None:
     raise AssertionError(f"The child ended before printing {line}: {child.stderr.read()}")
 
 
-def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db, tmp_path):
+def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db):
     store.release(trained_db)
     run = subprocess.Popen(
         [sys.executable, "-m", "cai", "--db", str(trained_db), "run", TUTORIAL, "--as-of", "2026-10-15", "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, store.MODELS_ENV_VAR: str(tmp_path / "cli-models")})
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outcomes: dict[str, str] = {}
 
     def save(number: int) -> None:
@@ -155,3 +154,64 @@ def test_a_page_facing_a_locked_database_says_busy_instead_of_failing(trained_db
         holder.wait()
     assert not app.exception
     assert any("busy" in error.value for error in app.error)
+
+
+# Runs the tutorial's instance and pauses just before its results are swapped in, until the test says go on.
+RUN_PAUSING_BEFORE_SWAP = """
+import json, os, sys, time
+from cai import engine, instances
+def progress(fraction, message):
+    if message.startswith("Saving the scores"):
+        print("SWAPPING", flush=True)
+        while not os.path.exists(sys.argv[2]):
+            time.sleep(0.05)
+result = engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE, progress=progress)
+print(json.dumps(result.as_dict()), flush=True)
+"""
+
+
+def test_a_load_that_merges_profiles_during_a_run_leaves_no_scores_for_profiles_gone(trained_db, tmp_path):
+    before = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    with store.connect(trained_db) as con:
+        pairs = con.execute(
+            "SELECT e.id_value, c.id_value, e.profile_id, c.profile_id FROM scores s "
+            "JOIN identities e ON e.profile_id = s.profile_id AND e.namespace = 'Email' "
+            "JOIN identities c ON c.profile_id = s.profile_id + 1 AND c.namespace = 'CRMID' "
+            "JOIN scores t ON t.run_id = s.run_id AND t.profile_id = s.profile_id + 1 "
+            "WHERE s.run_id = ? AND s.profile_id % 2 = 1 ORDER BY s.profile_id LIMIT 3", [before]).fetchall()
+    assert len(pairs) == 3
+    kept, gone = [pair[2] for pair in pairs], [pair[3] for pair in pairs]
+    merge_file = tmp_path / "household.csv"
+    pd.DataFrame({"email": [p[0] for p in pairs], "crmid": [p[1] for p in pairs],
+                  "city": ["Merged"] * 3}).to_csv(merge_file, index=False)
+    go_on = tmp_path / "go-on"
+    store.release(trained_db)
+
+    run = _child(RUN_PAUSING_BEFORE_SWAP, trained_db, go_on)
+    try:
+        _wait_for(run, "SWAPPING")
+        load = subprocess.run([sys.executable, "-m", "cai", "--db", str(trained_db), "ingest", str(merge_file),
+                               "--kind", "profiles"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert load.returncode == 0, load.stderr
+        assert "3 profiles merged" in load.stdout
+    finally:
+        go_on.touch()
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["status"] == instances.SUCCESS
+
+    run_id = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    assert run_id == result["run_id"] != before
+    with store.connect(trained_db) as con:
+        orphans = con.execute(
+            "SELECT (SELECT count(*) FROM scores ANTI JOIN profiles USING (profile_id)), "
+            "(SELECT count(*) FROM score_factors ANTI JOIN profiles USING (profile_id))").fetchall()[0]
+        scored = {row[0] for row in con.execute("SELECT profile_id FROM scores WHERE run_id = ?",
+                                                [run_id]).fetchall()}
+        profiles_scored = con.execute("SELECT profiles_scored FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    assert orphans == (0, 0)
+    assert set(kept) <= scored and not set(gone) & scored
+    assert profiles_scored == len(scored)
+    members = segments.create_segment(trained_db, "Everyone after the merge", segments.Rule(instance=TUTORIAL))
+    assert members["size"] == len(scored)

@@ -16,6 +16,7 @@ from cai import audit, demo, ingest, online_retail, store
 from cai.errors import SchemaTooNew, ValidationError
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.both_backends
 ONLINE_RETAIL = ROOT.parent / "shared" / "datasets" / "online-retail" / "online_retail.csv.gz"
 
 
@@ -134,17 +135,26 @@ EXPECTED_MESSAGES = json.loads((BAD_INPUTS / "expected.json").read_text())
 
 
 def _refused_without_change(db, content: bytes, name: str) -> str:
-    """Ingests a bad file; returns the whole message, after checking that nothing in the store changed."""
-    before = _counts(db)
+    """Ingests a bad file (profiles when its name says so); returns the whole message, after checking that nothing
+    in the store changed, not even its datasets."""
+    before = _counts(db), ingest.datasets_overview(db)["dataset"].tolist()
     with pytest.raises(ValidationError) as caught:
-        ingest.ingest_bytes(db, content, name, kind="events")
-    assert _counts(db) == before
+        ingest.ingest_bytes(db, content, name, kind="profiles" if name.startswith("profiles_") else "events")
+    assert (_counts(db), ingest.datasets_overview(db)["dataset"].tolist()) == before
     return " ".join([str(caught.value), *caught.value.problems])
 
 
+@pytest.fixture(scope="module")
+def catalogue_db(tmp_path_factory) -> Path:
+    """One demo store for the whole catalogue: each refused file must leave it unchanged, so they can share it."""
+    db = tmp_path_factory.mktemp("catalogue") / "demo.duckdb"
+    demo.build_demo(db, profiles=2_000)
+    return db
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED_MESSAGES))
-def test_each_bad_file_in_the_catalogue_is_refused_with_its_message(demo_db, name):
-    assert EXPECTED_MESSAGES[name] in _refused_without_change(demo_db, (BAD_INPUTS / name).read_bytes(), name)
+def test_each_bad_file_in_the_catalogue_is_refused_with_its_message(catalogue_db, name):
+    assert EXPECTED_MESSAGES[name] in _refused_without_change(catalogue_db, (BAD_INPUTS / name).read_bytes(), name)
 
 
 def test_the_catalogue_has_an_expected_message_for_every_file():
@@ -171,7 +181,8 @@ def test_duplicate_ids_in_a_file_are_loaded_once_and_reported(empty_db):
     assert (report.rows_accepted, report.rows_duplicate) == (2, 1)
 
 
-def test_a_file_with_bad_rows_names_the_rows_and_records_a_failed_batch(demo_db):
+def test_a_file_with_bad_rows_names_the_rows_and_records_a_failed_batch_in_its_existing_dataset(demo_db):
+    ingest.ingest_bytes(demo_db, b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n", "rows.csv")
     content = b"timestamp,event_type,email\n2026-01-01,search,a@b.c\n,search,a@b.c\n2026-02-01,search,\n"
     with pytest.raises(ValidationError) as caught:
         ingest.ingest_bytes(demo_db, content, "rows.csv")
@@ -197,15 +208,15 @@ def test_csv_and_parquet_events_and_profile_files_load(empty_db, tmp_path):
 
 def test_injection_text_is_stored_verbatim(empty_db):
     nasty = "'; DROP TABLE events; --%_\"ü"
-    content = f"timestamp,event_type,email\n2026-01-01,search,{nasty.replace(chr(34), '')}\n".encode()
+    content = f"timestamp,event_type,crmid\n2026-01-01,search,{nasty.replace(chr(34), '')}\n".encode()
     ingest.ingest_bytes(empty_db, content, "nasty.csv")
     with store.connect(empty_db) as con:
         assert con.execute("SELECT id_value FROM identities").fetchall()[0][0] == nasty.replace('"', "")
         assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == 1
 
 
-def test_cli_demo_and_datasets_json(tmp_path):
-    db = tmp_path / "cli.duckdb"
+def test_cli_demo_and_datasets_json(new_store):
+    db = new_store
     run = [sys.executable, "-m", "cai", "--db", str(db)]
     subprocess.run([*run, "demo", "--profiles", "1500"], check=True, cwd=ROOT, capture_output=True)
     output = subprocess.run([*run, "datasets", "--json"], check=True, cwd=ROOT, capture_output=True, text=True)

@@ -20,11 +20,23 @@ class Viewer:
     email: str | None
     can_edit: bool
     sees_identities: bool
+    subject: str | None = None
+    email_verified: bool = True
+
+    @property
+    def signed_in(self) -> bool:
+        return self.email is not None or self.subject is not None
 
     @property
     def actor(self) -> str:
-        """The name the audit log records."""
-        return self.email or LOCAL_ACTOR
+        """The name the audit log records: the verified email, else the provider's subject id (never the open
+        mode's name for a signed-in person)."""
+        if self.email and self.email_verified:
+            return self.email
+        if self.signed_in:
+            who = f"sub:{self.subject or 'unknown'}"
+            return f"{who} (unverified {self.email})" if self.email else who
+        return LOCAL_ACTOR
 
 
 def _secrets(section: str) -> dict:
@@ -53,27 +65,52 @@ def current() -> Viewer:
         st.button("Sign in", type="primary", key="access_login",
                   on_click=st.login, args=(provider,) if provider else ())
         st.stop()
-    email = str(st.user.get("email") or "").strip().lower()
+    email = str(st.user.get("email") or "").strip().lower() or None
+    subject = str(st.user.get("sub") or "").strip() or None
     settings = _secrets("cai")
+    verified = _email_verified(st.user.get("email_verified"), settings)
+    if not (email and verified):
+        # Rights follow the email; an email the provider has not verified could be anybody's.
+        return Viewer(email, can_edit=False, sees_identities=False, subject=subject, email_verified=False)
     editors = _emails(settings.get("editors"))
     can_edit = not editors or email in editors
-    return Viewer(email, can_edit, can_edit or email in _emails(settings.get("identity_viewers")))
+    return Viewer(email, can_edit, can_edit or email in _emails(settings.get("identity_viewers")), subject)
+
+
+def _email_verified(claim, settings: dict) -> bool:
+    """The token's ``email_verified`` claim; a provider that never sends one (some do not) is trusted only when
+    ``[cai] trust_email_without_verified_claim = true``."""
+    if claim is None:
+        return bool(settings.get("trust_email_without_verified_claim", False))
+    return claim is True or str(claim).strip().lower() == "true"
 
 
 def sidebar(viewer: Viewer) -> None:
-    if viewer.email is None:
+    if not viewer.signed_in:
         st.sidebar.warning("Open access: no sign-in is configured, so anyone who can reach this app can view and "
-                           "change everything. Configure login before sharing it (see the README).",
-                           icon=":material/lock_open:")
+                           "change everything. Configure login before sharing it (see the README).")
         return
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
-    st.sidebar.caption(f"Signed in as {viewer.email} ({role})")
+    if not viewer.email_verified:
+        role = "viewer, identities masked: your sign-in carries no verified email"
+    st.sidebar.caption(f"Signed in as {viewer.email or viewer.subject} ({role})")
     st.sidebar.button("Sign out", key="access_logout", on_click=st.logout)
 
 
 def shown(viewer: Viewer, frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame as this viewer may see it."""
+    """The frame as this viewer may see it (tables, and the data behind charts and their tooltips)."""
     return frame if viewer.sees_identities else privacy.mask_frame(frame)
+
+
+def shown_text(viewer: Viewer, text) -> str:
+    """A text from the data (a name, a message quoting a file) as this viewer may see it."""
+    return str(text) if viewer.sees_identities else privacy.mask_text(str(text))
+
+
+def may_search_by_prefix(viewer: Viewer, namespace: str) -> bool:
+    """Prefix search would let a viewer rebuild a masked value one character at a time: viewers get exact
+    matches only in contact namespaces (and, elsewhere, no prefix hits on values that look personal)."""
+    return viewer.sees_identities or not privacy.is_contact_name(namespace)
 
 
 def view_only_note(viewer: Viewer) -> None:

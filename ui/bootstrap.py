@@ -1,24 +1,143 @@
-"""First start: build the demo store and train the tutorial's instance so the dashboard is full at once."""
+"""First start: build the demo store and train the tutorial's instance so the dashboard is full at once.
+
+The work runs in a thread of its own, not in the session that asked for it, so a reloaded page or a second tab
+watches the same job instead of stopping it or starting another. It builds a side file that becomes the database
+only once the tutorial's instance is scored (on PostgreSQL, the side file is copied in, in one transaction): a first
+start killed halfway leaves no database, and the next start begins again, never from an empty store or an instance
+in Error."""
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
 
-from cai import demo, engine, instances
+from cai import demo, engine, instances, store
+from cai.errors import CaiError
+
+POLL_SECONDS = 0.25
+DEMO_PROFILES = demo.DEFAULT_PROFILES
+# How much of the bar building the demo store takes; training and scoring fill the rest.
+GENERATE_SHARE = 0.3
+
+log = logging.getLogger(__name__)
 
 
-def ensure_database(db: Path) -> None:
-    if Path(db).exists():
+@dataclass
+class FirstStart:
+    """One process's job of making the demo store at ``db``; sessions read its progress."""
+
+    db: store.Store
+    fraction: float = 0.0
+    message: str = "Starting"
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def report(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = min(max(fraction, 0.0), 1.0), message
+
+
+_jobs: dict[str, FirstStart] = {}
+_jobs_lock = threading.Lock()
+
+
+def _local_folder(db: store.Store) -> Path:
+    """The folder the first start works in: the database file's, or a temporary one for PostgreSQL."""
+    return db.path.parent if not db.is_postgres else Path(tempfile.gettempdir()) / "cai-first-start"
+
+
+def side_file(db: store.Store) -> Path:
+    """Where the first start builds the store before it becomes ``db``."""
+    if db.is_postgres:
+        return _local_folder(db) / "demo.duckdb.first-start"
+    return db.path.with_name(db.path.name + ".first-start")
+
+
+def first_start(db: store.Store) -> FirstStart:
+    """This process's first-start job for ``db``: the running one, else a new one (after a failed one too)."""
+    key = db.share_key
+    with _jobs_lock:
+        job = _jobs.get(key)
+        if job is None or (job.done.is_set() and job.error):
+            job = _jobs[key] = FirstStart(db)
+            threading.Thread(target=build, args=(job,), name="cai-first-start", daemon=True).start()
+        return job
+
+
+def build(job: FirstStart) -> None:
+    """Makes the demo store at ``job.db`` unless it exists; any error is kept on the job for the pages to show."""
+    db = job.db
+    try:
+        _local_folder(db).mkdir(parents=True, exist_ok=True)
+        folder = os.open(_local_folder(db), os.O_RDONLY)
+        try:
+            # Another server on the same folder may be building this store: wait for it, then find it done.
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            if not store.is_empty(db):
+                job.report(1.0, "Demo ready")
+            else:
+                _build_side_file(job)
+                _move_into_place(side_file(db), db)
+        finally:
+            os.close(folder)
+    except Exception as error:  # noqa: BLE001 - the job's thread must report every failure to the pages
+        log.exception("The first start failed")
+        job.error = str(error) if isinstance(error, CaiError) else f"{type(error).__name__}: {error}"
+    finally:
+        job.done.set()
+
+
+def _build_side_file(job: FirstStart) -> None:
+    side = side_file(job.db)
+    store.release(side)
+    for leftover in (side, side.with_name(side.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    job.report(0.02, f"Generating {DEMO_PROFILES:,} demo profiles and their events")
+    summary = demo.build_demo(side, profiles=DEMO_PROFILES)
+    instances.ensure_tutorial_instance(side)
+    job.report(GENERATE_SHARE, f"{summary.events:,} events from {summary.first_event:%d %b %Y} to "
+                               f"{summary.last_event:%d %b %Y}; training “{instances.TUTORIAL_INSTANCE}”")
+    result = engine.run_instance(
+        side, instances.TUTORIAL_INSTANCE,
+        progress=lambda fraction, message: job.report(GENERATE_SHARE + (1 - GENERATE_SHARE) * fraction, message))
+    if result.error:
+        raise CaiError(f"Training the tutorial's model failed: {result.error}")
+    job.report(1.0, f"Demo ready: {result.profiles_scored:,} profiles scored")
+
+
+def _move_into_place(side: Path, db: store.Store) -> None:
+    store.release(side)
+    if db.is_postgres:
+        store.copy(side, db)
+        side.unlink()
+        return
+    db = db.path
+    side_wal, db_wal = side.with_name(side.name + ".wal"), db.with_name(db.name + ".wal")
+    if side_wal.exists():
+        os.replace(side_wal, db_wal)
+    os.replace(side, db)
+
+
+def ensure_database(db: store.Store) -> None:
+    """Runs the first start if ``db`` is empty, showing its progress; otherwise marks the runs of processes that
+    died as interrupted (a millisecond)."""
+    if not store.is_empty(db):
         engine.recover_interrupted_runs(db)
         return
-    with st.status("First start: building the demo store and training the tutorial's model…", expanded=True) as box:
-        st.write(f"Generating {demo.DEFAULT_PROFILES:,} demo profiles and their events")
-        summary = demo.build_demo(db)
-        instances.ensure_tutorial_instance(db)
-        st.write(f"{summary.events:,} events from {summary.first_event:%d %b %Y} to {summary.last_event:%d %b %Y}")
-        bar = st.progress(0.0, text="Training “Product Purchase Propensity”")
-        result = engine.run_instance(db, instances.TUTORIAL_INSTANCE,
-                                     progress=lambda fraction, message: bar.progress(fraction, text=message))
-        box.update(label=f"Demo ready: {result.profiles_scored:,} profiles scored", state="complete", expanded=False)
+    job = first_start(db)
+    with st.status("First start: building the demo store and training the tutorial's model…",
+                   expanded=True) as box:
+        bar = st.progress(job.fraction, text=job.message)
+        while not job.done.wait(POLL_SECONDS):
+            bar.progress(job.fraction, text=job.message)
+        if job.error:
+            box.update(label="The first start did not finish", state="error")
+            st.error(f"{job.error} Reload the page to try again.")
+            st.stop()
+        box.update(label=job.message, state="complete", expanded=False)

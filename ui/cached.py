@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
-from cai import ingest, instances, scores, segments
+from cai import charts, ingest, instances, scores, segments
 
 TTL_SECONDS = 300
+CHART_SPECS = 256
 
 
 def invalidate() -> None:
@@ -59,3 +63,27 @@ def events_per_month(db: Path) -> pd.DataFrame:
 @st.cache_data(ttl=TTL_SECONDS, max_entries=16, show_spinner=False)
 def list_segments(db: Path) -> pd.DataFrame:
     return segments.list_segments(db)
+
+
+def _frame_key(frame: pd.DataFrame) -> bytes:
+    # Chart inputs are small, and some hold dicts, which Streamlit's own DataFrame hash refuses (it then warns).
+    return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@st.cache_data(max_entries=CHART_SPECS, show_spinner=False, hash_funcs={pd.DataFrame: _frame_key})
+def _chart_spec(builder: str, *args) -> dict:
+    spec = getattr(charts, builder)(*args).to_dict()
+    # Altair's default theme fixes a 300-pixel view; Streamlit drops it so that charts fill their column.
+    view = spec.get("config", {}).get("view", {})
+    for setting in ("continuousWidth", "continuousHeight"):
+        view.pop(setting, None)
+    return spec
+
+
+def chart(where, builder: Callable[..., alt.Chart], *args, **options):
+    """Draws ``builder(*args)`` (a ``cai.charts`` function) in ``where`` (``st`` or a column) from a spec built once
+    per distinct input: a run's charts never change, and turning an Altair chart into its spec costs more than the
+    page's queries, under a lock Streamlit holds for every session at once. ``options`` go to the chart element."""
+    if builder.__module__ != charts.__name__:
+        raise ValueError(f"{builder.__name__} is not a chart builder of cai.charts")
+    return where.vega_lite_chart(spec=_chart_spec(builder.__name__, *args), **options)

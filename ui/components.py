@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import string
+
+import pandas as pd
 import streamlit as st
 
 from cai import engine, instances
 from cai.instances import Condition, Definition, Goal
 
 NO_CONDITION = "(none)"
+# Streamlit renders titles, captions, messages, labels and markdown as Markdown: every ASCII punctuation mark can be
+# backslash-escaped there (CommonMark), which keeps links, images, e-mail autolinks, emphasis and HTML from forming.
+_MARKDOWN_ESCAPES = str.maketrans({mark: "\\" + mark for mark in string.punctuation})
+_LINE_BREAKS = str.maketrans({"\n": " ", "\r": " "})
+
+
+def plain(value) -> str:
+    """Text from data or from other people (names, cities, event types, file names) as literal text in Markdown."""
+    return str(value).translate(_LINE_BREAKS).translate(_MARKDOWN_ESCAPES)
 
 
 def instance_form(key: str, event_types: list[str], initial: Definition | None = None) -> Definition | None:
@@ -75,8 +87,47 @@ def instance_form(key: str, event_types: list[str], initial: Definition | None =
 
 def run_with_progress(db, name: str, actor: str):
     """Runs an instance with a progress bar and returns the engine's result."""
-    bar = st.progress(0.0, text=f"Running {name}")
+    bar = st.progress(0.0, text=f"Running {plain(name)}")
     result = engine.run_instance(db, name, actor=actor,
                                  progress=lambda fraction, message: bar.progress(fraction, text=message))
     bar.empty()
     return result
+
+
+RESULT_COLUMNS = {"Profile ID": 1, "Name": 2, "Primary identity": 3, "Latest scores": 4}
+
+
+def profile_results(results: pd.DataFrame) -> int | None:
+    """Browse results as in Experience Platform: one row per profile; clicking its Profile ID returns that id."""
+    widths = list(RESULT_COLUMNS.values())
+    with st.container(key="profiles_results"):
+        for column, title in zip(st.columns(widths), RESULT_COLUMNS):
+            column.markdown(f"**{title}**")
+        picked = None
+        for row in results.itertuples():
+            cells = st.columns(widths)
+            if cells[0].button(str(row.profile_id), type="tertiary", key=f"profiles_open_{row.profile_id}"):
+                picked = int(row.profile_id)
+            for cell, text in zip(cells[1:], (row.name, row.primary_identity, row.latest_scores)):
+                cell.text(text if isinstance(text, str) and text else "—")
+    return picked
+
+
+def _attribute_text(value) -> str:
+    if value is None or value == "" or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return "—"
+    if hasattr(value, "strftime"):
+        return f"{value:%d %b %Y}"
+    return str(value)
+
+
+def attribute_rows(attributes: dict, outputs: list[dict]) -> pd.DataFrame:
+    """The profile's attributes in words, then each instance's Customer AI output named like its output fields."""
+    rows = [(name.replace("_", " ").capitalize().replace("Profile id", "Profile ID"), _attribute_text(value))
+            for name, value in attributes.items() if name != "created_at"]
+    for output in outputs:
+        field = f'CustomerAI["{output["instance"]}"]'
+        rows += [(f"{field}.score", f"{output['score']:.1f}"), (f"{field}.probability", f"{output['probability']:.1%}"),
+                 (f"{field}.percentile", str(output["percentile"])), (f"{field}.bucket", output["bucket"]),
+                 (f"{field}.scoreDate", _attribute_text(output["score_date"]))]
+    return pd.DataFrame(rows, columns=["attribute", "value"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import streamlit as st
 
@@ -12,15 +11,15 @@ from cai import store
 FLASH = "flash_message"
 
 
-def db_path() -> Path:
-    """``$CAI_DB``, else ``[cai] db`` in Streamlit's secrets, else ``data/cai.duckdb``; read at call time."""
-    if os.environ.get(store.DB_ENV_VAR):
-        return Path(os.environ[store.DB_ENV_VAR])
+def db_path() -> store.Store:
+    """The store: ``$CAI_DB``, else ``[cai] db`` in Streamlit's secrets (a file path or a ``postgresql://`` URL),
+    else ``data/cai.duckdb``; its model key from ``$CAI_MODEL_KEY``, else ``[cai] model_key``; read at call time."""
     try:
-        configured = st.secrets.get("cai", {}).get("db")
+        settings = st.secrets.get("cai", {})
     except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
-        configured = None
-    return Path(configured) if configured else store.DEFAULT_DB_PATH
+        settings = {}
+    return store.resolve(os.environ.get(store.DB_ENV_VAR) or settings.get("db"),
+                         model_key=os.environ.get(store.MODEL_KEY_ENV_VAR) or settings.get("model_key"))
 
 
 def flash(message: str) -> None:

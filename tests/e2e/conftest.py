@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,9 +53,8 @@ def app_server(trained_db_template, tmp_path):
     db = tmp_path / "cai.duckdb"
     store.release(trained_db_template)
     shutil.copy(trained_db_template, db)
-    shutil.copytree(trained_db_template.parent / "models", tmp_path / "models")
     port = _free_port()
-    env = {**os.environ, store.DB_ENV_VAR: str(db), store.MODELS_ENV_VAR: str(tmp_path / "models")}
+    env = {**os.environ, store.DB_ENV_VAR: str(db)}
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
@@ -83,3 +83,22 @@ def app_server(trained_db_template, tmp_path):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture
+def app_page(page, app_server):
+    """The browser page, allowed to reach only the app's own address, failing the test on any console error."""
+    base, _ = app_server
+    blocked, errors = [], []
+
+    def refuse(route):
+        blocked.append(route.request.url)
+        route.abort()
+
+    # A regular expression is matched inside the browser driver, so the app's own requests are never held up.
+    page.route(re.compile(rf"^(?!{re.escape(base)}/)"), refuse)
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    assert not blocked, f"The app asked for addresses outside itself: {blocked}"
+    assert not errors, f"Console errors: {errors}"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect
 
-from cai import instances, store
+from cai import demo, instances, store
 
 pytestmark = pytest.mark.e2e
 TIMEOUT_MS = 60_000
@@ -48,14 +48,23 @@ def _hover_top_factor(page: Page) -> None:
     _shot(page, "dashboard-factor-hover")
 
 
-def test_tutorial_walkthrough(page: Page, app_server):
+def _open(page: Page, menu_entry: str) -> None:
+    """Opens a page from the left menu, as a person does (opening a page by its address logs 404s)."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=menu_entry, exact=True).click()
+
+
+def test_tutorial_walkthrough(app_page: Page, app_server):
+    """Lab 5.3 in its own words, with every request outside the app blocked and no console error."""
+    page = app_page
     base, db = app_server
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(base)
     expect(page.get_by_role("heading", name="Customer AI").first).to_be_visible()
     expect(page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first).to_be_visible()
+    expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
     _shot(page, "instances")
 
+    # "Click on the instance name to view the dashboard."
     page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first.click()
     expect(page.get_by_role("heading", name=instances.TUTORIAL_INSTANCE)).to_be_visible()
     expect(page).to_have_url(re.compile(r"instance=Product\+Purchase\+Propensity"))
@@ -65,37 +74,63 @@ def test_tutorial_walkthrough(page: Page, app_server):
     expect(page.get_by_text(re.compile(r"high bucket median|high bucket mostly")).first).to_be_visible()
     _no_exception(page)
     _shot(page, "dashboard")
+    # "Hover on the influential factors to view the further breakdown of data distribution."
     _hover_top_factor(page)
 
+    # "Click on the Create Segment button on the propensity cards."
     high_card = page.locator(".st-key-dashboard_card_high")
     card_count = high_card.locator("[data-testid=stMetricValue]").inner_text()
     high_card.get_by_role("button", name="Create Segment").click()
     expect(page.get_by_role("heading", name="Segment builder")).to_be_visible()
+    # "You'll see that a segment definition is created automatically."
     expect(page.get_by_text('CustomerAI["Product Purchase Propensity"].score >= 75')).to_be_visible()
     name = page.get_by_label("Segment name")
     expect(name).to_have_value(f"{instances.TUTORIAL_INSTANCE} - Customer AI High Propensity")
     _shot(page, "segment-builder")
+    # "Give your segment a name ... Click Save."
     name.fill(SEGMENT)
     name.press("Enter")
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_role("heading", name="Segments", exact=True)).to_be_visible()
-    expect(page.get_by_text(f"Saved '{SEGMENT}' with {card_count} profiles.")).to_be_visible()
+    expect(page.get_by_text(f"Saved “{SEGMENT}” with {card_count} profiles.")).to_be_visible()
+    expect(page.get_by_role("heading", name=SEGMENT)).to_be_visible()  # the page opens on the segment just saved
     _no_exception(page)
     page.get_by_role("tab", name="Export").click()
+    download_csv = page.get_by_role("button", name="Download CSV")
+    expect(download_csv).to_be_enabled()
     with page.expect_download() as download:
-        page.get_by_role("button", name="Download CSV").click()
+        download_csv.click()
     exported = pd.read_csv(download.value.path())
     assert len(exported) == int(card_count.replace(",", "")) and exported["profile_id"].is_unique
 
-    page.get_by_role("link", name="Profiles").click()
+    # "Go to Profiles in the left menu and select Browse."
+    _open(page, "Profiles")
     expect(page.get_by_role("heading", name="Profiles")).to_be_visible()
+    page.get_by_role("tab", name="Browse").click()
+    # "Search for a profile using any of the identifiers, like for instance EMAIL hbirkenshawa@businessweek.com"
+    expect(page.get_by_label("Identity namespace")).to_have_value("Email")
     value = page.get_by_label("Identity value")
-    value.fill("hbirkenshawa@businessweek.com")
-    value.press("Enter")
-    expect(page.get_by_role("tab", name="Attributes")).to_be_visible()
+    value.fill(demo.TUTORIAL_EMAIL)
+    page.get_by_role("button", name="View", exact=True).click()
+    results = page.locator(".st-key-profiles_results")
+    expect(results).to_contain_text(demo.TUTORIAL_EMAIL)
+    expect(page.locator("[data-testid=stMetric]").filter(has_text="Propensity score")).to_have_count(0)
+    # "Click the Profile ID to open the profile."
+    results.get_by_role("button", name="1", exact=True).click()
+    expect(page.get_by_role("heading", name=re.compile(r"Harriet Birkenshaw · profile 1"))).to_be_visible()
+    # "Go to Attributes, which contains the output from your Customer AI model."
+    page.get_by_role("tab", name="Attributes").click()
+    field = f'CustomerAI["{instances.TUTORIAL_INSTANCE}"]'
+    cells = page.locator("[data-testid=stDataFrame] td[role=gridcell]")
+    expect(cells.filter(has_text=f"{field}.score").first).to_be_attached()
+    expect(cells.filter(has_text=f"{field}.bucket").first).to_be_attached()
+    # "Scroll down to see the Propensity Score as calculated by your Customer AI model."
     score_metric = page.locator("[data-testid=stMetric]").filter(has_text="Propensity score")
+    score_metric.scroll_into_view_if_needed()
     shown = score_metric.locator("[data-testid=stMetricValue]").inner_text()
+    expect(page.locator("[data-testid=stMetric]").filter(has_text="Bucket")).to_contain_text("High")
     _no_exception(page)
+    page.evaluate("window.scrollTo(0, 0)")
     _shot(page, "profile")
 
     with store.connect(db) as con:
@@ -106,7 +141,8 @@ def test_tutorial_walkthrough(page: Page, app_server):
     assert saved == 1  # one click on Save stored exactly one segment
 
 
-def test_upload_a_file_and_see_a_malformed_one_refused(page: Page, app_server, tmp_path):
+def test_upload_a_file_and_see_a_malformed_one_refused(app_page: Page, app_server, tmp_path):
+    page = app_page
     base, db = app_server
     page.set_default_timeout(TIMEOUT_MS)
     good = tmp_path / "retail-v1.json"
@@ -116,7 +152,8 @@ def test_upload_a_file_and_see_a_malformed_one_refused(page: Page, app_server, t
     ]))
     bad = tmp_path / "broken.json"
     bad.write_text('[{"_id": "x", "timestamp": ')
-    page.goto(f"{base}/data")
+    page.goto(base)
+    _open(page, "Data")
     expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
 
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
@@ -124,7 +161,8 @@ def test_upload_a_file_and_see_a_malformed_one_refused(page: Page, app_server, t
     expect(page.get_by_text(re.compile("not valid JSON"))).to_be_visible()
     _no_exception(page)
 
-    page.goto(f"{base}/data")
+    _open(page, "Audit log")
+    _open(page, "Data")
     expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(good))
     expect(page.get_by_text("retail-v1.json")).to_be_visible()
@@ -133,4 +171,7 @@ def test_upload_a_file_and_see_a_malformed_one_refused(page: Page, app_server, t
     _no_exception(page)
     with store.connect(db) as con:
         assert con.execute("SELECT count(*) FROM events WHERE xdm_id = 'web-1'").fetchall()[0][0] == 1
-        assert con.execute("SELECT count(*) FROM batches WHERE status = 'failed'").fetchall()[0][0] == 1
+        # The refused file was for a dataset of its own, so it left nothing behind: no dataset, no batch.
+        assert con.execute("SELECT count(*) FROM datasets WHERE name = 'broken'").fetchall()[0][0] == 0
+        assert con.execute("SELECT count(*) FROM batches WHERE status = 'failed'").fetchall()[0][0] == 0
+

@@ -5,9 +5,11 @@ import streamlit as st
 
 from cai import charts, scores
 from cai.errors import NotFound
-from ui import cached, state
+from ui import access, cached, state
+from ui.components import plain
 
 db = state.db_path()
+viewer = access.current()
 table = cached.instances_table(db)
 name = st.query_params.get("instance")
 if not name:
@@ -26,53 +28,64 @@ except NotFound as error:
     st.error(str(error))
     st.stop()
 definition = run["definition"]
-st.title(name)
-st.caption(f"{definition.propensity_type.capitalize()}: {definition.goal_text()}.")
+st.title(plain(name))
+st.caption(f"{definition.propensity_type.capitalize()}: {plain(definition.goal_text())}.")
 if run["run_id"] is None:
     reason = run["status_reason"] or "It has not been trained yet."
-    st.warning(f"This instance is {run['status']}: {reason} Insights appear once a run succeeds; "
+    st.warning(f"This instance is {run['status']}: {plain(reason)} Insights appear once a run succeeds; "
                "open Customer AI and press Run now.")
     st.stop()
 if run["status"] != "Success":
-    st.info(f"Status now: {run['status']}. {run['status_reason'] or ''} Showing the last successful run.")
+    st.info(f"Status now: {run['status']}. {plain(run['status_reason'] or '')} Showing the last successful run.")
 
 summary = cached.bucket_summary(db, run["run_id"])
 colors = charts.bucket_colors(definition.propensity_type)
 st.subheader("Score summary")
 left, right = st.columns([1, 2])
 left.metric("Profiles scored", f"{run['profiles_scored']:,}")
-left.metric("Score date", str(run["as_of"]))
+left.metric("Score date", f"{run['as_of']:%d %b %Y}")
 left.caption("A score of 50 means as likely as the average eligible customer; 75 means three times the odds.")
-right.altair_chart(charts.bucket_donut(summary, definition.propensity_type), width="stretch")
+cached.chart(right, charts.bucket_donut, summary, definition.propensity_type, width="stretch")
 
 cards = st.columns(3)
 for card, row in zip(cards, summary.itertuples()):
     with card.container(border=True, key=f"dashboard_card_{row.bucket}"):
         st.markdown(f"<span style='color:{colors[row.bucket]};font-weight:700'>{row.bucket.upper()} PROPENSITY"
                     "</span>", unsafe_allow_html=True)
-        st.metric("Profiles", f"{int(row.profiles):,}", f"{row.share:.1%} of scored", delta_color="off")
-        st.caption(f"Mean probability {row.mean_probability:.1%} · expected conversions "
-                   f"{row.expected_conversions:,.0f}" if row.profiles else "No profiles in this bucket")
+        st.metric("Profiles", f"{int(row.profiles):,}", f"{row.share:.1%} of scored", delta_color="off",
+                  delta_arrow="off")
+        # Two lines always, so the three cards' buttons line up.
+        st.caption(f"Mean probability {row.mean_probability:.1%}  \nExpected conversions "
+                   f"{row.expected_conversions:,.0f}" if row.profiles else "No profiles in this bucket  \n ")
         if st.button("Create Segment", key=f"dashboard_segment_{row.bucket}", disabled=not row.profiles):
-            st.switch_page("pages/segment_builder.py", query_params={"instance": name, "bucket": row.bucket})
+            st.switch_page("app_pages/segment_builder.py", query_params={"instance": name, "bucket": row.bucket})
 
 st.subheader("Distribution of scores")
-st.altair_chart(charts.score_histogram(cached.score_distribution(db, run["run_id"]), definition.propensity_type),
-                width="stretch")
+cached.chart(st, charts.score_histogram, cached.score_distribution(db, run["run_id"]), definition.propensity_type,
+             width="stretch")
 st.caption("How many customers got each score; hover a bar for the exact count.")
 
-st.subheader("Influential factors")
-factors = cached.influential_factors(db, run["run_id"]).copy()
-factors["breakdown"] = [scores.factor_sentence(row) for row in factors.to_dict("records")]
-event = st.altair_chart(charts.factor_bars(factors), width="stretch", on_select="rerun", key="dashboard_factors")
-selected = [point.get("label") for point in (event.selection.get("factor") or [])] if event else []
-labels = factors["label"].tolist()
-focus = st.selectbox("Breakdown of", labels, index=labels.index(selected[0]) if selected and selected[0] in labels
-                     else 0, key="dashboard_factor")
-row = factors[factors["label"] == focus].iloc[0]
-st.markdown(f"**{scores.factor_sentence(row)}**  \n{row['description']}")
-breakdown = scores.factor_breakdown(factors[factors["label"] == focus])
-st.altair_chart(charts.factor_breakdown(breakdown, row["kind"], definition.propensity_type), width="stretch")
+
+@st.fragment
+def influential_factors(run_id: int) -> None:
+    """Choosing a factor reruns this section only, not the whole page with its other charts."""
+    st.subheader("Influential factors")
+    factors = cached.influential_factors(db, run_id).copy()
+    factors["breakdown"] = [access.shown_text(viewer, scores.factor_sentence(row))
+                            for row in factors.to_dict("records")]
+    event = cached.chart(st, charts.factor_bars, factors, width="stretch", on_select="rerun", key="dashboard_factors")
+    selected = [point.get("label") for point in (event.selection.get("factor") or [])] if event else []
+    labels = factors["label"].tolist()
+    focus = st.selectbox("Breakdown of", labels,
+                         index=labels.index(selected[0]) if selected and selected[0] in labels else 0,
+                         key="dashboard_factor")
+    row = factors[factors["label"] == focus].iloc[0]
+    st.markdown(f"**{plain(factors.loc[row.name, 'breakdown'])}**  \n{plain(row['description'])}")
+    breakdown = access.shown(viewer, scores.factor_breakdown(factors[factors["label"] == focus]))
+    cached.chart(st, charts.factor_breakdown, breakdown, row["kind"], definition.propensity_type, width="stretch")
+
+
+influential_factors(run["run_id"])
 
 st.subheader("Model evaluation")
 evaluation = run["evaluation"]
@@ -87,25 +100,25 @@ st.caption(f"Measured on {evaluation['profiles']:,} held-out customers the model
            f"(base rate {evaluation['base_rate']:.1%}).")
 deciles = pd.DataFrame(evaluation["deciles"])
 left, right = st.columns(2)
-left.altair_chart(charts.lift_chart(deciles), width="stretch")
+cached.chart(left, charts.lift_chart, deciles, width="stretch")
 left.caption("Lift: how many times more conversions each tenth of customers, ranked by score, has than average.")
-right.altair_chart(charts.gains_chart(deciles), width="stretch")
+cached.chart(right, charts.gains_chart, deciles, width="stretch")
 right.caption("Gains: the share of all conversions you reach by targeting the top x% of scores.")
 left, right = st.columns(2)
-left.altair_chart(charts.calibration_chart(pd.DataFrame(evaluation["calibration"])), width="stretch")
+cached.chart(left, charts.calibration_chart, pd.DataFrame(evaluation["calibration"]), width="stretch")
 left.caption("Calibration: points on the dashed line mean a predicted 20% really converts 20% of the time.")
-right.altair_chart(charts.expected_vs_actual(pd.DataFrame(evaluation["buckets"])), width="stretch")
+cached.chart(right, charts.expected_vs_actual, pd.DataFrame(evaluation["buckets"]), width="stretch")
 right.caption("Expected vs actual: mean predicted probability and the observed rate in each bucket.")
 
 with st.expander("Show more: definition, data and model"):
     details = run["details"]
     st.markdown(
-        f"- **Goal:** {definition.goal_text()}\n- **Eligible:** active in the last {definition.eligible_days} days\n"
+        f"- **Goal:** {plain(definition.goal_text())}\n- **Eligible:** active in the last {definition.eligible_days} days\n"
         f"- **Buckets:** low below {definition.low_threshold}, high from {definition.high_threshold}\n"
         f"- **Data:** events from {details['data_first_event'][:10]} to {details['data_last_event'][:10]}\n"
         f"- **Training:** {details['training']['training_rows']:,} examples from snapshots "
         f"{', '.join(details['training']['training_snapshots'])}; held out {details['training']['holdout_snapshot']}\n"
         f"- **Model:** scikit-learn {details['sklearn_version']} gradient boosting, "
         f"{details['training']['iterations']} trees, Platt-calibrated; {details['features']} features; "
-        f"{details['cache']}"
+        f"{plain(details['cache'])}"
     )

@@ -6,7 +6,8 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import access, cached, state
+from ui import access, activation, cached, state, tables
+from ui.components import plain
 
 PAGE_SIZE = 50
 
@@ -18,31 +19,41 @@ table = cached.list_segments(db)
 if table.empty:
     st.info("No segments yet. Open an instance's dashboard and press Create Segment on a propensity card.")
     st.stop()
-st.dataframe(table, hide_index=True, key="segments_table",
-             column_config={"size_at_creation": st.column_config.NumberColumn("Size at creation", format="%d"),
-                            "size_now": st.column_config.NumberColumn("Size now", format="%d")})
+st.dataframe(access.shown(viewer, table), hide_index=True, key="segments_table", column_config=tables.SEGMENT_COLUMNS)
 
-chosen = st.selectbox("Open segment", table["name"].tolist(), key="segments_selected")
+names = table["name"].tolist()
+requested = st.query_params.get("segment")
+if requested in names and requested != st.session_state.get("segments_shown"):
+    # Arriving from Save in the segment builder (or from a shared link): open that segment.
+    st.session_state["segments_selected"] = requested
+chosen = st.selectbox("Open segment", names, key="segments_selected")
+st.session_state["segments_shown"] = chosen
+st.query_params["segment"] = chosen
 segment = segments.get_segment(db, chosen)
-st.subheader(chosen)
+st.subheader(plain(chosen))
 st.code(segment["rule_text"], language=None)
-st.caption(f"Evaluated against the latest successful run of {segment['instance']!r} (run {segment['current_run_id']}); "
-           f"created from run {segment['run_id_at_creation']} with {segment['size_at_creation']:,} profiles.")
+if segment["description"]:
+    st.markdown(plain(segment["description"]))
+st.caption(f"Evaluated against the latest successful run of “{plain(segment['instance'])}” (run "
+           f"{segment['current_run_id']}); created from run {segment['run_id_at_creation']} with "
+           f"{segment['size_at_creation']:,} profiles.")
 
-members_tab, overlap_tab, export_tab, edit_tab = st.tabs(["Members", "Overlap", "Export", "Edit"])
+members_tab, overlap_tab, export_tab, activation_tab, edit_tab = st.tabs(
+    ["Members", "Overlap", "Export", "Activation", "Edit"])
 with members_tab:
     size = int(table.loc[table["name"] == chosen, "size_now"].fillna(0).iloc[0])
     pages = max(1, -(-size // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="segments_page")
     st.dataframe(access.shown(viewer, segments.members(db, chosen, PAGE_SIZE, (page - 1) * PAGE_SIZE)),
-                 hide_index=True, key="segments_members")
+                 hide_index=True, key="segments_members", column_config=tables.MEMBER_COLUMNS)
 with overlap_tab:
     shared = segments.overlap(db, chosen)
     if shared.empty:
         st.info("There are no other segments to compare with.")
     else:
         st.dataframe(shared, hide_index=True, key="segments_overlap",
-                     column_config={"share_of_this_segment": st.column_config.ProgressColumn(
+                     column_config={"segment": "Other segment", "shared_profiles": "Shared profiles",
+                                    "share_of_this_segment": st.column_config.ProgressColumn(
                          "Share of this segment", format="percent", min_value=0, max_value=1)})
 with export_tab:
     st.caption("Every member with all identities, probability, score, percentile, bucket, score date and factors.")
@@ -54,6 +65,8 @@ with export_tab:
                            functools.partial(segments.export_bytes, db, chosen, file_format, viewer.actor),
                            file_name=f"{chosen}.{file_format}", mime=mime, key=f"segments_export_{file_format}",
                            disabled=not viewer.sees_identities)
+with activation_tab:
+    activation.section(db, viewer, chosen)
 with edit_tab:
     access.view_only_note(viewer)
     new_name = st.text_input("Name", chosen, max_chars=segments.MAX_NAME_CHARS, key="segments_new_name")
@@ -62,14 +75,15 @@ with edit_tab:
         try:
             segments.update_segment(db, chosen, new_name, description, actor=viewer.actor)
         except CaiError as error:
-            st.error(str(error))
+            st.error(plain(error))
         else:
             cached.invalidate()
-            state.flash(f"Saved {new_name!r}.")
+            state.flash(f"Saved “{plain(new_name)}”.")
+            st.query_params["segment"] = new_name
             st.rerun()
     if st.toggle("Delete…", key="segments_delete_toggle", disabled=not viewer.can_edit):
-        if st.button(f"Yes, delete {chosen!r}", key="segments_delete_confirm"):
+        if st.button(f"Yes, delete “{plain(chosen)}”", key="segments_delete_confirm"):
             segments.delete_segment(db, chosen, actor=viewer.actor)
             cached.invalidate()
-            state.flash(f"Deleted {chosen!r}.")
+            state.flash(f"Deleted “{plain(chosen)}”.")
             st.rerun()

@@ -5,9 +5,10 @@ import streamlit as st
 
 from cai import ingest, instances, scores
 from cai.errors import CaiError
-from ui import access, cached, components, state
+from ui import access, cached, components, state, tables
+from ui.components import plain
 
-COLUMN_WIDTHS = [3, 1.3, 4, 1.3, 1.2, 1, 1]
+COLUMN_WIDTHS = [3.2, 1.5, 3.6, 1.2, 1.6, 1, 1]
 
 db = state.db_path()
 viewer = access.current()
@@ -24,15 +25,16 @@ else:
         column.markdown(f"**{title}**")
     for row in table.itertuples():
         cells = st.columns(COLUMN_WIDTHS)
-        cells[0].page_link("pages/dashboard.py", label=row.name, query_params={"instance": row.name})
-        cells[1].write(row.propensity_type)
-        cells[2].write(row.goal)
-        cells[3].write(row.status)
-        cells[4].write(str(row.last_run_date)[:10] if pd.notna(row.last_run_date) else "—")
-        cells[5].write(f"{int(row.profiles_scored):,}" if pd.notna(row.profiles_scored) else "—")
-        cells[6].write(row.quality if pd.notna(row.quality) else "—")
+        with cells[0].container(key=f"instances_link_{row.Index}"):
+            st.page_link("app_pages/dashboard.py", label=plain(row.name), query_params={"instance": row.name})
+        cells[1].text(row.propensity_type.capitalize())
+        cells[2].text(row.goal)
+        cells[3].text(row.status)
+        cells[4].text(f"{row.last_run_date:%d %b %Y}" if pd.notna(row.last_run_date) else "—")
+        cells[5].text(f"{int(row.profiles_scored):,}" if pd.notna(row.profiles_scored) else "—")
+        cells[6].text(row.quality if pd.notna(row.quality) else "—")
         if row.status == instances.ERROR and pd.notna(row.status_reason):
-            st.error(f"{row.name}: {row.status_reason}")
+            st.error(plain(f"{row.name}: {row.status_reason}"))
 
 st.divider()
 names = table["name"].tolist()
@@ -44,18 +46,18 @@ if names:
     with summary:
         st.subheader("Summary")
         st.markdown(
-            f"**Status:** {run['status']}  \n**Goal:** {definition.goal_text()}  \n"
+            f"**Status:** {run['status']}  \n**Goal:** {plain(definition.goal_text())}  \n"
             f"**Type:** {definition.propensity_type}  \n**Eligible:** active in the last {definition.eligible_days} "
-            f"days{' and did ' + definition.population_event_type if definition.population_event_type else ''}  \n"
-            f"**Schedule:** {definition.schedule}  \n**Description:** {definition.description or '—'}"
+            f"days{' and did ' + plain(definition.population_event_type) if definition.population_event_type else ''}"
+            f"  \n**Schedule:** {definition.schedule}  \n**Description:** {plain(definition.description or '—')}"
         )
         if run["run_id"]:
             st.markdown(
-                f"**Last successful run:** score date {run['as_of']}, {run['profiles_scored']:,} profiles, "
+                f"**Last successful run:** score date {run['as_of']:%d %b %Y}, {run['profiles_scored']:,} profiles, "
                 f"{run['duration_s']:.1f} s, AUC {run['metrics']['auc']:.3f} ({run['metrics']['grade']})"
             )
         if run["status_reason"]:
-            st.warning(run["status_reason"])
+            st.warning(plain(run["status_reason"]))
     with actions:
         st.subheader("Actions")
         access.view_only_note(viewer)
@@ -63,29 +65,30 @@ if names:
             result = components.run_with_progress(db, chosen, viewer.actor)
             cached.invalidate()
             if result.error:
-                st.error(result.error)
+                st.error(plain(result.error))
             else:
-                state.flash(f"{chosen}: {result.profiles_scored:,} profiles scored, AUC {result.metrics['auc']:.3f}.")
+                state.flash(f"{plain(chosen)}: {result.profiles_scored:,} profiles scored, AUC {result.metrics['auc']:.3f}.")
                 st.rerun()
         if st.button("Clone", key="instances_clone", disabled=not viewer.can_edit):
             clone = instances.clone_instance(db, chosen, actor=viewer.actor)
             cached.invalidate()
-            state.flash(f"Cloned as {clone.name!r}.")
+            state.flash(f"Cloned as “{plain(clone.name)}”.")
             st.rerun()
         if st.toggle("Delete…", key="instances_delete_toggle", disabled=not viewer.can_edit):
-            st.warning(f"Deleting {chosen!r} removes its runs, scores and segments.")
+            st.warning(f"Deleting “{plain(chosen)}” removes its runs, scores and segments.")
             if st.button("Yes, delete", key="instances_delete_confirm"):
                 instances.delete_instance(db, chosen, actor=viewer.actor)
                 cached.invalidate()
-                state.flash(f"Deleted {chosen!r}.")
+                state.flash(f"Deleted “{plain(chosen)}”.")
                 st.rerun()
     with st.expander("Run history"):
-        st.dataframe(instances.run_history(db, chosen), hide_index=True, key="instances_history")
+        st.dataframe(instances.run_history(db, chosen), hide_index=True, key="instances_history",
+                     column_config=tables.RUN_HISTORY_COLUMNS)
     with st.expander("Edit the set-up", expanded=False):
         if not viewer.can_edit:
             st.info(access.VIEW_ONLY)
         elif run["status"] not in instances.EDITABLE_STATUSES:
-            st.info(f"{chosen!r} is {run['status']}: definitions can be edited only while awaiting training or in "
+            st.info(f"“{plain(chosen)}” is {run['status']}: definitions can be edited only while awaiting training or in "
                     "error, as in Adobe's product. Clone it to change the set-up.")
         else:
             edited = components.instance_form("instances_edit", ingest.event_types(db), definition)
@@ -93,10 +96,10 @@ if names:
                 try:
                     instances.update_instance(db, chosen, edited, actor=viewer.actor)
                 except CaiError as error:
-                    st.error(str(error))
+                    st.error(plain(error))
                 else:
                     cached.invalidate()
-                    state.flash(f"Saved {edited.name!r}.")
+                    state.flash(f"Saved “{plain(edited.name)}”.")
                     st.rerun()
 
 with st.expander("Create an instance", expanded=not names and viewer.can_edit):
@@ -106,8 +109,8 @@ with st.expander("Create an instance", expanded=not names and viewer.can_edit):
         try:
             instance = instances.create_instance(db, created, actor=viewer.actor)
         except CaiError as error:
-            st.error(str(error))
+            st.error(plain(error))
         else:
             cached.invalidate()
-            state.flash(f"Created {instance.name!r}. Run it to see its dashboard.")
+            state.flash(f"Created “{plain(instance.name)}”. Run it to see its dashboard.")
             st.rerun()

@@ -1,10 +1,12 @@
 """Data: datasets and batches, events over time, the history requirement, and uploads."""
 
+import pandas as pd
 import streamlit as st
 
 from cai import charts, ingest
 from cai.errors import CaiError, ValidationError
-from ui import access, cached, state
+from ui import access, cached, state, tables
+from ui.components import plain
 
 db = state.db_path()
 viewer = access.current()
@@ -19,27 +21,33 @@ columns[2].metric("Events", f"{summary['events']:,}")
 columns[3].metric("Days covered", f"{summary['days_covered']:,}")
 if summary["first_event"]:
     verdict = "meets" if summary["meets_two_quarters"] else "does not yet meet"
-    st.caption(f"Events from {summary['first_event'][:10]} to {summary['last_event'][:10]}: this {verdict} "
-               "Customer AI's requirement of at least two quarters (183 days) of history.")
+    first, last = (f"{pd.Timestamp(summary[key]):%d %b %Y}" for key in ("first_event", "last_event"))
+    st.caption(f"Events from {first} to {last}: this {verdict} Customer AI's requirement of at least two quarters "
+               "(183 days) of history.")
 
 st.subheader("Events per month")
 per_month = cached.events_per_month(db)
 if per_month.empty:
     st.info("No events yet. Upload a file below.")
 else:
-    st.altair_chart(charts.events_per_month(per_month), width="stretch")
+    cached.chart(st, charts.events_per_month, access.shown(viewer, per_month), width="stretch")
 
 st.subheader("Datasets")
-st.dataframe(cached.datasets_overview(db), hide_index=True, key="data_datasets")
-with st.expander("Batches and their errors"):
-    st.dataframe(ingest.batches(db), hide_index=True, key="data_batches")
+st.dataframe(access.shown(viewer, cached.datasets_overview(db)), hide_index=True, key="data_datasets",
+             column_config=tables.DATASET_COLUMNS)
+with st.expander("Files loaded and their problems"):
+    st.dataframe(access.shown(viewer, ingest.batches(db)), hide_index=True, key="data_batches",
+                 column_config=tables.BATCH_COLUMNS)
+    st.caption("Events per type in the latest files; “inferred” counts events typed from their XDM field groups "
+               "because they had no `eventType` (“unspecified” when none applies).")
+    st.dataframe(access.shown(viewer, ingest.batch_event_types(db)), hide_index=True, key="data_batch_event_types")
 
 st.subheader("Upload a file")
-st.caption("XDM ExperienceEvent JSON (array or JSON lines), or CSV/Parquet with `timestamp`, `event_type` and "
+st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too), or CSV/Parquet with `timestamp`, `event_type` and "
            "identity columns; profile files with identity and attribute columns. A file is loaded whole or not at all.")
 access.view_only_note(viewer)
 with st.form("data_upload", clear_on_submit=True):
-    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet"], key="data_file")
+    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet", "gz"], key="data_file")
     kind = st.radio("It holds", ["events", "profiles"], horizontal=True, key="data_kind")
     dataset = st.text_input("Dataset name (optional)", key="data_dataset")
     submitted = st.form_submit_button("Load file", type="primary", disabled=not viewer.can_edit)
@@ -49,14 +57,14 @@ if submitted and upload is not None:
                                      actor=viewer.actor)
     except ValidationError as error:
         cached.invalidate()
-        st.error(str(error))
+        st.error(plain(error))
         for problem in error.problems:
-            st.markdown(f"- {problem}")
+            st.markdown(f"- {plain(problem)}")
     except CaiError as error:
-        st.error(str(error))
+        st.error(plain(error))
     else:
         cached.invalidate()
-        state.flash(f"Loaded {report.file_name}: {report.rows_accepted:,} events or rows accepted, "
+        state.flash(f"Loaded {plain(report.file_name)}: {report.rows_accepted:,} events or rows accepted, "
                     f"{report.rows_duplicate:,} duplicates skipped, {report.profiles_created:,} new profiles, "
                     f"{report.profiles_merged:,} merged.")
         st.rerun()

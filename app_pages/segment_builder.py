@@ -4,7 +4,8 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import access, cached, state
+from ui import access, activation, cached, state
+from ui.components import plain
 
 db = state.db_path()
 viewer = access.current()
@@ -18,8 +19,9 @@ if not scored:
 params = st.query_params
 instance = params.get("instance") if params.get("instance") in scored else scored[0]
 bucket = params.get("bucket") if params.get("bucket") in segments.BUCKET_LABELS else "high"
-if st.session_state.get("builder_origin") != (instance, bucket):
-    # A new Create Segment click pre-fills the form; later edits by the user are kept.
+if st.session_state.get("builder_origin") != (instance, bucket) or "builder_range" not in st.session_state:
+    # A new Create Segment click pre-fills the form; later edits by the user are kept. Streamlit forgets a
+    # widget's value once another page has been shown, so a return by the navigation pre-fills it again.
     definition = cached.latest_run(db, instance)["definition"]
     rule = segments.bucket_rule(instance, bucket, definition.low_threshold, definition.high_threshold)
     st.session_state.update({
@@ -43,30 +45,39 @@ rule = segments.Rule(instance=instance, field=field, minimum=low if low > 0 else
                      maximum=high if high < top else None, country=country, loyalty_tier=tier)
 st.code(rule.text(), language=None)
 
-columns = st.columns(2)
-value = columns[0].number_input("Value per conversion (optional)", min_value=0.0, value=0.0, key="builder_value")
-cost = columns[1].number_input("Cost per contact (optional)", min_value=0.0, value=0.0, key="builder_cost")
+figures_slot = st.container(border=True)
+with st.expander("Expected return (optional): value per conversion and cost per contact"):
+    columns = st.columns(2)
+    value = columns[0].number_input("Value per conversion", min_value=0.0, value=0.0, key="builder_value")
+    cost = columns[1].number_input("Cost per contact", min_value=0.0, value=0.0, key="builder_cost")
 figures = segments.measure(db, rule, value if value else None, cost if value else None)
-cells = st.columns(5)
-cells[0].metric("Audience", f"{figures['size']:,}", f"{figures['share']:.1%} of scored", delta_color="off")
-cells[1].metric("Expected conversions", f"{figures['expected_conversions']:,.0f}")
-cells[2].metric("Expected precision", f"{figures['precision']:.1%}" if figures["precision"] is not None else "—")
-cells[3].metric("Expected recall", f"{figures['recall']:.1%}" if figures["recall"] is not None else "—")
-cells[4].metric("Expected return", f"{figures['expected_return']:,.0f}" if "expected_return" in figures else "—")
+with figures_slot:
+    cells = st.columns(5)
+    cells[0].metric("Audience", f"{figures['size']:,}", f"{figures['share']:.1%} of scored", delta_color="off",
+                    delta_arrow="off")
+    cells[1].metric("Expected conversions", f"{figures['expected_conversions']:,.0f}")
+    cells[2].metric("Expected precision", f"{figures['precision']:.1%}" if figures["precision"] is not None else "—")
+    cells[3].metric("Expected recall", f"{figures['recall']:.1%}" if figures["recall"] is not None else "—")
+    cells[4].metric("Expected return", f"{figures['expected_return']:,.0f}" if "expected_return" in figures else "—")
+    columns = st.columns([4, 1], vertical_alignment="bottom")
+    name = columns[0].text_input("Segment name", key="builder_name", max_chars=segments.MAX_NAME_CHARS)
+    save = columns[1].button("Save", type="primary", key="builder_save", disabled=not viewer.can_edit,
+                             width="stretch")
+    description = st.text_input("Description (optional)", key="builder_description")
+    activate_to = activation.choose_on_save(db, viewer)
+    access.view_only_note(viewer)
 st.caption("Precision and recall come from the held-out customers of the latest run: of those this rule would have "
            "targeted, the share that converted, and the share of all converters it would have reached. Return is "
            "expected conversions × value − audience × cost.")
 
-name = st.text_input("Segment name", key="builder_name", max_chars=segments.MAX_NAME_CHARS)
-description = st.text_area("Description", key="builder_description")
-access.view_only_note(viewer)
-if st.button("Save", type="primary", key="builder_save", disabled=not viewer.can_edit):
+if save:
     try:
         saved = segments.create_segment(db, name, rule, description, actor=viewer.actor)
     except CaiError as error:
-        st.error(str(error))
+        figures_slot.error(plain(error))
     else:
         cached.invalidate()
         st.session_state.pop("builder_origin", None)
-        state.flash(f"Saved {saved['name']!r} with {saved['size']:,} profiles.")
-        st.switch_page("pages/segments.py")
+        delivered = activation.activate_saved(db, viewer, saved["name"], activate_to)
+        state.flash(f"Saved “{plain(saved['name'])}” with {saved['size']:,} profiles. {plain(delivered)}".strip())
+        st.switch_page("app_pages/segments.py", query_params={"segment": saved["name"]})

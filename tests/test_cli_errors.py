@@ -1,0 +1,73 @@
+"""The command line answers a bad date, a bad number or a missing file with one plain line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cai import cli
+from tests.conftest import ROOT
+
+
+def _run(capsys, *argv: str) -> tuple[int, list[str]]:
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as stop:
+        code = stop.code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, lines
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "X", "--as-of", "2026-13-01"], "'2026-13-01' is not a date"),
+    (["run", "X", "--as-of", "yesterday"], "'yesterday' is not a date"),
+    (["run", "X", "--as-of", ""], "'' is not a date"),
+    (["backtest", "X", "--from", "2011", "--to", "2011-11-01"], "'2011' is not a date"),
+    (["backtest", "X", "--from", "2011-04-01", "--to", "01/11/2011"], "'01/11/2011' is not a date"),
+])
+def test_a_bad_date_is_one_line_and_exit_2(capsys, empty_db, argv, words):
+    code, lines = _run(capsys, "--db", str(empty_db), *argv)
+    assert code == 2 and len(lines) == 1 and words in lines[0] and "YYYY-MM-DD" in lines[0]
+    assert not empty_db.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["demo", "--profiles", "ten"], "'ten' is not a whole number"),
+    (["demo", "--profiles", "1.5"], "'1.5' is not a whole number"),
+    (["instances", "create", "--name", "A", "--goal", "b", "--window-days", "3x"], "'3x' is not a whole number"),
+    (["segments", "create", "--instance", "X", "--name", "Y", "--min-score", "nan"], "'nan' is not a number"),
+    (["segments", "create", "--instance", "X", "--name", "Y", "--max-score", "inf"], "'inf' is not a number"),
+    (["segments", "create", "--instance", "X", "--name", "Y", "--min-score", "high"], "'high' is not a number"),
+])
+def test_a_bad_number_is_one_line_and_exit_2(capsys, empty_db, argv, words):
+    code, lines = _run(capsys, "--db", str(empty_db), *argv)
+    assert code == 2 and len(lines) == 1 and words in lines[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["ingest", "{missing}/events.csv"],
+    ["ingest", "{missing}"],
+    ["ingest", "--online-retail", "{missing}/online_retail.csv.gz"],
+])
+def test_a_missing_file_is_one_line_and_exit_2(capsys, empty_db, tmp_path, argv):
+    argv = [arg.format(missing=tmp_path / "nowhere") for arg in argv]
+    code, lines = _run(capsys, "--db", str(empty_db), *argv)
+    assert code == 2 and len(lines) == 1 and "nowhere" in lines[0]
+
+
+def test_an_export_to_an_unwritable_place_is_one_line_and_exit_2(capsys, trained_db, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, lines = _run(capsys, "--db", str(trained_db), "scores", "export", "Product Purchase Propensity",
+                       "--out", str(blocker / "scores.csv"))
+    assert code == 2 and len(lines) == 1 and "a-file" in lines[0]
+
+
+def test_the_real_command_prints_no_traceback(empty_db):
+    done = subprocess.run([sys.executable, "-m", "cai", "--db", str(empty_db), "run", "X", "--as-of", "2026-02-30"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "python -m cai run: argument --as-of: '2026-02-30' is not a date; write it as YYYY-MM-DD, e.g. 2026-10-15"]

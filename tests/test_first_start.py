@@ -1,0 +1,113 @@
+"""The first start cannot be broken: killed, reloaded or opened in two tabs, the next start finishes the job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai import instances, store
+from tests.conftest import ROOT, TEST_PROFILES
+from ui import bootstrap
+
+TIMEOUT = 600
+
+# A first start in a process of its own that prints each progress message, so the test can kill it mid-training.
+CHILD = """
+import sys
+from cai import store
+from ui import bootstrap
+
+class Printed(bootstrap.FirstStart):
+    def report(self, fraction, message):
+        super().report(fraction, message)
+        print(message, flush=True)
+
+bootstrap.DEMO_PROFILES = int(sys.argv[2])
+bootstrap.build(Printed(store.resolve(sys.argv[1])))
+"""
+
+
+@pytest.fixture
+def small_demo(monkeypatch, tmp_path):
+    monkeypatch.setattr(bootstrap, "DEMO_PROFILES", TEST_PROFILES)
+
+
+def _assert_finished(db) -> None:
+    assert db.exists() and not bootstrap.side_file(store.resolve(db)).exists()
+    tutorial = instances.get_instance(db, instances.TUTORIAL_INSTANCE)
+    assert tutorial.status == instances.SUCCESS and tutorial.current_run_id is not None
+    counts = store.query_df(db, "SELECT (SELECT count(*) FROM datasets) AS datasets, "
+                                "(SELECT count(*) FROM profiles) AS profiles, "
+                                "(SELECT count(*) FROM scores) AS scores").iloc[0]
+    assert counts["datasets"] == 1
+    assert counts["profiles"] == TEST_PROFILES
+    assert counts["scores"] > 0
+
+
+def test_a_first_start_killed_while_training_is_finished_by_the_next_start(small_demo, tmp_path):
+    db = tmp_path / "data" / "cai.duckdb"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(TEST_PROFILES)], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if "training" in line.lower():
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not db.exists(), "a killed first start must not leave a database that looks finished"
+    assert bootstrap.side_file(store.resolve(db)).exists()
+
+    job = bootstrap.FirstStart(store.resolve(db))
+    bootstrap.build(job)
+
+    assert job.error is None and job.done.is_set()
+    _assert_finished(db)
+
+
+def test_a_leftover_side_file_that_is_not_a_database_is_replaced(small_demo, tmp_path):
+    db = tmp_path / "cai.duckdb"
+    bootstrap.side_file(store.resolve(db)).write_bytes(b"half a file, cut off when the machine lost power")
+
+    job = bootstrap.FirstStart(store.resolve(db))
+    bootstrap.build(job)
+
+    assert job.error is None
+    _assert_finished(db)
+
+
+def test_two_tabs_opened_at_once_share_one_first_start_and_both_show_the_app(small_demo, tmp_path, monkeypatch):
+    db = tmp_path / "cai.duckdb"
+    monkeypatch.setenv(store.DB_ENV_VAR, str(db))
+    tabs = [AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT) for _ in range(2)]
+    threads = [threading.Thread(target=tab.run) for tab in tabs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for tab in tabs:
+        assert not tab.exception
+        assert tab.title[0].value == "Customer AI"
+        assert not tab.error
+    _assert_finished(db)
+
+
+def test_a_reloaded_page_watches_the_running_first_start_instead_of_starting_another(small_demo, tmp_path,
+                                                                                     monkeypatch):
+    db = tmp_path / "cai.duckdb"
+    monkeypatch.setenv(store.DB_ENV_VAR, str(db))
+    abandoned = bootstrap.first_start(store.resolve(db))  # the tab that was closed started this job, then went away
+
+    reloaded = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+
+    assert bootstrap.first_start(store.resolve(db)) is abandoned
+    assert abandoned.done.is_set() and abandoned.error is None
+    assert not reloaded.exception
+    assert reloaded.title[0].value == "Customer AI"
+    _assert_finished(db)

@@ -1,0 +1,170 @@
+"""Masking is a property of the data: after files put emails and phone numbers in every place a file can put them,
+a viewer who may not see identities finds none of them anywhere on any page, in any table, chart, header, message
+or option; an identity viewer sees them all."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai import ingest, instances, privacy, profiles, segments
+from cai.errors import ValidationError
+from tests.conftest import ROOT
+from tests.test_access import AUTH, EDITOR, VIEWER, fresh_caches  # noqa: F401 - the autouse fixture applies here
+
+TIMEOUT = 120
+PAGES = ["app_pages/instances.py", "app_pages/dashboard.py", "app_pages/segment_builder.py", "app_pages/segments.py",
+         "app_pages/profiles.py", "app_pages/data.py", "app_pages/audit.py"]
+# Each personal value a file can bring, and the place it came through.
+SECRETS = {
+    "profile email identity": "secret.person@private-mail.org",
+    "profile phone identity": "+44 7700 900123",
+    "a first name that is an email": "jane.doe@hidden.example",
+    "a city that is a phone number": "+1 (212) 555-0199",
+    "a `mobile` column (JSON attribute, bare digits)": "07700900456",
+    "a JSON attribute holding an email": "alt.contact@hidden.example",
+    "an XDM EmailAddress namespace": "xdm.person@hidden.example",
+    "an XDM Phone_E.164 namespace": "+15550001111",
+    "an event's product name": "gift.for.bob@hidden.example",
+    "an event's page name": "+33 6 12 34 56 78",
+    "an event's tracking code": "track.me@hidden.example",
+    "a file name (dataset, batch, audit log)": "carol.export@hidden.example",
+    "a rejected value quoted in a batch error": "dave.rejected@hidden.example",
+    "a rejected phone quoted in a batch error": "+49 30 1234 5678",
+}
+TUTORIAL_EMAIL = "hbirkenshawa@businessweek.com"
+
+
+def _seed(db) -> int:
+    """Loads the personal values through the real ingestion path; returns the profile the XDM file created."""
+    crmid = profiles.identities(db, profiles.find(db, "Email", TUTORIAL_EMAIL))
+    crmid = crmid.loc[crmid["namespace"] == "CRMID", "identity"].iloc[0]
+    profile_file = pd.DataFrame({
+        "crmid": [crmid], "email": [SECRETS["profile email identity"]], "phone": [SECRETS["profile phone identity"]],
+        "first_name": [SECRETS["a first name that is an email"]], "city": [SECRETS["a city that is a phone number"]],
+        "mobile": [SECRETS["a `mobile` column (JSON attribute, bare digits)"]],
+        "backup_contact": [SECRETS["a JSON attribute holding an email"]],
+    })
+    ingest.ingest_bytes(db, profile_file.to_csv(index=False).encode(), "crm-profiles.csv", kind="profiles")
+    latest = ingest.store_summary(db)["last_event"]
+    events = pd.DataFrame({
+        "timestamp": [latest, latest], "event_type": ["web.webpagedetails.pageViews"] * 2,
+        "email": [TUTORIAL_EMAIL] * 2, "product_name": [SECRETS["an event's product name"], "Gift card"],
+        "page_name": [SECRETS["an event's page name"], "Home"],
+        "tracking_code": [SECRETS["an event's tracking code"], "spring"],
+    })
+    ingest.ingest_bytes(db, events.to_csv(index=False).encode(),
+                        f"{SECRETS['a file name (dataset, batch, audit log)']}.csv", kind="events")
+    xdm = [{"_id": "xdm-secret-1", "timestamp": latest, "eventType": "web.webpagedetails.pageViews",
+            "identityMap": {"EmailAddress": [{"id": SECRETS["an XDM EmailAddress namespace"], "primary": True}],
+                            "Phone_E.164": [{"id": SECRETS["an XDM Phone_E.164 namespace"]}]}}]
+    ingest.ingest_bytes(db, json.dumps(xdm).encode(), "xdm.json", kind="events")
+    rejected = pd.DataFrame({"timestamp": [SECRETS["a rejected value quoted in a batch error"],
+                                           SECRETS["a rejected phone quoted in a batch error"]],
+                             "event_type": ["search", "search"], "email": [TUTORIAL_EMAIL] * 2})
+    with pytest.raises(ValidationError):
+        # Into a dataset that exists, so the refused file is kept as a failed batch whose errors quote the values.
+        ingest.ingest_bytes(db, rejected.to_csv(index=False).encode(), "rejected.csv", kind="events", dataset="xdm")
+    segments.create_segment(db, "Everyone scored", segments.Rule(instance=instances.TUTORIAL_INSTANCE))
+    return profiles.find(db, "EmailAddress", SECRETS["an XDM EmailAddress namespace"])
+
+
+def _rendered(app: AppTest) -> str:
+    """Everything the page sent to the browser: every element's and block's message, tables and chart data
+    included (Arrow keeps text as UTF-8, so a value in a cell is found as it is)."""
+    chunks = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            chunks.append(proto.SerializeToString().decode("utf-8", errors="replace"))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(app._tree)
+    return "\n".join(chunks)
+
+
+def _every_page(identity_viewers: tuple[str, ...], profile_ids: list[int]) -> str:
+    texts = []
+    for page in PAGES:
+        openings = [{}]
+        if page == "app_pages/profiles.py":
+            openings = [{"namespace": "Email", "value": TUTORIAL_EMAIL},
+                        *({"namespace": profiles.PROFILE_ID, "value": str(pid)} for pid in profile_ids),
+                        {"namespace": "Email", "value": "secret"}, {"namespace": "Phone", "value": "+44"},
+                        {"namespace": "ECID", "value": "jane"}]
+        for params in openings:
+            app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+            app.secrets["auth"] = AUTH
+            app.secrets["cai"] = {"editors": [EDITOR], "identity_viewers": list(identity_viewers)}
+            for key, value in {"is_logged_in": True, "email": VIEWER, "email_verified": True, "sub": "v-1"}.items():
+                app.user[key] = value
+            app.query_params.update(params)
+            app.switch_page(page).run()
+            assert not app.exception, (page, params, app.exception)
+            texts.append(_rendered(app))
+    return "\n".join(texts)
+
+
+@pytest.fixture
+def seeded(trained_db):
+    tutorial_profile = profiles.find(trained_db, "Email", TUTORIAL_EMAIL)
+    return trained_db, [tutorial_profile, _seed(trained_db)]
+
+
+def test_a_viewer_finds_no_seeded_email_or_phone_on_any_page(seeded):
+    _, profile_ids = seeded
+    shown = _every_page((), profile_ids)
+    leaks = {place: value for place, value in SECRETS.items()
+             if value in shown or value.split("@")[0] in shown}
+    assert leaks == {}
+    # The tutorial's email is on show only as the text the viewer typed in the look-up box (an exact match).
+    assert "h•••@businessweek.com" in shown
+    assert "s•••@private-mail.org" in shown and "•••23" in shown
+
+
+def test_an_identity_viewer_sees_the_same_pages_unmasked(seeded):
+    _, profile_ids = seeded
+    shown = _every_page((VIEWER,), profile_ids)
+    missing = {place: value for place, value in SECRETS.items() if value not in shown}
+    assert missing == {}
+
+
+def test_a_viewer_cannot_rebuild_a_masked_value_by_prefix_search(seeded):
+    db, _ = seeded
+    assert profiles.search(db, "Email", "secret.p")["profile_id"].tolist()
+    for namespace, typed in (("Email", "secret.p"), ("Phone", "+44 77"), ("Email", "jane.doe@"),
+                             ("EmailAddress", "xdm.p"), ("ECID", "jane.doe")):
+        hits = profiles.search(db, namespace, typed, by_prefix=not privacy.is_contact_name(namespace),
+                               personal_hits=False)
+        assert hits.empty, (namespace, typed)
+    assert not profiles.search(db, "CRMID", "CRM0000000", personal_hits=False).empty
+
+
+@pytest.mark.parametrize("value, masked", [
+    ("a@b.com", "a•••@b.com"),
+    ("Row 2: unparseable timestamp 'dave@x.org'", "Row 2: unparseable timestamp 'd•••@x.org'"),
+    ("call +1 (212) 555-0199 now", "call •••99 now"),
+    ("(212) 555-0199", "•••99"),
+    ("212-555-0199", "•••99"),
+    ('{"mobile": "07700900456", "tier": "gold"}', '{"mobile": "•••56", "tier": "gold"}'),
+    ("2026-01-05T10:00:00+01:00", "2026-01-05T10:00:00+01:00"),
+    ("CRM00000012", "CRM00000012"),
+    ("123456789012345678", "123456789012345678"),
+    ("order 4412 of 3 items, 129.50", "order 4412 of 3 items, 129.50"),
+])
+def test_personal_values_are_found_by_what_they_are(value, masked):
+    assert privacy.mask_text(value) == masked
+
+
+@pytest.mark.parametrize("name, contact", [
+    ("Email", True), ("EmailAddress", True), ("Phone_E.164", True), ("mobile", True), ("tel", True),
+    ("cell_number", True), ("ECID", False), ("CRMID", False), ("LoyaltyID", False), ("city", False),
+    ("hotel", False), ("cancelled", False),
+])
+def test_contact_namespaces_and_columns_are_found_by_name(name, contact):
+    assert privacy.is_contact_name(name) is contact

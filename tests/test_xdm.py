@@ -1,0 +1,160 @@
+"""XDM as Adobe writes it: our own fixtures in each shape, then Adobe's published examples when they are beside us."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cai import ingest, store
+from tests.conftest import ROOT
+
+OWN = ROOT / "tests" / "data" / "xdm"
+ADOBE = ROOT.parent / "shared" / "datasets" / "xdm-examples"
+needs_adobe_examples = pytest.mark.skipif(not ADOBE.exists(), reason="shared/datasets is not beside the project")
+
+# Field groups whose example implies one of Customer AI's standard event types; the others load as `unspecified`
+# unless they carry their own `eventType`.
+IMPLIED_TYPES = {
+    "experienceevent-advertising.example.1.json": "advertising.firstQuartiles",
+    "experienceevent-application.example.1.json": "application.launches",
+    "experienceevent-commerce.example.1.json": "commerce.purchases",
+    "experienceevent-directmarketing.example.1.json": "directMarketing.emailSent",
+    "experienceevent-search.example.1.json": "search",
+    "experienceevent-site-search.example.1.json": "search",
+    "experienceevent-web.example.1.json": "web.webpagedetails.pageViews",
+}
+CLASS_EXAMPLE_TYPES = {1: "commerce.purchases", 2: "advertising.firstQuartiles", 3: "advertising.firstQuartiles",
+                       4: "media.mediaTimed.thirdQuartiles", 5: "advertising.completes", 6: "unspecified",
+                       7: "pushTracking.customAction"}
+
+
+def _rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with store.connect(db) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def _identities_of(db: Path, namespace: str, value: str) -> list[tuple]:
+    return _rows(db, "SELECT namespace, id_value FROM identities WHERE profile_id = (SELECT profile_id FROM "
+                     "identities WHERE namespace = ? AND id_value = ?) ORDER BY 1, 2", [namespace, value])
+
+
+def test_a_single_pretty_printed_object_with_prefixes_and_namespace_uris_is_one_event(empty_db):
+    report = ingest.ingest_file(empty_db, OWN / "single_event_pretty.json")
+    assert (report.kind, report.rows_accepted, report.inferred_event_types) == ("events", 1,
+                                                                                 {"commerce.purchases": 1})
+    event = _rows(empty_db, "SELECT xdm_id, event_type, value, order_id, sku, quantity, ts::VARCHAR, "
+                            "raw->>'$._luma.storeId' FROM events")[0]
+    assert event == ("own-single-1", "commerce.purchases", 120.5, "ORDER-1", "SKU-1", 2, "2026-03-02 09:00:00",
+                     "berlin-3")
+    assert _identities_of(empty_db, "ECID", "ECID-SINGLE-1") == [("ECID", "ECID-SINGLE-1"),
+                                                                  ("Email", "single.buyer@shop.test")]
+    assert _rows(empty_db, "SELECT namespace FROM identities WHERE is_primary") == [("ECID",)]
+
+
+def test_both_end_user_id_forms_and_identity_maps_stitch_one_customer_with_inferred_types(empty_db):
+    report = ingest.ingest_file(empty_db, OWN / "events_array.json")
+    assert (report.rows_accepted, report.profiles_created) == (4, 1)
+    assert report.inferred_event_types == {"directMarketing.emailOpened": 1, "media.mediaTimed.starts": 1,
+                                           "unspecified": 1}
+    assert _identities_of(empty_db, "ECID", "ECID-ARRAY-1") == [
+        ("ECID", "ECID-ARRAY-1"), ("Email", "array.buyer@shop.test"), ("LoyaltyID", "L-ARRAY-1"),
+        ("tnt0051", "TNT-ARRAY-1")]
+    per_batch = ingest.batch_event_types(empty_db)
+    assert per_batch.set_index("event_type")[["events", "inferred"]].to_dict("index") == {
+        "commerce.productViews": {"events": 1, "inferred": 0},
+        "directMarketing.emailOpened": {"events": 1, "inferred": 1},
+        "media.mediaTimed.starts": {"events": 1, "inferred": 1},
+        "unspecified": {"events": 1, "inferred": 1}}
+
+
+@pytest.mark.parametrize("name", ["events_lines.jsonl", "events_lines.jsonl.gz"])
+def test_json_lines_plain_or_gzipped_infer_page_views_launches_and_searches(empty_db, name):
+    report = ingest.ingest_file(empty_db, OWN / name)
+    assert report.dataset == "events_lines"
+    assert report.inferred_event_types == {"web.webpagedetails.pageViews": 1, "application.launches": 1,
+                                           "search": 1}
+
+
+def test_gzipped_csv_and_gzipped_single_object_load(empty_db):
+    csv_report = ingest.ingest_file(empty_db, OWN / "events.csv.gz")
+    json_report = ingest.ingest_file(empty_db, OWN / "single_event_pretty.json.gz")
+    assert (csv_report.rows_accepted, csv_report.profiles_created) == (2, 1)  # one customer, whatever the case
+    assert json_report.rows_accepted == 1
+    assert _rows(empty_db, "SELECT event_type FROM events WHERE value IS NULL AND raw IS NULL") == [("unspecified",)]
+
+
+def test_an_individual_profile_object_maps_onto_profile_attributes_and_identities(empty_db):
+    report = ingest.ingest_file(empty_db, OWN / "profile_single.json")
+    assert (report.kind, report.profiles_created) == ("profiles", 1)
+    profile = _rows(empty_db, "SELECT first_name, last_name, gender, birth_year, city, country, loyalty_tier, "
+                              "loyalty_points, signup_date::VARCHAR, attributes->>'$._luma.favouriteStore' "
+                              "FROM profiles")[0]
+    assert profile == ("Ana", "Lima", "female", 1988, "Porto", "PT", "gold", 1200, "2024-02-01", "Porto Centro")
+    assert _identities_of(empty_db, "CRMID", "CRM-PROFILE-1") == [
+        ("CRMID", "CRM-PROFILE-1"), ("Email", "ana.lima@mail.test"), ("Phone", "+351 912 000 111")]
+
+
+def test_many_individual_profiles_in_an_array_load_each(empty_db):
+    report = ingest.ingest_file(empty_db, OWN / "profiles_array.json")
+    assert (report.rows_accepted, report.profiles_created) == (2, 2)
+    assert _rows(empty_db, "SELECT first_name, last_name, birth_year, city, country FROM profiles ORDER BY 1") == [
+        ("Bo", None, 1990, "Oslo", "Norway"), ("Cy", "Ng", None, None, None)]
+
+
+@needs_adobe_examples
+@pytest.mark.parametrize("number", sorted(CLASS_EXAMPLE_TYPES))
+def test_each_adobe_experience_event_class_example_loads_as_it_is(empty_db, number):
+    path = ADOBE / "experienceevent-class" / f"experienceevent.example.{number}.json"
+    report = ingest.ingest_file(empty_db, path)
+    assert (report.kind, report.rows_accepted) == ("events", 1)
+    assert _rows(empty_db, "SELECT event_type FROM events") == [(CLASS_EXAMPLE_TYPES[number],)]
+    assert _rows(empty_db, "SELECT count(*) FROM identities WHERE namespace = 'ECID'") == [(1,)]
+
+
+@needs_adobe_examples
+def test_every_adobe_field_group_example_merged_into_a_minimal_event_loads_with_its_type(empty_db):
+    examples = sorted((ADOBE / "experienceevent-fieldgroups").glob("*.json"))
+    assert len(examples) == 104
+    for path in examples:
+        fragment = json.loads(path.read_text())
+        event = {"@id": f"fg-{path.stem}", "xdm:timestamp": "2026-01-01T00:00:00Z",
+                 "xdm:identityMap": {"ECID": [{"xdm:id": f"ECID-{path.stem}"}]}, **fragment}
+        report = ingest.ingest_bytes(empty_db, json.dumps(event).encode(), path.name, kind="events",
+                                     dataset="field groups")
+        assert report.rows_accepted == 1, path.name
+        loaded = _rows(empty_db, "SELECT event_type FROM events WHERE batch_id = ?", [report.batch_id])[0][0]
+        given = fragment.get("xdm:eventType")
+        assert loaded == (given or IMPLIED_TYPES.get(path.name, "unspecified")), path.name
+
+
+@needs_adobe_examples
+def test_the_adobe_end_user_ids_example_gives_three_identities(empty_db):
+    fragment = json.loads((ADOBE / "experienceevent-fieldgroups" / "experienceevent-enduserids.example.1.json")
+                          .read_text())
+    event = {"xdm:timestamp": "2026-01-01T00:00:00Z", **fragment}
+    ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "enduserids.json")
+    assert _rows(empty_db, "SELECT namespace, id_value FROM identities ORDER BY 1") == [
+        ("AVID", "2394509340-30453470347"), ("ECID", "92312748749128"),
+        ("tnt0051", "1233ce17-20e0-4a2c-8198-2a77fd60cf4d")]
+
+
+@needs_adobe_examples
+def test_the_adobe_profile_example_loads_as_a_profile_with_name_emails_and_phone(empty_db):
+    report = ingest.ingest_file(empty_db, ADOBE / "profile-class" / "profile.example.1.json")
+    assert (report.kind, report.profiles_created) == ("profiles", 1)
+    assert _rows(empty_db, "SELECT first_name, last_name, gender FROM profiles") == [("Jane", "Doe", "female")]
+    assert _rows(empty_db, "SELECT namespace, id_value FROM identities ORDER BY 1, 2") == [
+        ("ECID", "92312748749128"), ("Email", "jane@doe.com"), ("Email", "jsmith@xyzinc.com"),
+        ("Phone", "1-408-888-8888")]
+
+
+def test_expanded_uri_keys_read_as_their_plain_names(empty_db):
+    event = {"@id": "expanded-1", "https://ns.adobe.com/xdm/timestamp": "2026-02-01T10:00:00Z",
+             "https://ns.adobe.com/xdm/eventType": "commerce.checkouts",
+             "https://ns.adobe.com/xdm/identityMap": {"ECID": [{"https://ns.adobe.com/xdm/id": "ECID-EXPANDED"}]}}
+    report = ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "expanded.json")
+    assert report.rows_accepted == 1
+    assert _rows(empty_db, "SELECT xdm_id, event_type FROM events") == [("expanded-1", "commerce.checkouts")]
+    assert _rows(empty_db, "SELECT id_value FROM identities") == [("ECID-EXPANDED",)]
