@@ -3,7 +3,6 @@ demo data, the events export, what crosses between pandas 3 and Spark, and one-l
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import socket
@@ -74,7 +73,7 @@ def test_a_spark_run_equals_a_duckdb_run(spark, demo_store, tmp_path, capsys, mo
     """One Spark run through the command line; every feature frame it built (training snapshots, held-out
     snapshot) is compared with DuckDB's for the same call, then the stored results with a DuckDB run's."""
     duckdb_db, spark_db = _copy(demo_store, tmp_path / "duckdb"), _copy(demo_store, tmp_path / "spark")
-    local = engine.run_instance(duckdb_db, instances.TUTORIAL_INSTANCE, models=tmp_path / "duckdb" / "models")
+    local = engine.run_instance(duckdb_db, instances.TUTORIAL_INSTANCE)
     assert local.error is None, local.error
 
     built = []
