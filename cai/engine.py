@@ -286,27 +286,31 @@ def reference_rate(db_path: Path, name: str) -> float | None:
 
 
 def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[int, int]:
+    postgres = store.resolve(db_path).is_postgres
+
     def work(con):
         rows = con.execute("SELECT instance_id, status FROM instances WHERE name = ?", [name]).fetchall()
         if not rows:
             raise NotFound(f"There is no instance named {name!r}.")
         instance_id, status = rows[0]
-        running = con.execute("SELECT pid FROM runs WHERE instance_id = ? AND status = 'running'",
+        running = con.execute("SELECT run_id, pid, host FROM runs WHERE instance_id = ? AND status = 'running'",
                               [instance_id]).fetchall()
-        if status == TRAINING and any(_process_alive(pid) for (pid,) in running):
+        if status == TRAINING and any(_run_alive(con, run, postgres) for run in running):
             raise CaiError(f"{name!r} is already being trained. Wait for that run to finish.")
         run_id = store.next_id(con, "runs", "run_id")
         con.execute(
-            "INSERT INTO runs (run_id, instance_id, status, as_of, started_at, pid) "
-            "VALUES (?, ?, 'running', ?, current_timestamp, ?)",
-            [run_id, instance_id, as_of, os.getpid()],
+            "INSERT INTO runs (run_id, instance_id, status, as_of, started_at, pid, host, heartbeat_at) "
+            "VALUES (?, ?, 'running', ?, current_timestamp, ?, ?, current_timestamp)",
+            [run_id, instance_id, as_of, os.getpid(), store.this_host()],
         )
         con.execute("UPDATE instances SET status = ?, status_reason = NULL, updated_at = current_timestamp "
                     "WHERE instance_id = ?", [TRAINING, instance_id])
         audit.record(con, actor, "run", "instance", name, {"as_of": as_of.isoformat()})
         return run_id, instance_id
 
-    return store.write(db_path, work)
+    run_id, instance_id = store.write(db_path, work)
+    store.start_run_heartbeat(db_path, run_id)
+    return run_id, instance_id
 
 
 def _process_alive(pid: int | None) -> bool:
@@ -321,17 +325,27 @@ def _process_alive(pid: int | None) -> bool:
     return True
 
 
+def _run_alive(con, run: tuple[int, int | None, str | None], postgres: bool) -> bool:
+    """A run on this machine is alive while its process is (and, in this process, while it is still working); one
+    on another machine sharing a PostgreSQL store, while its heartbeat is recent."""
+    run_id, pid, host = run
+    if postgres and host not in (None, store.this_host()):
+        return store.heartbeat_is_fresh(con, run_id)
+    return _process_alive(pid) and not (pid == os.getpid() and not _active_here(run_id))
+
+
 def recover_interrupted_runs(db_path: Path) -> int:
-    """Marks runs whose process is gone as interrupted, and gives their instance back its last good state."""
+    """Marks runs whose process (or, on PostgreSQL, machine) is gone as interrupted, and gives their instance back
+    its last good state."""
+    postgres = store.resolve(db_path).is_postgres
 
     def work(con):
-        stale = [(run_id, instance_id) for run_id, instance_id, pid in con.execute(
-            "SELECT run_id, instance_id, pid FROM runs WHERE status = 'running'").fetchall()
-            if not _process_alive(pid) or pid == os.getpid() and not _active_here(run_id)]
+        stale = [(run_id, instance_id) for run_id, instance_id, pid, host in con.execute(
+            "SELECT run_id, instance_id, pid, host FROM runs WHERE status = 'running'").fetchall()
+            if not _run_alive(con, (run_id, pid, host), postgres)]
         for run_id, instance_id in stale:
-            con.execute("UPDATE runs SET status = 'interrupted', finished_at = current_timestamp, "
-                        "error = 'The run stopped before it finished (the process ended).' WHERE run_id = ?",
-                        [run_id])
+            con.execute("UPDATE runs SET status = 'interrupted', finished_at = current_timestamp, error = 'The run "
+                        "stopped before it finished (its process or machine stopped).' WHERE run_id = ?", [run_id])
             con.execute(
                 "UPDATE instances SET status = CASE WHEN current_run_id IS NULL THEN ? ELSE ? END, "
                 "status_reason = 'The last run was interrupted before it finished; the previous scores are kept.' "

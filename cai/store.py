@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -31,6 +32,11 @@ POSTGRES_CATALOG = "cai_pg"
 MIGRATION_LOCK_ID = 7_310_014
 BUSY_WAIT_SECONDS = 10.0
 IDLE_RELEASE_SECONDS = 1.0
+HOST_ENV_VAR = "CAI_HOST"
+# A run on another machine is judged alive by a heartbeat it stamps while it runs (a process id means nothing
+# across machines); one silent for RUN_STALE_SECONDS is taken for a machine that died.
+RUN_HEARTBEAT_SECONDS = 15.0
+RUN_STALE_SECONDS = 120.0
 
 T = TypeVar("T")
 
@@ -254,6 +260,12 @@ MIGRATIONS: list[str] = [
         identity_value VARCHAR NOT NULL,
         PRIMARY KEY (activation_id, profile_id)
     );
+    """,
+    # Which machine a run is on, and when it last said it was still running: another machine sharing a
+    # PostgreSQL store sees a run in progress as such, and a run whose machine died as interrupted.
+    """
+    ALTER TABLE runs ADD COLUMN host VARCHAR;
+    ALTER TABLE runs ADD COLUMN heartbeat_at TIMESTAMP;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -659,3 +671,43 @@ def copy(source: Store | str | os.PathLike, target: Store | str | os.PathLike, r
         raise CaiError(f"The copy failed and the target is unchanged: {redact(str(error))}") from None
     finally:
         con.close()
+
+
+def this_host() -> str:
+    """The machine a run is recorded on: ``$CAI_HOST`` where machines may share a host name (some container
+    platforms), else the host name."""
+    return os.environ.get(HOST_ENV_VAR) or socket.gethostname()
+
+
+def start_run_heartbeat(location: Store | str | os.PathLike, run_id: int) -> None:
+    """On PostgreSQL, stamps the run's ``heartbeat_at`` every ``RUN_HEARTBEAT_SECONDS`` from a daemon thread, until
+    the run is no longer running (finished, failed or marked interrupted) or the process ends. A DuckDB file is
+    one machine's, where the process id tells whether a run is alive, so it gets no heartbeat (nor the writes)."""
+    target = resolve(location)
+    if not target.is_postgres:
+        return
+
+    def stamp(con: duckdb.DuckDBPyConnection) -> bool:
+        # The extension takes no RETURNING on a PostgreSQL table, so the status is read back in the same transaction.
+        con.execute("UPDATE runs SET heartbeat_at = current_timestamp WHERE run_id = ? AND status = 'running'",
+                    [run_id])
+        return bool(con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND status = 'running'",
+                                [run_id]).fetchall()[0][0])
+
+    def beat() -> None:
+        while True:
+            time.sleep(RUN_HEARTBEAT_SECONDS)
+            try:
+                running = write(target, stamp)
+            except (duckdb.Error, CaiError):
+                continue  # a missed beat is harmless; the next one tries again
+            if not running:
+                return
+
+    threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True).start()
+
+
+def heartbeat_is_fresh(con: duckdb.DuckDBPyConnection, run_id: int) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM runs WHERE run_id = ? AND coalesce(heartbeat_at, started_at) "
+        "> current_timestamp::TIMESTAMP - to_seconds(?)", [run_id, RUN_STALE_SECONDS]).fetchall()[0][0])
