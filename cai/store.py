@@ -261,7 +261,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (activation_id, profile_id)
     );
     """,
-    # Which machine a run is on, and when it last said it was still running: another machine sharing a
+    # 7: which machine a run is on, and when it last said it was still running: another machine sharing a
     # PostgreSQL store sees a run in progress as such, and a run whose machine died as interrupted.
     """
     ALTER TABLE runs ADD COLUMN host VARCHAR;
