@@ -152,18 +152,6 @@ def _members(con, activation: dict) -> pd.DataFrame:
     ).df()
 
 
-def _process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claim(con, activation: dict, mode: str) -> int | None:
     """Marks the (activation, run) delivery as being sent by this process; None when it is done or in flight."""
     rows = con.execute("SELECT delivery_id, status, pid FROM deliveries WHERE activation_id = ? AND run_id = ?",
@@ -171,7 +159,7 @@ def _claim(con, activation: dict, mode: str) -> int | None:
     if rows:
         delivery_id, status, pid = rows[0]
         if status == SUCCESS or (status == SENDING and (delivery_id in _sending_here or
-                                                        (pid != os.getpid() and _process_alive(pid)))):
+                                                        (pid != os.getpid() and store.process_alive(pid)))):
             return None
         con.execute("UPDATE deliveries SET status = ?, attempts = attempts + 1, pid = ?, error = NULL, "
                     "started_at = current_timestamp, finished_at = NULL WHERE delivery_id = ?",

@@ -204,9 +204,8 @@ def cmd_run_due(args) -> int:
     due = instances.due_instances(args.db, dt.date.today())
     if not due:
         print("No instance is due.")
-        return 0
-    executor = _executor(args)
     status = 0
+    executor = _executor(args) if due else None
     try:
         for name in due:
             status |= _report_run(engine.run_instance(args.db, name, progress=_progress, actor=ACTOR,

@@ -313,25 +313,13 @@ def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[in
     return run_id, instance_id
 
 
-def _process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _run_alive(con, run: tuple[int, int | None, str | None], postgres: bool) -> bool:
     """A run on this machine is alive while its process is (and, in this process, while it is still working); one
     on another machine sharing a PostgreSQL store, while its heartbeat is recent."""
     run_id, pid, host = run
     if postgres and host not in (None, store.this_host()):
         return store.heartbeat_is_fresh(con, run_id)
-    return _process_alive(pid) and not (pid == os.getpid() and not _active_here(run_id))
+    return store.process_alive(pid) and not (pid == os.getpid() and not _active_here(run_id))
 
 
 def recover_interrupted_runs(db_path: Path) -> int:

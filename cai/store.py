@@ -673,6 +673,19 @@ def copy(source: Store | str | os.PathLike, target: Store | str | os.PathLike, r
         con.close()
 
 
+def process_alive(pid: int | None) -> bool:
+    """Whether a process of this machine with that id still runs (a run or a delivery it started, say)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def this_host() -> str:
     """The machine a run is recorded on: ``$CAI_HOST`` where machines may share a host name (some container
     platforms), else the host name."""
