@@ -110,6 +110,15 @@ left.caption("Calibration: points on the dashed line mean a predicted 20% really
 cached.chart(right, charts.expected_vs_actual, pd.DataFrame(evaluation["buckets"]), width="stretch")
 right.caption("Expected vs actual: mean predicted probability and the observed rate in each bucket.")
 
+st.subheader("Past runs: predicted vs actual")
+past = cached.performance_summary(db, name)
+if past.empty:
+    st.caption("No past run's outcome window has ended yet; each run appears here once it has.")
+else:
+    cached.chart(st, charts.performance_chart, past, width="stretch")
+    st.caption("Each point is a past run: where the dashed line (predicted) meets the solid one (what happened), "
+               "that run's predictions came true, so you can trust the next one.")
+
 with st.expander("Show more: definition, data and model"):
     details = run["details"]
     st.markdown(

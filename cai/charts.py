@@ -159,3 +159,23 @@ def event_timeline(counts: pd.DataFrame) -> alt.Chart:
         size=alt.Size("events:Q", title="Events"),
         tooltip=["week:T", "event_type:N", "events:Q"],
     ).properties(height=260)
+
+
+def performance_chart(summary: pd.DataFrame) -> alt.Chart:
+    """Per past run (x: its as-of date) and bucket: predicted conversions as a dashed line, actual as a solid one."""
+    data = summary.assign(as_of=summary["as_of"].astype(str)).melt(
+        id_vars=["as_of", "bucket", "profiles"], value_vars=["predicted", "actual"], var_name="measure",
+        value_name="conversions")
+    data["measure"] = data["measure"].map({"predicted": "Predicted", "actual": "Actual"})
+    return alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("as_of:O", title="Run as of"),
+        y=alt.Y("conversions:Q", title="Conversions in the window"),
+        color=alt.Color("bucket:N", sort=BUCKET_ORDER, scale=alt.Scale(domain=BUCKET_ORDER),
+                        legend=alt.Legend(title="Bucket")),
+        strokeDash=alt.StrokeDash("measure:N", sort=["Predicted", "Actual"], legend=alt.Legend(title="")),
+        detail="measure:N",
+        tooltip=[alt.Tooltip("as_of:O", title="Run as of"), alt.Tooltip("bucket:N", title="Bucket"),
+                 alt.Tooltip("measure:N", title="Measure"),
+                 alt.Tooltip("conversions:Q", title="Conversions", format=",.0f"),
+                 alt.Tooltip("profiles:Q", title="Profiles", format=",")],
+    ).properties(height=260)

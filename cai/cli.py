@@ -10,8 +10,8 @@ import math
 import sys
 from pathlib import Path
 
-from cai import (backtest, demo, engine, ingest, instances, online_retail, profiles, scores, segments,
-                 spark_engine, store)
+from cai import (backtest, demo, engine, ingest, instances, online_retail, performance, profiles, scores,
+                 segments, spark_engine, store)
 from cai import activation, destinations
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
@@ -163,6 +163,20 @@ def cmd_backtest(args) -> int:
           f"{spread['average_precision']:>10.3f}{spread['lift_top_decile']:>10.2f}")
     print(f"Worst forward calibration error: {summary['worst_calibration_error']:+.1%} "
           f"(cutoff {summary['worst_calibration_cutoff']}).")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    summary = performance.performance_summary(args.db, args.name)
+    if args.json:
+        _print_json(summary.to_dict("records"))
+        return 0
+    if summary.empty:
+        print("No past run's outcome window has ended yet.")
+    print(f"{'run':>5} {'as of':<12}{'bucket':<8}{'profiles':>9}{'predicted':>10}{'actual':>8}")
+    for row in summary.itertuples():
+        print(f"{row.run_id:>5} {str(row.as_of):<12}{row.bucket:<8}{row.profiles:>9,}{row.predicted:>10.1f}"
+              f"{row.actual:>8,}")
     return 0
 
 
@@ -404,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train with this many seeds to show each figure's spread")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_backtest)
+
+    p = commands.add_parser("runs", help="past runs whose outcome window has passed: predicted vs actual per bucket")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runs)
 
     p = commands.add_parser("run-due", help="run every instance whose weekly or monthly schedule is due (for cron)")
     _add_engine_arguments(p)

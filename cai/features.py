@@ -124,7 +124,7 @@ def _condition_sql(condition: Condition, column: str, kind: str, param: str) -> 
     return f"CAST({column} AS {cast}) {operator} CAST(${param} AS {cast})"
 
 
-def _goal_sql(definition: Definition, params: dict) -> str:
+def goal_sql(definition: Definition, params: dict) -> str:
     hits = []
     for index, goal in enumerate(definition.goals):
         params[f"goal_{index}"] = goal.event_type
@@ -221,7 +221,7 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
     if with_labels:
         params["window_days"] = definition.window_days
         label_join = (
-            "LEFT JOIN (SELECT el.t, el.profile_id, " + _goal_sql(definition, params) + " AS label "
+            "LEFT JOIN (SELECT el.t, el.profile_id, " + goal_sql(definition, params) + " AS label "
             "FROM population el LEFT JOIN sampled f ON f.profile_id = el.profile_id AND f.ts >= el.t "
             "AND f.ts < el.t + to_days(CAST($window_days AS INTEGER)) GROUP BY el.t, el.profile_id) lab "
             "ON lab.t = a.t AND lab.profile_id = a.profile_id"

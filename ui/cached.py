@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from cai import charts, ingest, instances, scores, segments
+from cai import charts, ingest, instances, performance, scores, segments
 
 TTL_SECONDS = 300
 CHART_SPECS = 256
@@ -43,6 +43,11 @@ def score_distribution(db: Path, run_id: int) -> pd.DataFrame:
 @st.cache_data(ttl=TTL_SECONDS, max_entries=64, show_spinner=False)
 def influential_factors(db: Path, run_id: int) -> pd.DataFrame:
     return scores.influential_factors(db, run_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, max_entries=16, show_spinner=False)
+def performance_summary(db: Path, instance: str) -> pd.DataFrame:
+    return performance.performance_summary(db, instance)
 
 
 @st.cache_data(ttl=TTL_SECONDS, max_entries=16, show_spinner=False)
