@@ -106,7 +106,7 @@ class DuckDBExecutor:
 
     name = "duckdb"
 
-    def __init__(self, db_path: Path):
+    def __init__(self, db_path: store.Store | Path):
         self.db_path = db_path
 
     def features(self, definition: Definition, snapshots: list[dt.date], with_labels: bool,
@@ -430,7 +430,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
     """Trains (or reuses a cached model), scores everyone eligible at ``as_of`` and swaps in the results. The
     ``executor`` runs the heavy stages: the store's DuckDB by default, or a ``spark_engine.SparkExecutor``."""
     progress = progress or _noop
-    executor = executor or DuckDBExecutor(Path(db_path))
+    executor = executor or DuckDBExecutor(db_path)
     started = time.monotonic()
     definition = get_instance(db_path, name).definition
     with store.connect(db_path) as con:
