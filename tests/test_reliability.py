@@ -24,7 +24,7 @@ RUN_UNTIL_SCORING = """
 import sys, time
 from cai import engine, instances
 def progress(fraction, message):
-    if message.startswith("Finding each profile"):
+    if message.startswith("Scoring every eligible profile"):
         print("SCORING", flush=True)
         time.sleep(600)
 engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE, progress=progress)
