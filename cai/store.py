@@ -708,8 +708,7 @@ def start_run_heartbeat(location: Store | str | os.PathLike, run_id: int) -> Non
                                 [run_id]).fetchall()[0][0])
 
     def beat() -> None:
-        while True:
-            time.sleep(RUN_HEARTBEAT_SECONDS)
+        while not _heartbeats_stopping.wait(RUN_HEARTBEAT_SECONDS):
             try:
                 running = write(target, stamp)
             except (duckdb.Error, CaiError):
@@ -717,7 +716,24 @@ def start_run_heartbeat(location: Store | str | os.PathLike, run_id: int) -> Non
             if not running:
                 return
 
-    threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True).start()
+    thread = threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True)
+    _heartbeats.append(thread)
+    thread.start()
+
+
+_heartbeats: list[threading.Thread] = []
+_heartbeats_stopping = threading.Event()
+
+
+def _stop_heartbeats() -> None:
+    """At exit, before the shared connections close: a daemon thread killed inside DuckDB aborts the process."""
+    _heartbeats_stopping.set()
+    for thread in _heartbeats:
+        thread.join(timeout=BUSY_WAIT_SECONDS + 5)
+
+
+# Registered after release(), so it runs before it (atexit runs the last registered first).
+atexit.register(_stop_heartbeats)
 
 
 def heartbeat_is_fresh(con: duckdb.DuckDBPyConnection, run_id: int) -> bool:
