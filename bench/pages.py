@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "folder beside it)")
     parser.add_argument("--out", type=Path, default=results.DEFAULT_PATH)
     args = parser.parse_args(argv)
+    # AppTest sets a session up from this thread, outside any script run, and Streamlit warns about that each time.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
 
     def log(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)
