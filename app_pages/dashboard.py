@@ -37,6 +37,9 @@ if run["run_id"] is None:
     st.stop()
 if run["status"] != "Success":
     st.info(f"Status now: {run['status']}. {plain(run['status_reason'] or '')} Showing the last successful run.")
+if run["profiles_loaded_after"]:
+    st.info(f"{run['profiles_loaded_after']:,} profiles were loaded since this run started and have no score yet; "
+            "the next run scores those that are eligible.")
 
 summary = cached.bucket_summary(db, run["run_id"])
 colors = charts.bucket_colors(definition.propensity_type)

@@ -20,7 +20,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from cai import activation
-from cai import audit, evaluation, factors, features, models, store
+from cai import audit, evaluation, factors, features, identity, models, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
 
@@ -384,8 +384,9 @@ def _global_factors(model: _Model, catalog, scored: Scored, bucket: np.ndarray) 
 
 def _without_profiles_gone(con, scores: pd.DataFrame, per_profile: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A load may merge profiles away while a run computes. The swap keeps only the results of profiles that still
-    exist, inside its own transaction, so the outcome is exactly that of the run finishing just before the load
-    (whose merge removes the scores of the profiles it merges away)."""
+    exist, inside its own transaction (which claims the profile set, so a load committing meanwhile makes it start
+    over), and the outcome is exactly that of the run finishing just before the load (whose merge removes the
+    scores of the profiles it merges away)."""
     con.register("scored_profile_ids", scores[["profile_id"]])
     gone = {row[0] for row in con.execute(
         "SELECT profile_id FROM scored_profile_ids ANTI JOIN profiles USING (profile_id)").fetchall()}
@@ -493,6 +494,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
 
         def swap(con):
             clock = time.monotonic()
+            identity.claim_profile_set(con)
             kept_scores, kept_factors = _without_profiles_gone(con, scores, per_profile)
             if signed_model:
                 models.save(con, signed_model)

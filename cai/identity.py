@@ -144,6 +144,14 @@ def stitch(
     return result
 
 
+def claim_profile_set(con: duckdb.DuckDBPyConnection) -> None:
+    """Writes the one row that every load removing profiles and every run's swap write. Two such transactions that
+    overlap cannot both commit (DuckDB and PostgreSQL both refuse the second writer of a row changed by a transaction
+    it cannot see), and ``store.write`` starts the refused one over, now seeing the other's profiles or scores: a
+    run never keeps results of profiles a load removed, and a load never misses the scores it must remove."""
+    con.execute("INSERT OR REPLACE INTO profile_set_guard VALUES (1, current_timestamp)")
+
+
 def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], batch_id: int) -> None:
     """Moves everything of each merged-away profile onto the profile it joins, then removes it."""
     if not merges:
@@ -184,9 +192,24 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
         WHERE profiles.profile_id = src.kept_id
         """
     )
-    # Scores of a merged-away profile described a customer who no longer exists on their own.
+    # Scores of a merged-away profile described a customer who no longer exists on their own; the runs that held
+    # them keep counts that agree with the scores left.
+    con.execute("CREATE TEMP TABLE runs_losing_scores AS SELECT DISTINCT run_id FROM scores "
+                "WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
     con.execute("DELETE FROM scores WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
     con.execute("DELETE FROM score_factors WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
+    con.execute(
+        """
+        UPDATE runs SET profiles_scored = counted.scored, buckets = counted.buckets FROM (
+            SELECT l.run_id, count(s.profile_id) AS scored, CAST(json_object(
+                'high', count(s.profile_id) FILTER (WHERE s.bucket = 'high'),
+                'medium', count(s.profile_id) FILTER (WHERE s.bucket = 'medium'),
+                'low', count(s.profile_id) FILTER (WHERE s.bucket = 'low')) AS VARCHAR) AS buckets
+            FROM runs_losing_scores l LEFT JOIN scores s USING (run_id) GROUP BY l.run_id
+        ) counted WHERE runs.run_id = counted.run_id
+        """
+    )
+    con.execute("DROP TABLE runs_losing_scores")
     con.execute("DELETE FROM profiles WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
     con.execute(
         "INSERT INTO profile_merges (merged_profile_id, into_profile_id, batch_id) "

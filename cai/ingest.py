@@ -622,6 +622,9 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
         report.inferred_event_types = rows["event_type"][inferred].value_counts().to_dict()
         report.profiles_created = len(stitched.new_profiles)
         report.profiles_merged = len(stitched.merges)
+        if stitched.merges:
+            # Last, so a run's swap that meets this load waits only for its commit.
+            identity.claim_profile_set(con)
         con.execute(
             "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_accepted, "
             "rows_duplicate, profiles_created, profiles_merged, errors, started_at, finished_at) "
@@ -774,6 +777,9 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         report.rows_accepted = len(attributes)
         report.profiles_created = len(stitched.new_profiles)
         report.profiles_merged = len(stitched.merges)
+        if stitched.merges:
+            # Last, so a run's swap that meets this load waits only for its commit.
+            identity.claim_profile_set(con)
         con.execute(
             "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_accepted, "
             "profiles_created, profiles_merged, errors, started_at, finished_at) "

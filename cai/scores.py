@@ -25,15 +25,25 @@ def latest_run(db_path: Path, instance: str) -> dict:
             """,
             [instance],
         ).fetchall()
-    if not rows:
-        raise NotFound(f"There is no instance named {instance!r}.")
-    keys = ["instance_id", "definition", "status", "status_reason", "run_id", "as_of", "finished_at",
-            "duration_s", "profiles_scored", "buckets", "metrics", "evaluation", "details"]
-    run = dict(zip(keys, rows[0]))
+        if not rows:
+            raise NotFound(f"There is no instance named {instance!r}.")
+        keys = ["instance_id", "definition", "status", "status_reason", "run_id", "as_of", "finished_at",
+                "duration_s", "profiles_scored", "buckets", "metrics", "evaluation", "details"]
+        run = dict(zip(keys, rows[0]))
+        run["profiles_loaded_after"] = _profiles_loaded_after(con, run["run_id"]) if run["run_id"] else 0
     run["definition"] = Definition.from_json(run["definition"])
     for key in ("buckets", "metrics", "evaluation", "details"):
         run[key] = json.loads(run[key]) if run[key] else {}
     return run
+
+
+def _profiles_loaded_after(con, run_id: int) -> int:
+    """Profiles loaded since the run started that it did not score (a load during a run may come after the run read
+    its data): the next run scores those that are eligible."""
+    return con.execute(
+        "SELECT count(*) FROM profiles p WHERE p.created_at > (SELECT started_at FROM runs WHERE run_id = $run) "
+        "AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.run_id = $run AND s.profile_id = p.profile_id)",
+        {"run": run_id}).fetchall()[0][0]
 
 
 def bucket_summary(db_path: Path, run_id: int) -> pd.DataFrame:

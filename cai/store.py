@@ -267,6 +267,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN host VARCHAR;
     ALTER TABLE runs ADD COLUMN heartbeat_at TIMESTAMP;
     """,
+    # 8: one row that a load merging profiles away and a run's swap both write (see identity.claim_profile_set).
+    """
+    CREATE TABLE profile_set_guard (guard INTEGER PRIMARY KEY, written_at TIMESTAMP NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

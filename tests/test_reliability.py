@@ -12,9 +12,11 @@ import threading
 import time
 
 import pandas as pd
+import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from cai import audit, ingest, instances, scores, segments, store
+from cai import audit, engine, identity, ingest, instances, scores, segments, store
 from tests.conftest import ROOT
 
 TUTORIAL = instances.TUTORIAL_INSTANCE
@@ -170,27 +172,50 @@ print(json.dumps(result.as_dict()), flush=True)
 """
 
 
-def test_a_load_that_merges_profiles_during_a_run_leaves_no_scores_for_profiles_gone(trained_db, tmp_path):
-    before = scores.latest_run(trained_db, TUTORIAL)["run_id"]
-    with store.connect(trained_db) as con:
+def _household_file(db, tmp_path) -> tuple:
+    """A profile file that links three scored customers each to the next one's CRMID (merging three profiles away)
+    and brings one newcomer; with the profiles it keeps and those it merges away."""
+    with store.connect(db) as con:
         pairs = con.execute(
             "SELECT e.id_value, c.id_value, e.profile_id, c.profile_id FROM scores s "
             "JOIN identities e ON e.profile_id = s.profile_id AND e.namespace = 'Email' "
             "JOIN identities c ON c.profile_id = s.profile_id + 1 AND c.namespace = 'CRMID' "
             "JOIN scores t ON t.run_id = s.run_id AND t.profile_id = s.profile_id + 1 "
-            "WHERE s.run_id = ? AND s.profile_id % 2 = 1 ORDER BY s.profile_id LIMIT 3", [before]).fetchall()
+            "WHERE s.run_id = ? AND s.profile_id % 2 = 1 ORDER BY s.profile_id LIMIT 3",
+            [scores.latest_run(db, TUTORIAL)["run_id"]]).fetchall()
     assert len(pairs) == 3
-    kept, gone = [pair[2] for pair in pairs], [pair[3] for pair in pairs]
-    merge_file = tmp_path / "household.csv"
-    pd.DataFrame({"email": [p[0] for p in pairs], "crmid": [p[1] for p in pairs],
-                  "city": ["Merged"] * 3}).to_csv(merge_file, index=False)
+    household = tmp_path / "household.csv"
+    pd.DataFrame({"email": [p[0] for p in pairs] + ["newcomer@example.com"],
+                  "crmid": [p[1] for p in pairs] + ["NEWCOMER-1"], "city": ["Merged"] * 4}).to_csv(household,
+                                                                                                   index=False)
+    return household, [pair[2] for pair in pairs], [pair[3] for pair in pairs]
+
+
+def _assert_results_only_for_profiles_that_exist(db, run_id: int, kept: list[int], gone: list[int]) -> None:
+    with store.connect(db) as con:
+        orphans = con.execute(
+            "SELECT (SELECT count(*) FROM scores ANTI JOIN profiles USING (profile_id)), "
+            "(SELECT count(*) FROM score_factors ANTI JOIN profiles USING (profile_id))").fetchall()[0]
+        scored = {row[0] for row in con.execute("SELECT profile_id FROM scores WHERE run_id = ?",
+                                                [run_id]).fetchall()}
+        profiles_scored = con.execute("SELECT profiles_scored FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    assert orphans == (0, 0)
+    assert set(kept) <= scored and not set(gone) & scored
+    assert profiles_scored == len(scored)
+    members = segments.create_segment(db, f"Everyone after run {run_id}", segments.Rule(instance=TUTORIAL))
+    assert members["size"] == len(scored)
+
+
+def test_a_load_that_merges_profiles_during_a_run_leaves_no_scores_for_profiles_gone(trained_db, tmp_path):
+    before = scores.latest_run(trained_db, TUTORIAL)["run_id"]
+    household, kept, gone = _household_file(trained_db, tmp_path)
     go_on = tmp_path / "go-on"
     store.release(trained_db)
 
     run = _child(RUN_PAUSING_BEFORE_SWAP, trained_db, go_on)
     try:
         _wait_for(run, "SWAPPING")
-        load = subprocess.run([sys.executable, "-m", "cai", "--db", str(trained_db), "ingest", str(merge_file),
+        load = subprocess.run([sys.executable, "-m", "cai", "--db", str(trained_db), "ingest", str(household),
                                "--kind", "profiles"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert load.returncode == 0, load.stderr
         assert "3 profiles merged" in load.stdout
@@ -203,15 +228,60 @@ def test_a_load_that_merges_profiles_during_a_run_leaves_no_scores_for_profiles_
 
     run_id = scores.latest_run(trained_db, TUTORIAL)["run_id"]
     assert run_id == result["run_id"] != before
-    with store.connect(trained_db) as con:
-        orphans = con.execute(
-            "SELECT (SELECT count(*) FROM scores ANTI JOIN profiles USING (profile_id)), "
-            "(SELECT count(*) FROM score_factors ANTI JOIN profiles USING (profile_id))").fetchall()[0]
-        scored = {row[0] for row in con.execute("SELECT profile_id FROM scores WHERE run_id = ?",
-                                                [run_id]).fetchall()}
-        profiles_scored = con.execute("SELECT profiles_scored FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
-    assert orphans == (0, 0)
-    assert set(kept) <= scored and not set(gone) & scored
-    assert profiles_scored == len(scored)
-    members = segments.create_segment(trained_db, "Everyone after the merge", segments.Rule(instance=TUTORIAL))
-    assert members["size"] == len(scored)
+    _assert_results_only_for_profiles_that_exist(trained_db, run_id, kept, gone)
+
+
+@pytest.mark.both_backends
+def test_a_run_swapping_in_while_a_merging_load_is_open_in_the_same_process_keeps_no_scores_for_profiles_gone(
+        trained_db, tmp_path, monkeypatch):
+    """Two sessions of one app share the store's connection, so their transactions really overlap: the run, held
+    at its scoring stage, goes on and swaps its results in while the load's transaction has merged profiles away
+    but not committed yet. Whichever commits second must see the other's work."""
+    household, kept, gone = _household_file(trained_db, tmp_path)
+    at_scoring, go_on = threading.Event(), threading.Event()
+    merged, commit = threading.Event(), threading.Event()
+    merge = identity.apply_merges
+
+    def merge_then_hold(con, merges, batch_id):
+        merge(con, merges, batch_id)
+        if not merged.is_set():
+            merged.set()
+            commit.wait(120)
+
+    def hold_at_scoring(fraction, message):
+        if message.startswith("Scoring every eligible profile"):
+            at_scoring.set()
+            go_on.wait(120)
+
+    monkeypatch.setattr(identity, "apply_merges", merge_then_hold)
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.update(
+        run=engine.run_instance(trained_db, TUTORIAL, progress=hold_at_scoring)))
+    load = threading.Thread(target=lambda: outcome.update(
+        load=ingest.ingest_file(trained_db, household, kind="profiles")))
+    run.start()
+    try:
+        assert at_scoring.wait(120)
+        load.start()
+        assert merged.wait(120)
+        go_on.set()
+        run.join(300)
+    finally:
+        go_on.set()
+        commit.set()
+        run.join(300)
+        load.join(120)
+
+    assert outcome["run"].status == instances.SUCCESS, outcome["run"].error
+    assert outcome["load"].profiles_merged == 3 and outcome["load"].profiles_created == 1
+    latest = scores.latest_run(trained_db, TUTORIAL)
+    assert latest["run_id"] == outcome["run"].run_id
+    _assert_results_only_for_profiles_that_exist(trained_db, latest["run_id"], kept, gone)
+
+    # The newcomer came after the run read its data: the dashboard says the next run scores it.
+    assert latest["profiles_loaded_after"] == 1
+    st.cache_data.clear()
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    app = app.switch_page("app_pages/dashboard.py").run()
+    assert not app.exception
+    assert any("1 profiles were loaded since this run started" in info.value for info in app.info)

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cai import privacy
+from ui.components import plain
 
 LOCAL_ACTOR = "local"
 VIEW_ONLY = "View only: ask an editor to make this change."
@@ -93,7 +94,7 @@ def sidebar(viewer: Viewer) -> None:
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
     if not viewer.email_verified:
         role = "viewer, identities masked: your sign-in carries no verified email"
-    st.sidebar.caption(f"Signed in as {viewer.email or viewer.subject} ({role})")
+    st.sidebar.caption(f"Signed in as {plain(viewer.email or viewer.subject)} ({role})")
     st.sidebar.button("Sign out", key="access_logout", on_click=st.logout)
 
 

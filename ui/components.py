@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pandas as pd
@@ -15,11 +16,16 @@ NO_CONDITION = "(none)"
 # backslash-escaped there (CommonMark), which keeps links, images, e-mail autolinks, emphasis and HTML from forming.
 _MARKDOWN_ESCAPES = str.maketrans({mark: "\\" + mark for mark in string.punctuation})
 _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " "})
+# The browser's Markdown also links bare web and e-mail addresses (GFM autolinks), escaped or not; an invisible word
+# joiner after ':' and '@' and inside 'www.' keeps them text.
+_AUTOLINK_STARTS = re.compile(r"(?<=[:@])|(?<=www)(?=\.)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 
 
 def plain(value) -> str:
     """Text from data or from other people (names, cities, event types, file names) as literal text in Markdown."""
-    return str(value).translate(_LINE_BREAKS).translate(_MARKDOWN_ESCAPES)
+    text = str(value).translate(_LINE_BREAKS)
+    return _AUTOLINK_STARTS.sub(WORD_JOINER, text).translate(_MARKDOWN_ESCAPES)
 
 
 def instance_form(key: str, event_types: list[str], initial: Definition | None = None) -> Definition | None:
