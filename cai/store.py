@@ -278,6 +278,12 @@ MIGRATIONS: list[str] = [
     DROP INDEX IF EXISTS identities_by_value;
     CREATE INDEX identities_by_value ON identities (id_value COLLATE "C");
     """),
+    # 9: deliveries record their machine and heartbeat as runs do, so a delivery in progress on one machine is not
+    # sent again by another, and one whose machine died is retried.
+    """
+    ALTER TABLE deliveries ADD COLUMN host VARCHAR;
+    ALTER TABLE deliveries ADD COLUMN heartbeat_at TIMESTAMP;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -720,31 +726,33 @@ def this_host() -> str:
     return os.environ.get(HOST_ENV_VAR) or socket.gethostname()
 
 
-def start_run_heartbeat(location: Store | str | os.PathLike, run_id: int) -> None:
-    """On PostgreSQL, stamps the run's ``heartbeat_at`` every ``RUN_HEARTBEAT_SECONDS`` from a daemon thread, until
-    the run is no longer running (finished, failed or marked interrupted) or the process ends. A DuckDB file is
-    one machine's, where the process id tells whether a run is alive, so it gets no heartbeat (nor the writes)."""
+def start_heartbeat(location: Store | str | os.PathLike, table: str, key_column: str, key: int,
+                    working_status: str) -> None:
+    """On PostgreSQL, stamps the ``heartbeat_at`` of a row being worked on (a run, a delivery) every
+    ``RUN_HEARTBEAT_SECONDS`` from a daemon thread, until its status is no longer ``working_status`` (finished,
+    failed or marked interrupted) or the process ends. A DuckDB file is one machine's, where the process id tells
+    whether the work is alive, so it gets no heartbeat (nor the writes). Identifiers are ours, never user input."""
     target = resolve(location)
     if not target.is_postgres:
         return
 
     def stamp(con: duckdb.DuckDBPyConnection) -> bool:
         # The extension takes no RETURNING on a PostgreSQL table, so the status is read back in the same transaction.
-        con.execute("UPDATE runs SET heartbeat_at = current_timestamp WHERE run_id = ? AND status = 'running'",
-                    [run_id])
-        return bool(con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND status = 'running'",
-                                [run_id]).fetchall()[0][0])
+        con.execute(f"UPDATE {table} SET heartbeat_at = current_timestamp WHERE {key_column} = ? AND status = ?",
+                    [key, working_status])
+        return bool(con.execute(f"SELECT count(*) FROM {table} WHERE {key_column} = ? AND status = ?",
+                                [key, working_status]).fetchall()[0][0])
 
     def beat() -> None:
         while not _heartbeats_stopping.wait(RUN_HEARTBEAT_SECONDS):
             try:
-                running = write(target, stamp)
+                working = write(target, stamp)
             except (duckdb.Error, CaiError):
                 continue  # a missed beat is harmless; the next one tries again
-            if not running:
+            if not working:
                 return
 
-    thread = threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True)
+    thread = threading.Thread(target=beat, name=f"{table}-{key}-heartbeat", daemon=True)
     _heartbeats.append(thread)
     thread.start()
 
@@ -764,7 +772,15 @@ def _stop_heartbeats() -> None:
 atexit.register(_stop_heartbeats)
 
 
-def heartbeat_is_fresh(con: duckdb.DuckDBPyConnection, run_id: int) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM runs WHERE run_id = ? AND coalesce(heartbeat_at, started_at) "
-        "> current_timestamp::TIMESTAMP - to_seconds(?)", [run_id, RUN_STALE_SECONDS]).fetchall()[0][0])
+def worker_alive(con: duckdb.DuckDBPyConnection, table: str, key_column: str, key: int, pid: int | None,
+                 host: str | None, postgres: bool, working_here: Callable[[int], bool]) -> bool:
+    """Whether the process working on a row (a run, a delivery) still is: one on another machine sharing a
+    PostgreSQL store while its heartbeat is recent; one of this machine while it runs; this very process while
+    ``working_here(key)`` says so (a process id is reused once the work ends, by the next unit of work here)."""
+    if postgres and host not in (None, this_host()):
+        return bool(con.execute(
+            f"SELECT count(*) FROM {table} WHERE {key_column} = ? AND coalesce(heartbeat_at, started_at) "
+            "> current_timestamp::TIMESTAMP - to_seconds(?)", [key, RUN_STALE_SECONDS]).fetchall()[0][0])
+    if pid == os.getpid():
+        return working_here(key)
+    return process_alive(pid)
