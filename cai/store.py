@@ -284,6 +284,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE deliveries ADD COLUMN host VARCHAR;
     ALTER TABLE deliveries ADD COLUMN heartbeat_at TIMESTAMP;
     """,
+    # 10: a page of segment members reads its identities by profile (see rows_with_keys).
+    PostgresOnly("""
+    CREATE INDEX identities_by_profile ON identities (profile_id);
+    """),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -660,6 +664,27 @@ def query_df(location: Store | str | os.PathLike, sql: str, params: list | dict 
     """Runs one read query and returns a pandas DataFrame."""
     with connect(location) as con:
         return con.execute(sql, params or []).df()
+
+
+def rows_with_keys(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], key_column: str,
+                   keys: list[int]):
+    """The rows of ``table`` whose integer ``key_column`` is one of ``keys``, as a DataFrame (identifiers are ours).
+
+    On PostgreSQL the extension pushes an IN list down as a range (min to max), so a page of 50 members spread over
+    the whole table would pull all of it; there PostgreSQL answers the list itself, from an index."""
+    keys = [int(key) for key in keys]
+    if not keys:
+        return con.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0").df()
+    if _is_postgres_connection(con):
+        statement = (f"SELECT {', '.join(columns)} FROM {table} WHERE {key_column} = ANY('{{"
+                     f"{','.join(map(str, keys))}}}'::bigint[])")
+        return con.execute("SELECT * FROM postgres_query(?, ?)", [POSTGRES_CATALOG, statement]).df()
+    placeholders = ", ".join("?" * len(keys))
+    return con.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {key_column} IN ({placeholders})", keys).df()
+
+
+def _is_postgres_connection(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT current_database()").fetchall()[0][0] == POSTGRES_CATALOG
 
 
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
