@@ -684,7 +684,8 @@ def rows_with_keys(con: duckdb.DuckDBPyConnection, table: str, columns: list[str
 
 
 def _is_postgres_connection(con: duckdb.DuckDBPyConnection) -> bool:
-    return con.execute("SELECT current_database()").fetchall()[0][0] == POSTGRES_CATALOG
+    return con.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
+                       ).fetchall()[0][0] == "postgres"
 
 
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
