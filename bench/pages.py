@@ -183,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", default="1,5,10", help="numbers of simultaneous sessions")
     parser.add_argument("--rounds", type=int, default=4, help="times each simultaneous session opens every page")
     parser.add_argument("--no-browser", action="store_true", help="skip the click-to-content timings")
-    parser.add_argument("--db", type=Path, help="a trained store to copy instead of building one (its models "
-                                                   "folder beside it)")
+    # Text, not a Path: a path would turn a PostgreSQL URL into a file name (and its password into a folder).
+    parser.add_argument("--db", help="a trained DuckDB file to copy instead of building one")
     parser.add_argument("--out", type=Path, default=results.DEFAULT_PATH)
     args = parser.parse_args(argv)
     # AppTest sets a session up from this thread, outside any script run, and Streamlit warns about that each time.
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
+    if args.db and store.resolve(args.db).is_postgres:
+        parser.error("--db takes a DuckDB file: the page benchmark works on a copy of it.")
 
     def log(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("results.json")
-APP_SECTIONS = ("first_start", "pages", "sessions")
+APP_SECTIONS = ("first_start", "pages", "sessions", "backends")
 
 
 def load(path: Path = DEFAULT_PATH) -> dict:

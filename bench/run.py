@@ -82,6 +82,23 @@ def run_in_child(db: Path | str, engine_name: str = "duckdb") -> tuple[dict, flo
     return result, wall
 
 
+def latency_probes(db: Path | str) -> dict[str, Callable[[int], object]]:
+    """The interactive queries the pages make, on a store whose tutorial instance has run and whose ``SEGMENT``
+    exists; each takes the repetition number, to vary its input."""
+    run_id = scores.latest_run(db, TUTORIAL)["run_id"]
+    emails = [row[0] for row in store.query_df(
+        db, "SELECT id_value FROM identities WHERE namespace = 'Email' USING SAMPLE 200 ROWS").itertuples(index=False)]
+    pages = max(1, scores.bucket_summary(db, run_id).set_index("bucket").loc["high", "profiles"] // 50)
+    return {
+        "dashboard_summary": lambda i: scores.bucket_summary(db, run_id),
+        "dashboard_distribution": lambda i: scores.score_distribution(db, run_id),
+        "dashboard_factor_breakdown": lambda i: scores.factor_breakdown(scores.influential_factors(db, run_id)),
+        "profile_lookup_email": lambda i: profiles.find(db, "Email", emails[i % len(emails)]),
+        "segment_size": lambda i: segments.measure(db, segments.Rule(instance=TUTORIAL, minimum=50 + i % 40)),
+        "segment_members_page": lambda i: segments.members(db, SEGMENT, limit=50, offset=50 * (i % int(pages))),
+    }
+
+
 def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str], None] = print,
             db: Path | str | None = None, engine_name: str = "duckdb") -> dict:
     """Every figure, on a new DuckDB file in ``workdir`` or on ``db`` (an empty PostgreSQL database's URL)."""
@@ -125,23 +142,8 @@ def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str]
     results["auc"] = run["metrics"]["auc"]
 
     log(f"Interactive queries, {repeat} times each")
-    run_id = scores.latest_run(db, TUTORIAL)["run_id"]
-    emails = [row[0] for row in store.query_df(
-        db, "SELECT id_value FROM identities WHERE namespace = 'Email' USING SAMPLE 200 ROWS").itertuples(index=False)]
-    high = segments.Rule(instance=TUTORIAL, minimum=definition.high_threshold)
-    segments.create_segment(db, SEGMENT, high)
-    pages = max(1, scores.bucket_summary(db, run_id).set_index("bucket").loc["high", "profiles"] // 50)
-    results["latency_ms"] = {
-        "dashboard_summary": latency(lambda i: scores.bucket_summary(db, run_id), repeat),
-        "dashboard_distribution": latency(lambda i: scores.score_distribution(db, run_id), repeat),
-        "dashboard_factor_breakdown": latency(
-            lambda i: scores.factor_breakdown(scores.influential_factors(db, run_id)), repeat),
-        "profile_lookup_email": latency(lambda i: profiles.find(db, "Email", emails[i % len(emails)]), repeat),
-        "segment_size": latency(
-            lambda i: segments.measure(db, segments.Rule(instance=TUTORIAL, minimum=50 + i % 40)), repeat),
-        "segment_members_page": latency(
-            lambda i: segments.members(db, SEGMENT, limit=50, offset=50 * (i % int(pages))), repeat),
-    }
+    segments.create_segment(db, SEGMENT, segments.Rule(instance=TUTORIAL, minimum=definition.high_threshold))
+    results["latency_ms"] = {name: latency(work, repeat) for name, work in latency_probes(db).items()}
     results["ratio_run_to_floor"] = results["run_s"] / results["floor_s"]
     results["ratio_pandas_to_features"] = results["pandas_features_s"] / results["features_s"]
     results["ratio_pandas_groupby_to_features"] = results["pandas_groupby_s"] / results["features_s"]

@@ -152,23 +152,25 @@ def _members(con, activation: dict) -> pd.DataFrame:
     ).df()
 
 
-def _claim(con, activation: dict, mode: str) -> int | None:
-    """Marks the (activation, run) delivery as being sent by this process; None when it is done or in flight."""
-    rows = con.execute("SELECT delivery_id, status, pid FROM deliveries WHERE activation_id = ? AND run_id = ?",
+def _claim(con, activation: dict, mode: str, postgres: bool) -> int | None:
+    """Marks the (activation, run) delivery as being sent by this process; None when it is done or in flight here
+    or on another machine (the same liveness rule as runs)."""
+    rows = con.execute("SELECT delivery_id, status, pid, host FROM deliveries WHERE activation_id = ? AND run_id = ?",
                        [activation["activation_id"], activation["run_id"]]).fetchall()
     if rows:
-        delivery_id, status, pid = rows[0]
-        if status == SUCCESS or (status == SENDING and (delivery_id in _sending_here or
-                                                        (pid != os.getpid() and store.process_alive(pid)))):
+        delivery_id, status, pid, host = rows[0]
+        if status == SUCCESS or (status == SENDING and store.worker_alive(
+                con, "deliveries", "delivery_id", delivery_id, pid, host, postgres, _sending_here.__contains__)):
             return None
-        con.execute("UPDATE deliveries SET status = ?, attempts = attempts + 1, pid = ?, error = NULL, "
-                    "started_at = current_timestamp, finished_at = NULL WHERE delivery_id = ?",
-                    [SENDING, os.getpid(), delivery_id])
+        con.execute("UPDATE deliveries SET status = ?, attempts = attempts + 1, pid = ?, host = ?, error = NULL, "
+                    "started_at = current_timestamp, heartbeat_at = current_timestamp, finished_at = NULL "
+                    "WHERE delivery_id = ?", [SENDING, os.getpid(), store.this_host(), delivery_id])
         return delivery_id
     delivery_id = store.next_id(con, "deliveries", "delivery_id")
-    con.execute("INSERT INTO deliveries (delivery_id, activation_id, run_id, status, mode, added, removed, pid) "
-                "VALUES (?, ?, ?, ?, ?, 0, 0, ?)",
-                [delivery_id, activation["activation_id"], activation["run_id"], SENDING, mode, os.getpid()])
+    con.execute("INSERT INTO deliveries (delivery_id, activation_id, run_id, status, mode, added, removed, pid, host, "
+                "heartbeat_at) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, current_timestamp)",
+                [delivery_id, activation["activation_id"], activation["run_id"], SENDING, mode, os.getpid(),
+                 store.this_host()])
     return delivery_id
 
 
@@ -238,10 +240,12 @@ def deliver(db_path: Path, activation_id: int, actor: str = "local") -> Delivery
         result.status, result.error = FAILED, "The segment's instance has no successful run yet."
         return result
     mode = "diff" if destination.kind in ("webhook", "table") else "snapshot"
-    delivery_id = store.write(db_path, lambda con: _claim(con, activation, mode))
+    postgres = store.resolve(db_path).is_postgres
+    delivery_id = store.write(db_path, lambda con: _claim(con, activation, mode, postgres))
     if delivery_id is None:
         return result
     _sending_here.add(delivery_id)
+    store.start_heartbeat(db_path, "deliveries", "delivery_id", delivery_id, SENDING)
     try:
         with store.connect(db_path) as con:
             current = _members(con, activation)

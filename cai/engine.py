@@ -309,7 +309,7 @@ def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[in
         return run_id, instance_id
 
     run_id, instance_id = store.write(db_path, work)
-    store.start_run_heartbeat(db_path, run_id)
+    store.start_heartbeat(db_path, "runs", "run_id", run_id, "running")
     return run_id, instance_id
 
 
@@ -317,9 +317,7 @@ def _run_alive(con, run: tuple[int, int | None, str | None], postgres: bool) -> 
     """A run on this machine is alive while its process is (and, in this process, while it is still working); one
     on another machine sharing a PostgreSQL store, while its heartbeat is recent."""
     run_id, pid, host = run
-    if postgres and host not in (None, store.this_host()):
-        return store.heartbeat_is_fresh(con, run_id)
-    return store.process_alive(pid) and not (pid == os.getpid() and not _active_here(run_id))
+    return store.worker_alive(con, "runs", "run_id", run_id, pid, host, postgres, _active_here)
 
 
 def recover_interrupted_runs(db_path: Path) -> int:

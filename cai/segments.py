@@ -126,11 +126,14 @@ def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None
     with store.connect(db_path) as con:
         _, run_id = _current_run(con, rule.instance)
         sql, params = _members_sql(rule, run_id)
-        size, expected = con.execute(f"SELECT count(*), coalesce(sum(probability), 0) FROM ({sql})",
-                                     params).fetchall()[0]
-        total = con.execute("SELECT count(*) FROM scores WHERE run_id = ?", [run_id]).fetchall()[0][0]
-        held_out = json.loads(con.execute("SELECT evaluation FROM runs WHERE run_id = ?",
-                                          [run_id]).fetchall()[0][0])
+        # One statement, so that on PostgreSQL its three reads share one round of transaction set-up.
+        size, expected, total, held_out = con.execute(
+            f"""
+            SELECT m.size, m.expected, (SELECT count(*) FROM scores WHERE run_id = $run),
+                   (SELECT evaluation FROM runs WHERE run_id = $run)
+            FROM (SELECT count(*) AS size, coalesce(sum(probability), 0) AS expected FROM ({sql})) m
+            """, params).fetchall()[0]
+        held_out = json.loads(held_out)
     result = {"run_id": run_id, "size": int(size), "scored": int(total), "share": size / total if total else 0.0,
               "expected_conversions": float(expected)}
     upper = rule.maximum - 1e-9 if rule.maximum is not None else (1.0 if rule.field == "probability" else 100)
@@ -212,20 +215,27 @@ def members(db_path: Path, name: str, limit: int = 50, offset: int = 0) -> pd.Da
         _, run_id = _current_run(con, segment["instance"])
         sql, params = _members_sql(segment["rule"], run_id)
         params.update({"limit": limit, "offset": offset})
-        # The page is cut first and materialised, so identities are joined for 50 profiles, not the whole segment.
-        return con.execute(
-            f"""
-            WITH page AS MATERIALIZED ({sql} ORDER BY s.score DESC, s.profile_id LIMIT $limit OFFSET $offset)
-            SELECT m.profile_id,
-                   arg_min(i.id_value, (NOT i.is_primary, i.id_value)) FILTER (WHERE i.namespace = 'Email') AS email,
-                   min(i.id_value) FILTER (WHERE i.namespace = 'ECID') AS ecid,
-                   round(m.score, 1) AS score, m.probability, m.percentile, m.bucket
-            FROM page m LEFT JOIN identities i ON i.profile_id = m.profile_id
-            GROUP BY m.profile_id, m.score, m.probability, m.percentile, m.bucket
-            ORDER BY m.score DESC, m.profile_id
-            """,
-            params,
-        ).df()
+        page = con.execute(f"{sql} ORDER BY s.score DESC, s.profile_id LIMIT $limit OFFSET $offset", params).df()
+        # The page is cut first, so identities are read for its 50 profiles, not the whole segment.
+        con.register("page_identities", store.rows_with_keys(
+            con, "identities", ["profile_id", "namespace", "id_value", "is_primary"], "profile_id",
+            page["profile_id"].tolist()))
+        con.register("page_members", page)
+        try:
+            return con.execute(
+                """
+                SELECT m.profile_id,
+                       arg_min(i.id_value, (NOT i.is_primary, i.id_value)) FILTER (WHERE i.namespace = 'Email')
+                           AS email,
+                       min(i.id_value) FILTER (WHERE i.namespace = 'ECID') AS ecid,
+                       round(m.score, 1) AS score, m.probability, m.percentile, m.bucket
+                FROM page_members m LEFT JOIN page_identities i ON i.profile_id = m.profile_id
+                GROUP BY m.profile_id, m.score, m.probability, m.percentile, m.bucket
+                ORDER BY m.score DESC, m.profile_id
+                """).df()
+        finally:
+            con.unregister("page_members")
+            con.unregister("page_identities")
 
 
 def overlap(db_path: Path, name: str) -> pd.DataFrame:

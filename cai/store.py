@@ -40,6 +40,11 @@ RUN_STALE_SECONDS = 120.0
 
 T = TypeVar("T")
 
+
+class PostgresOnly(str):
+    """A migration only a PostgreSQL store needs, in PostgreSQL's own dialect; a DuckDB file just records it."""
+
+
 # Each entry upgrades the schema by one version; never edit a shipped entry, append a new one.
 MIGRATIONS: list[str] = [
     # 1: profiles, identities, events and the batches that brought them.
@@ -271,6 +276,22 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE profile_set_guard (guard INTEGER PRIMARY KEY, written_at TIMESTAMP NOT NULL);
     """,
+    # 9: the extension compares text in the "C" collation (DuckDB's byte order), which an index built in the
+    # database's own collation cannot serve: an identity look-up read all 88,000 identities of the demo (10 ms).
+    PostgresOnly("""
+    DROP INDEX IF EXISTS identities_by_value;
+    CREATE INDEX identities_by_value ON identities (id_value COLLATE "C");
+    """),
+    # 10: deliveries record their machine and heartbeat as runs do, so a delivery in progress on one machine is not
+    # sent again by another, and one whose machine died is retried.
+    """
+    ALTER TABLE deliveries ADD COLUMN host VARCHAR;
+    ALTER TABLE deliveries ADD COLUMN heartbeat_at TIMESTAMP;
+    """,
+    # 11: a page of segment members reads its identities by profile (see rows_with_keys).
+    PostgresOnly("""
+    CREATE INDEX identities_by_profile ON identities (profile_id);
+    """),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -286,6 +307,15 @@ class Store:
 
     location: str
     model_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Path("postgresql://user:pw@host/db") collapses "//" to "/"; taken for a file name, that would put a DuckDB
+        # file (and the password) into a folder on disk. Such a location is refused, never opened or shown.
+        if re.match(r"postgres(?:ql)?:/(?!/)", self.location, flags=re.IGNORECASE):
+            raise CaiError(
+                "The database setting looks like a PostgreSQL address that lost the '//' after 'postgresql:' (it "
+                "was handled as a file path somewhere). Give it as written: postgresql://user:password@host:port/"
+                "database.")
 
     @property
     def is_postgres(self) -> bool:
@@ -422,6 +452,9 @@ def attached(location: Store | str | os.PathLike, alias: str) -> duckdb.DuckDBPy
 
 def _open_postgres(target: Store) -> duckdb.DuckDBPyConnection:
     con = _duckdb_for(target)
+    # The pool's default health check costs two round trips (before and after) on each query, as much as a small
+    # query itself; a connection idle for longer than the pool's idle timeout (a minute) is reopened instead.
+    con.execute("SET pg_pool_health_check_query = ''")
     try:
         _attach(con, target, POSTGRES_CATALOG)
     except StoreUnavailable:
@@ -475,7 +508,12 @@ def _migrate(con: duckdb.DuckDBPyConnection, postgres: bool) -> None:
         if current == 0:
             con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            con.execute(_for_postgres(MIGRATIONS[version - 1]) if postgres else MIGRATIONS[version - 1])
+            migration = MIGRATIONS[version - 1]
+            if isinstance(migration, PostgresOnly):
+                if postgres:
+                    postgres_execute(con, migration)
+            else:
+                con.execute(_for_postgres(migration) if postgres else migration)
             con.execute("INSERT INTO schema_version VALUES (?, current_timestamp)", [version])
         con.commit()
     except BaseException:
@@ -632,6 +670,28 @@ def query_df(location: Store | str | os.PathLike, sql: str, params: list | dict 
         return con.execute(sql, params or []).df()
 
 
+def rows_with_keys(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], key_column: str,
+                   keys: list[int]):
+    """The rows of ``table`` whose integer ``key_column`` is one of ``keys``, as a DataFrame (identifiers are ours).
+
+    On PostgreSQL the extension pushes an IN list down as a range (min to max), so a page of 50 members spread over
+    the whole table would pull all of it; there PostgreSQL answers the list itself, from an index."""
+    keys = [int(key) for key in keys]
+    if not keys:
+        return con.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0").df()
+    if _is_postgres_connection(con):
+        statement = (f"SELECT {', '.join(columns)} FROM {table} WHERE {key_column} = ANY('{{"
+                     f"{','.join(map(str, keys))}}}'::bigint[])")
+        return con.execute("SELECT * FROM postgres_query(?, ?)", [POSTGRES_CATALOG, statement]).df()
+    placeholders = ", ".join("?" * len(keys))
+    return con.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {key_column} IN ({placeholders})", keys).df()
+
+
+def _is_postgres_connection(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
+                       ).fetchall()[0][0] == "postgres"
+
+
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     """The next free integer key of ``table.column`` (identifiers are ours, never user input)."""
     return con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchall()[0][0]
@@ -696,31 +756,33 @@ def this_host() -> str:
     return os.environ.get(HOST_ENV_VAR) or socket.gethostname()
 
 
-def start_run_heartbeat(location: Store | str | os.PathLike, run_id: int) -> None:
-    """On PostgreSQL, stamps the run's ``heartbeat_at`` every ``RUN_HEARTBEAT_SECONDS`` from a daemon thread, until
-    the run is no longer running (finished, failed or marked interrupted) or the process ends. A DuckDB file is
-    one machine's, where the process id tells whether a run is alive, so it gets no heartbeat (nor the writes)."""
+def start_heartbeat(location: Store | str | os.PathLike, table: str, key_column: str, key: int,
+                    working_status: str) -> None:
+    """On PostgreSQL, stamps the ``heartbeat_at`` of a row being worked on (a run, a delivery) every
+    ``RUN_HEARTBEAT_SECONDS`` from a daemon thread, until its status is no longer ``working_status`` (finished,
+    failed or marked interrupted) or the process ends. A DuckDB file is one machine's, where the process id tells
+    whether the work is alive, so it gets no heartbeat (nor the writes). Identifiers are ours, never user input."""
     target = resolve(location)
     if not target.is_postgres:
         return
 
     def stamp(con: duckdb.DuckDBPyConnection) -> bool:
         # The extension takes no RETURNING on a PostgreSQL table, so the status is read back in the same transaction.
-        con.execute("UPDATE runs SET heartbeat_at = current_timestamp WHERE run_id = ? AND status = 'running'",
-                    [run_id])
-        return bool(con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND status = 'running'",
-                                [run_id]).fetchall()[0][0])
+        con.execute(f"UPDATE {table} SET heartbeat_at = current_timestamp WHERE {key_column} = ? AND status = ?",
+                    [key, working_status])
+        return bool(con.execute(f"SELECT count(*) FROM {table} WHERE {key_column} = ? AND status = ?",
+                                [key, working_status]).fetchall()[0][0])
 
     def beat() -> None:
         while not _heartbeats_stopping.wait(RUN_HEARTBEAT_SECONDS):
             try:
-                running = write(target, stamp)
+                working = write(target, stamp)
             except (duckdb.Error, CaiError):
                 continue  # a missed beat is harmless; the next one tries again
-            if not running:
+            if not working:
                 return
 
-    thread = threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True)
+    thread = threading.Thread(target=beat, name=f"{table}-{key}-heartbeat", daemon=True)
     _heartbeats.append(thread)
     thread.start()
 
@@ -740,7 +802,15 @@ def _stop_heartbeats() -> None:
 atexit.register(_stop_heartbeats)
 
 
-def heartbeat_is_fresh(con: duckdb.DuckDBPyConnection, run_id: int) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM runs WHERE run_id = ? AND coalesce(heartbeat_at, started_at) "
-        "> current_timestamp::TIMESTAMP - to_seconds(?)", [run_id, RUN_STALE_SECONDS]).fetchall()[0][0])
+def worker_alive(con: duckdb.DuckDBPyConnection, table: str, key_column: str, key: int, pid: int | None,
+                 host: str | None, postgres: bool, working_here: Callable[[int], bool]) -> bool:
+    """Whether the process working on a row (a run, a delivery) still is: one on another machine sharing a
+    PostgreSQL store while its heartbeat is recent; one of this machine while it runs; this very process while
+    ``working_here(key)`` says so (a process id is reused once the work ends, by the next unit of work here)."""
+    if postgres and host not in (None, this_host()):
+        return bool(con.execute(
+            f"SELECT count(*) FROM {table} WHERE {key_column} = ? AND coalesce(heartbeat_at, started_at) "
+            "> current_timestamp::TIMESTAMP - to_seconds(?)", [key, RUN_STALE_SECONDS]).fetchall()[0][0])
+    if pid == os.getpid():
+        return working_here(key)
+    return process_alive(pid)

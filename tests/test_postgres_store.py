@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,8 +17,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai import audit, demo, instances, scores, segments, store
-from cai.errors import SchemaTooNew
+from cai import audit, demo, instances, profiles, scores, segments, store
+from cai.errors import CaiError, SchemaTooNew
 from tests.conftest import ROOT, TEST_PROFILES
 
 TUTORIAL = instances.TUTORIAL_INSTANCE
@@ -161,3 +162,40 @@ def test_a_restart_on_an_empty_disk_loses_nothing(trained_db_template, pg_url, t
     assert rerun.returncode == 0, rerun.stderr
     assert scores.latest_run(pg_url, TUTORIAL)["details"]["cache"] == "reused cached model"
     assert segments.get_segment(pg_url, "Kept")["name"] == "Kept"
+
+
+def test_a_url_turned_into_a_path_is_refused_and_never_becomes_a_folder(pg_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    password = urlsplit(pg_url).password
+    collapsed = os.fspath(Path(pg_url))
+    assert collapsed.startswith("postgresql:/") and not collapsed.startswith("postgresql://")
+    monkeypatch.setenv(store.DB_ENV_VAR, collapsed)
+    for location in (Path(pg_url), collapsed, None):
+        with pytest.raises(CaiError, match="lost the '//'") as refused:
+            store.resolve(location)
+        assert password not in str(refused.value)
+    output = _cli(collapsed, "datasets", cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert output.returncode != 0 and "lost the '//'" in output.stderr
+    assert password not in output.stdout + output.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert store.resolve(pg_url).is_postgres
+
+
+def _index_scans(url: str) -> int:
+    with store.connect(url) as con:
+        return con.execute("SELECT * FROM postgres_query(?, 'SELECT idx_scan FROM pg_stat_user_indexes WHERE "
+                           "indexrelname = ''identities_by_value''')", [store.POSTGRES_CATALOG]).fetchall()[0][0]
+
+
+def test_an_identity_look_up_uses_an_index_in_the_collation_the_extension_compares_in(pg_url):
+    demo.build_demo(pg_url, profiles=TEST_PROFILES)
+    email = store.query_df(pg_url, "SELECT min(id_value) AS v FROM identities WHERE namespace = 'Email'")["v"][0]
+    with store.connect(pg_url) as con:
+        store.postgres_execute(con, "ANALYZE identities")
+    before = _index_scans(pg_url)
+    assert profiles.find(pg_url, "Email", email) is not None
+    # PostgreSQL publishes a session's index statistics within a second or so of its going idle.
+    deadline = time.monotonic() + 30
+    while _index_scans(pg_url) == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _index_scans(pg_url) > before

@@ -124,10 +124,21 @@ def _move_into_place(side: Path, db: store.Store) -> None:
     os.replace(side, db)
 
 
+# Stores this process has seen holding data: a store never becomes empty again, and on PostgreSQL asking costs a
+# query on every rerun of every page.
+_holding_data: set[str] = set()
+
+
+def _holds_data(db: store.Store) -> bool:
+    if db.share_key not in _holding_data and not store.is_empty(db):
+        _holding_data.add(db.share_key)
+    return db.share_key in _holding_data
+
+
 def ensure_database(db: store.Store) -> None:
     """Runs the first start if ``db`` is empty, showing its progress; otherwise marks the runs of processes that
     died as interrupted (a millisecond)."""
-    if not store.is_empty(db):
+    if _holds_data(db):
         engine.recover_interrupted_runs(db)
         return
     job = first_start(db)
