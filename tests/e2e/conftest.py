@@ -47,7 +47,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_server(port: int, env: dict, cwd: Path, log: Path) -> subprocess.Popen:
+def _start_server(port: int, env: dict, cwd: Path, log: Path) -> subprocess.Popen:
     """Starts ``streamlit run streamlit_app.py`` in ``cwd`` on ``port`` and waits until it answers its health check."""
     with open(log, "w") as output:
         process = subprocess.Popen(
@@ -72,7 +72,7 @@ def start_server(port: int, env: dict, cwd: Path, log: Path) -> subprocess.Popen
         time.sleep(0.3)
 
 
-def stop_server(process: subprocess.Popen) -> None:
+def _stop_server(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)
@@ -93,22 +93,21 @@ def start_app():
     started = []
 
     def start(port: int, env: dict, cwd: Path, log: Path) -> subprocess.Popen:
-        started.append(start_server(port, env, cwd, log))
+        started.append(_start_server(port, env, cwd, log))
         return started[-1]
 
     yield start
     for process in started:
         if process.poll() is None:
-            stop_server(process)
+            _stop_server(process)
 
 
 @pytest.fixture
-def app_server(trained_db, app_port, tmp_path):
+def app_server(trained_db, app_port, start_app, tmp_path):
     """Serves the app on a private copy of the trained demo store, a DuckDB file or, for tests marked
-    ``both_backends``, a fresh PostgreSQL database too; yields (base URL, database path or URL)."""
-    process = start_server(app_port, {**os.environ, store.DB_ENV_VAR: str(trained_db)}, ROOT, tmp_path / "server.log")
-    yield f"http://127.0.0.1:{app_port}", trained_db
-    stop_server(process)
+    ``both_backends``, a fresh PostgreSQL database too; returns (base URL, database path or URL)."""
+    start_app(app_port, {**os.environ, store.DB_ENV_VAR: str(trained_db)}, ROOT, tmp_path / "server.log")
+    return f"http://127.0.0.1:{app_port}", trained_db
 
 
 @pytest.fixture
