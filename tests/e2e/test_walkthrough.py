@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect
 
 from cai import demo, instances, store
+from tests.e2e.steps import TIMEOUT_MS, load_file, no_exception, open_page, save_high_propensity_segment, shot
 
 pytestmark = pytest.mark.e2e
-TIMEOUT_MS = 60_000
 SEGMENT = "Demo - Customer AI High Propensity"
-
-
-def _shot(page: Page, name: str) -> None:
-    """With CAI_SCREENSHOTS=FOLDER set, each step is saved there (this is how docs/ screenshots are made)."""
-    folder = os.environ.get("CAI_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
-
-
-def _no_exception(page: Page) -> None:
-    expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
 
 def _hover_top_factor(page: Page) -> None:
@@ -45,16 +31,13 @@ def _hover_top_factor(page: Page) -> None:
     expect(tooltip).to_be_visible()
     expect(tooltip).to_contain_text("Share of influence")
     expect(tooltip).to_contain_text(re.compile(r"By bucket.*high bucket", re.S))
-    _shot(page, "dashboard-factor-hover")
+    shot(page, "dashboard-factor-hover")
 
 
-def _open(page: Page, menu_entry: str) -> None:
-    """Opens a page from the left menu, as a person does (opening a page by its address logs 404s)."""
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=menu_entry, exact=True).click()
-
-
+@pytest.mark.both_backends
 def test_tutorial_walkthrough(app_page: Page, app_server):
-    """Lab 5.3 in its own words, with every request outside the app blocked and no console error."""
+    """Lab 5.3 in its own words, with every request outside the app blocked and no console error; on a DuckDB file
+    and on PostgreSQL."""
     page = app_page
     base, db = app_server
     page.set_default_timeout(TIMEOUT_MS)
@@ -62,7 +45,7 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
     expect(page.get_by_role("heading", name="Customer AI").first).to_be_visible()
     expect(page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first).to_be_visible()
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
-    _shot(page, "instances")
+    shot(page, "instances")
 
     # "Click on the instance name to view the dashboard."
     page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first.click()
@@ -72,29 +55,13 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
         expect(page.get_by_role("heading", name=section)).to_be_visible()
     expect(page.locator("[data-testid=stVegaLiteChart]").first).to_be_visible()
     expect(page.get_by_text(re.compile(r"high bucket median|high bucket mostly")).first).to_be_visible()
-    _no_exception(page)
-    _shot(page, "dashboard")
+    no_exception(page)
+    shot(page, "dashboard")
     # "Hover on the influential factors to view the further breakdown of data distribution."
     _hover_top_factor(page)
 
     # "Click on the Create Segment button on the propensity cards."
-    high_card = page.locator(".st-key-dashboard_card_high")
-    card_count = high_card.locator("[data-testid=stMetricValue]").inner_text()
-    high_card.get_by_role("button", name="Create Segment").click()
-    expect(page.get_by_role("heading", name="Segment builder")).to_be_visible()
-    # "You'll see that a segment definition is created automatically."
-    expect(page.get_by_text('CustomerAI["Product Purchase Propensity"].score >= 75')).to_be_visible()
-    name = page.get_by_label("Segment name")
-    expect(name).to_have_value(f"{instances.TUTORIAL_INSTANCE} - Customer AI High Propensity")
-    _shot(page, "segment-builder")
-    # "Give your segment a name ... Click Save."
-    name.fill(SEGMENT)
-    name.press("Enter")
-    page.get_by_role("button", name="Save", exact=True).click()
-    expect(page.get_by_role("heading", name="Segments", exact=True)).to_be_visible()
-    expect(page.get_by_text(f"Saved “{SEGMENT}” with {card_count} profiles.")).to_be_visible()
-    expect(page.get_by_role("heading", name=SEGMENT)).to_be_visible()  # the page opens on the segment just saved
-    _no_exception(page)
+    card_count = save_high_propensity_segment(page, SEGMENT)
     page.get_by_role("tab", name="Export").click()
     download_csv = page.get_by_role("button", name="Download CSV")
     expect(download_csv).to_be_enabled()
@@ -104,7 +71,7 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
     assert len(exported) == int(card_count.replace(",", "")) and exported["profile_id"].is_unique
 
     # "Go to Profiles in the left menu and select Browse."
-    _open(page, "Profiles")
+    open_page(page, "Profiles")
     expect(page.get_by_role("heading", name="Profiles")).to_be_visible()
     page.get_by_role("tab", name="Browse").click()
     # "Search for a profile using any of the identifiers, like for instance EMAIL hbirkenshawa@businessweek.com"
@@ -129,9 +96,9 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
     score_metric.scroll_into_view_if_needed()
     shown = score_metric.locator("[data-testid=stMetricValue]").inner_text()
     expect(page.locator("[data-testid=stMetric]").filter(has_text="Bucket")).to_contain_text("High")
-    _no_exception(page)
+    no_exception(page)
     page.evaluate("window.scrollTo(0, 0)")
-    _shot(page, "profile")
+    shot(page, "profile")
 
     with store.connect(db) as con:
         stored = con.execute("SELECT s.score FROM scores s JOIN instances i ON s.run_id = i.current_run_id "
@@ -153,22 +120,19 @@ def test_upload_a_file_and_see_a_malformed_one_refused(app_page: Page, app_serve
     bad = tmp_path / "broken.json"
     bad.write_text('[{"_id": "x", "timestamp": ')
     page.goto(base)
-    _open(page, "Data")
+    open_page(page, "Data")
     expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
 
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
-    page.get_by_role("button", name="Load file").click()
+    load_file(page, bad)
     expect(page.get_by_text(re.compile("not valid JSON"))).to_be_visible()
-    _no_exception(page)
+    no_exception(page)
 
-    _open(page, "Audit log")
-    _open(page, "Data")
+    open_page(page, "Audit log")
+    open_page(page, "Data")
     expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(good))
-    expect(page.get_by_text("retail-v1.json")).to_be_visible()
-    page.get_by_role("button", name="Load file").click()
+    load_file(page, good)
     expect(page.get_by_text(re.compile(r"Loaded retail-v1\.json: 1 events"))).to_be_visible()
-    _no_exception(page)
+    no_exception(page)
     with store.connect(db) as con:
         assert con.execute("SELECT count(*) FROM events WHERE xdm_id = 'web-1'").fetchall()[0][0] == 1
         # The refused file was for a dataset of its own, so it left nothing behind: no dataset, no batch.
