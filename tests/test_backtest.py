@@ -44,6 +44,18 @@ def test_backtest_measures_each_cutoff_and_writes_nothing(trained_db, capsys):
     assert store.query_df(trained_db, "SELECT count(*) AS n FROM runs")["n"][0] == runs_before
 
 
+def test_backtest_prints_expected_beside_actual_per_cutoff_and_the_worst_error(trained_db, capsys):
+    code = cli.main(["--db", str(trained_db), "backtest", TUTORIAL, "--from", "2026-09-01", "--to", "2026-09-01"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    header, row = lines[0].split(), lines[1].split()
+    assert header[:6] == ["cutoff", "seed", "customers", "actual", "expected", "error"]
+    actual, expected, error = float(row[3]), float(row[4]), float(row[5].rstrip("%")) / 100
+    assert row[0] == "2026-09-01" and 0 < actual < 0.5 and 0 < expected < 0.5
+    assert error == pytest.approx(expected / actual - 1, abs=0.01)
+    assert lines[-1] == f"Worst forward calibration error: {error:+.1%} (cutoff 2026-09-01)."
+
+
 def test_a_cutoff_whose_window_is_not_over_is_refused(trained_db):
     with pytest.raises(CaiError, match="too late"):
         backtest.backtest(trained_db, TUTORIAL, [dt.date(2026, 10, 15)])

@@ -110,6 +110,49 @@ def test_purchase_gaps_count_days_and_tenure_ignores_email_sends(empty_db):
     assert frame["tenure_days"].iloc[0] == pytest.approx(31.0 - 9 / 24, abs=0.01)
 
 
+def _training_frames(db) -> tuple[pd.DataFrame, pd.DataFrame, Definition]:
+    """The demo tutorial instance's training examples and held-out snapshot for a run on 2026-10-01."""
+    definition = instances.get_instance(db, TUTORIAL).definition
+    with store.connect(db) as con:
+        first_event = con.execute("SELECT min(ts) FROM events").fetchall()[0][0].date()
+        holdout_date, training_dates = engine._snapshots(dt.date(2026, 10, 1), first_event, definition)
+        train = features.build(con, definition, training_dates, with_labels=True)
+        holdout = features.build(con, definition, [holdout_date], with_labels=True)
+    return train, holdout, definition
+
+
+def test_early_stopping_validates_on_the_latest_training_snapshot_only(trained_db):
+    train, holdout, definition = _training_frames(trained_db)
+    validation = engine._validation_rows(train)
+    latest = train["snapshot"].max()
+    assert validation.sum() == (train["snapshot"] == latest).sum() > 0
+    assert (train.loc[validation, "snapshot"] == latest).all() and train["snapshot"].nunique() > 1
+    model = engine._fit(train, holdout, features.feature_catalog(definition), definition)
+    assert model.training["validation_snapshot"] == pd.Timestamp(latest).date().isoformat()
+    assert model.training["validation_rows"] == validation.sum()
+    assert model.training["training_rows"] == len(train)
+    # The demo's latest snapshot stops the trees before the cap; labels that carry no signal there stop them at once.
+    assert model.training["iterations"] < engine.MODEL_PARAMS["max_iter"]
+    noise = train.copy()
+    noise.loc[validation, "label"] = np.random.default_rng(1).permutation(noise.loc[validation, "label"].to_numpy())
+    blind = engine._fit(noise, holdout, features.feature_catalog(definition), definition)
+    assert blind.training["iterations"] < model.training["iterations"]
+    assert blind.training["iterations"] <= engine.MODEL_PARAMS["n_iter_no_change"] + 5
+
+
+def test_a_category_unseen_in_training_is_other_not_missing():
+    catalog = [features.Feature("city", "City", "", "categorical")]
+    common = [f"city {i:02d}" for i in range(engine.MAX_CATEGORIES)]
+    train = pd.DataFrame({"city": common * 3 + ["rare town", None]})
+    categories = engine._learn_categories(train, catalog)
+    assert categories["city"] == sorted(common) + [engine.OTHER_CATEGORY]
+    other = len(common)
+    frame = pd.DataFrame({"city": ["city 03", "rare town", "Atlantis", None, np.nan]})
+    codes = engine._encode(frame, ["city"], np.array([True]), categories)[:, 0]
+    assert codes[0] == 3 and codes[1] == other and codes[2] == other
+    assert np.isnan(codes[3]) and np.isnan(codes[4])
+
+
 def test_too_few_examples_end_in_error_with_advice(trained_db):
     strict = Definition(name="Strict", goals=(Goal("commerce.purchases", Condition("value", ">", 5000)),))
     instances.create_instance(trained_db, strict)
