@@ -261,7 +261,9 @@ def _data_fingerprint(con, as_of: dt.date) -> str:
         """
         SELECT count(*), min(ts), max(ts), sum(hash(profile_id, ts, event_type, value) % 1000003),
                (SELECT count(*) FROM profiles), (SELECT sum(hash(profile_id, loyalty_tier, loyalty_points, country,
-               city, gender, birth_year) % 1000003) FROM profiles)
+               city, gender, birth_year) % 1000003) FROM profiles),
+               (SELECT sum(hash(profile_id, attribute, valid_from, value) % 1000003) FROM profile_attribute_versions
+                WHERE valid_from <= CAST($as_of AS TIMESTAMP))
         FROM events WHERE ts < CAST($as_of AS TIMESTAMP)
         """,
         {"as_of": as_of.isoformat()},

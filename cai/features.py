@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from cai.attributes import NUMERIC as NUMERIC_ATTRIBUTES
 from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
 
 # Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 HISTORY_DAYS = 365
 COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
@@ -160,8 +161,8 @@ def columns(definition: Definition, with_labels: bool) -> list[str]:
 
 def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
           sample_fraction: float = 1.0) -> tuple[str, dict]:
-    """The DuckDB SQL of :func:`build` over the tables ``events`` and ``profiles``, and its parameters: the one
-    definition of every feature, which the Spark engine transpiles."""
+    """The DuckDB SQL of :func:`build` over the tables ``events``, ``profiles`` and ``profile_attribute_versions``,
+    and its parameters: the one definition of every feature, which the Spark engine transpiles."""
     activities = _activities(definition)
     params: dict = {
         "snapshots": [d.isoformat() for d in snapshots],
@@ -211,12 +212,26 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
         "count(*) FILTER (WHERE age < 30 AND event_type <> $passive) AS own_events_30d",
         "count(*) FILTER (WHERE age < 90 AND event_type <> $passive) AS own_events_90d",
     ]
-    profile_columns = []
-    for attribute in definition.profile_attributes:
+    # Each attribute as of the snapshot: the newest version dated at or before it; none is a missing value.
+    profile_columns, attribute_joins = [], []
+    for index, attribute in enumerate(definition.profile_attributes):
+        params[f"attribute_{index}"] = attribute
+        attribute_joins.append(
+            f"LEFT JOIN attribute_values pv_{index} ON pv_{index}.t = a.t AND pv_{index}.profile_id = a.profile_id "
+            f"AND pv_{index}.attribute = $attribute_{index}")
         if attribute == "birth_year":
-            profile_columns.append("year(a.t) - p.birth_year AS profile_birth_year")
+            profile_columns.append(f"year(a.t) - CAST(pv_{index}.value AS INTEGER) AS profile_birth_year")
+        elif attribute in NUMERIC_ATTRIBUTES:
+            profile_columns.append(f"CAST(pv_{index}.value AS INTEGER) AS profile_{attribute}")
         else:
-            profile_columns.append(f"p.{attribute} AS profile_{attribute}")
+            profile_columns.append(f"pv_{index}.value AS profile_{attribute}")
+    attribute_values = """,
+    attribute_values AS (
+        SELECT el.t, el.profile_id, v.attribute, arg_max(v.value, v.valid_from) AS value
+        FROM population el JOIN profile_attribute_versions v
+          ON v.profile_id = el.profile_id AND v.valid_from <= el.t
+        GROUP BY el.t, el.profile_id, v.attribute
+    )""" if profile_columns else ""
     label_join, label_column = "", ""
     if with_labels:
         params["window_days"] = definition.window_days
@@ -253,7 +268,7 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
     aggregated AS (
         SELECT t, profile_id, any_value(last_activity_days) AS last_activity_days, {", ".join(aggregates)}
         FROM history GROUP BY t, profile_id
-    )
+    ){attribute_values}
     SELECT CAST(a.t AS DATE) AS snapshot, a.profile_id, a.* EXCLUDE (t, profile_id, emails_sent_90d,
            own_events_30d, own_events_90d),
            a.purchases_days_since / nullif(a.purchase_gap_days, 0) AS purchase_gap_trend,
@@ -265,7 +280,7 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
            {"".join(", " + column for column in profile_columns)}
            {label_column}
     FROM aggregated a
-    {"LEFT JOIN profiles p ON p.profile_id = a.profile_id" if profile_columns else ""}
+    {" ".join(attribute_joins)}
     {label_join}
     ORDER BY a.t, a.profile_id
     """
