@@ -145,11 +145,16 @@ def build(
     snapshots: list[dt.date],
     with_labels: bool,
     sample_fraction: float = 1.0,
+    profile_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """One row per eligible (snapshot ``t``, profile): features from events before ``t``, and with ``with_labels``
     whether the goal was reached in ``[t, t + window)``. ``sample_fraction`` keeps a stable hash sample of
-    profiles, so the same profiles are sampled in every snapshot and every run."""
+    profiles, so the same profiles are sampled in every snapshot and every run; ``profile_ids`` keeps only those
+    profiles (a profile's features do not depend on the others)."""
     sql, params = query(definition, snapshots, with_labels, sample_fraction)
+    if profile_ids is not None:
+        sql = f"SELECT * FROM ({sql}) WHERE list_contains($profile_ids, profile_id)"
+        params["profile_ids"] = [int(profile_id) for profile_id in profile_ids]
     return con.execute(sql, params).df()[columns(definition, with_labels)]
 
 
