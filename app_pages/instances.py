@@ -58,7 +58,7 @@ if names:
             )
         if run["status_reason"]:
             st.warning(plain(run["status_reason"]))
-        for check in instances.attribute_checks(db, definition):
+        for check in cached.attribute_checks(db, definition):
             if check.tracks_goal:
                 kept = check.attribute in definition.allow_leaky_attributes
                 st.warning(plain(check.warning() + (" It is used because the set-up insists." if kept else "")))

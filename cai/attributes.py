@@ -41,7 +41,8 @@ def record_versions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, batch_i
     con.execute(
         "DELETE FROM profile_attribute_versions WHERE EXISTS (SELECT 1 FROM incoming_versions i "
         "WHERE i.profile_id = profile_attribute_versions.profile_id "
-        "AND i.attribute = profile_attribute_versions.attribute AND i.valid_from = profile_attribute_versions.valid_from)")
+        "AND i.attribute = profile_attribute_versions.attribute "
+        "AND i.valid_from = profile_attribute_versions.valid_from)")
     con.execute("INSERT INTO profile_attribute_versions SELECT profile_id, attribute, valid_from, value, batch_id "
                 "FROM incoming_versions")
     con.unregister("incoming_versions")

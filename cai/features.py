@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from cai.attributes import NUMERIC as NUMERIC_ATTRIBUTES
@@ -18,6 +19,10 @@ COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
 PURCHASE_EVENT = "commerce.purchases"
 SAMPLE_GRAIN = 10_000
+# The default as-of leaves out a last day that holds under this share of a typical day's events (the median of
+# the days before it, a day without events counting as zero): a day still being loaded, not a quiet one.
+COMPLETE_DAY_SHARE = 0.5
+TYPICAL_DAY_WINDOW_DAYS = 28
 
 STANDARD_ACTIVITIES = [
     ("purchases", "commerce.purchases", "purchases"),
@@ -298,3 +303,21 @@ def profiles_with_history(con: duckdb.DuckDBPyConnection, before: dt.date) -> in
         "SELECT count(DISTINCT profile_id) FROM events WHERE ts < CAST($before AS TIMESTAMP)",
         {"before": before.isoformat()},
     ).fetchall()[0][0]
+
+
+def default_as_of(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The day after the last complete day of events (None without events). The last event's day counts as
+    complete unless it holds fewer than ``COMPLETE_DAY_SHARE`` of the median events per day over the
+    ``TYPICAL_DAY_WINDOW_DAYS`` before it; a partly loaded last day is then left out, as-of being that day."""
+    rows = con.execute(
+        "SELECT CAST(ts AS DATE) AS day, count(*) FROM events "
+        "WHERE CAST(ts AS DATE) >= (SELECT CAST(max(ts) AS DATE) FROM events) - CAST($days AS INTEGER) GROUP BY 1",
+        {"days": TYPICAL_DAY_WINDOW_DAYS},
+    ).fetchall()
+    if not rows:
+        return None
+    per_day = dict(rows)
+    last = max(per_day)
+    typical = float(np.median([per_day.get(last - dt.timedelta(days=back), 0)
+                               for back in range(1, TYPICAL_DAY_WINDOW_DAYS + 1)]))
+    return last if per_day[last] < COMPLETE_DAY_SHARE * typical else last + dt.timedelta(days=1)

@@ -204,6 +204,8 @@ def score_history(db_path: Path, profile_id: int) -> pd.DataFrame:
 
 # Scores are stored to one decimal: a smaller difference is no move at all.
 UNCHANGED_POINTS = 0.05
+# Each explained move may load a model and compute one profile's features, so the page explains the latest few.
+MAX_MOVES_EXPLAINED = 5
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,8 @@ class ScoreMove:
 
 
 def score_moves(db_path: Path, profile_id: int) -> list[ScoreMove]:
-    """Each change of the profile's score between consecutive successful runs of an instance, newest first."""
+    """The latest ``MAX_MOVES_EXPLAINED`` changes of the profile's score between consecutive successful runs of an
+    instance, newest first."""
     with store.connect(db_path) as con:
         rows = con.execute(
             """
@@ -252,10 +255,10 @@ def score_moves(db_path: Path, profile_id: int) -> list[ScoreMove]:
             """,
             [profile_id],
         ).fetchall()
+    pairs = [(before, after) for before, after in zip(rows, rows[1:]) if before[0] == after[0]]
+    pairs = sorted(pairs, key=lambda pair: (pair[1][2], pair[1][0]), reverse=True)[:MAX_MOVES_EXPLAINED]
     moves = []
-    for before, after in zip(rows, rows[1:]):
-        if before[0] != after[0]:
-            continue
+    for before, after in pairs:
         name, definition, as_of, score, model_key, reference = after
         same_model = model_key is not None and model_key == before[4]
         customer_part = None
@@ -264,7 +267,7 @@ def score_moves(db_path: Path, profile_id: int) -> list[ScoreMove]:
                                          reference)
             customer_part = None if rescored is None else round(rescored - before[3], 1)
         moves.append(ScoreMove(name, before[2], as_of, before[3], score, same_model, customer_part))
-    return sorted(moves, key=lambda move: (move.date_to, move.instance), reverse=True)
+    return moves
 
 
 def _score_with_model(db_path: Path, model_key: str, definition: Definition, profile_id: int, as_of: dt.date,

@@ -4,6 +4,7 @@ loaded once that counts the goal is refused unless the set-up insists."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import duckdb
 import pandas as pd
@@ -74,7 +75,7 @@ def test_a_valid_from_in_the_future_or_not_a_date_refuses_the_file(empty_db):
         assert con.execute("SELECT count(*) FROM profile_attribute_versions").fetchall()[0][0] == 0
 
 
-def _purchases_balance_file(db) -> list[dict]:
+def purchases_balance_file(db) -> list[dict]:
     """Every customer's points balance today (100 per purchase ever made), stamped as if it held since January."""
     frame = store.query_df(db, """
         SELECT i.id_value AS email, 100 * count(e.ts) FILTER (WHERE e.event_type = 'commerce.purchases')
@@ -86,7 +87,7 @@ def _purchases_balance_file(db) -> list[dict]:
 def test_a_points_balance_loaded_once_that_grows_with_purchases_is_flagged_and_refused_by_default(demo_db):
     with store.connect(demo_db) as con:  # a store whose profiles came without points
         con.execute("DELETE FROM profile_attribute_versions WHERE attribute = 'loyalty_points'")
-    _load_profiles(demo_db, _purchases_balance_file(demo_db), "balances.csv")
+    _load_profiles(demo_db, purchases_balance_file(demo_db), "balances.csv")
     leaky = Definition(name="with points", goals=(Goal("commerce.purchases"),),
                        profile_attributes=("loyalty_tier", "loyalty_points"))
 
@@ -100,8 +101,7 @@ def test_a_points_balance_loaded_once_that_grows_with_purchases_is_flagged_and_r
     assert "`loyalty_points` was loaded once" in str(refused.value)
     assert "with points" not in instances.instances_table(demo_db)["name"].tolist()
 
-    insisted = instances.create_instance(demo_db, Definition(**{**leaky.__dict__,
-                                                                "allow_leaky_attributes": ("loyalty_points",)}))
+    insisted = instances.create_instance(demo_db, replace(leaky, allow_leaky_attributes=("loyalty_points",)))
     assert insisted.definition.allow_leaky_attributes == ("loyalty_points",)
 
 
@@ -139,3 +139,4 @@ def test_an_older_store_gets_each_profile_attribute_as_one_version_dated_at_its_
                               "ORDER BY attribute")
     assert rows.values.tolist() == [[1, "loyalty_points", pd.Timestamp("2025-03-04 05:06:07"), "120"],
                                     [1, "loyalty_tier", pd.Timestamp("2025-03-04 05:06:07"), "gold"]]
+
