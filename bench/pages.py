@@ -8,6 +8,8 @@ session, as Streamlit runs them). Figures go to the ``pages`` and ``sessions`` s
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import os
 import shutil
 import statistics
@@ -60,12 +62,25 @@ def trained_store(folder: Path, profiles: int, log: Callable[[str], None]) -> Pa
     return db
 
 
+@functools.cache
+def _component_registry():
+    """A real server looks for installed custom components once, when it starts; AppTest does it again for every
+    new session (reading the metadata of every installed package: 0.3 s idle, over a second under load on this
+    machine), a cost no visitor pays. Sessions here share one registry, as a server's sessions do."""
+    from streamlit.components.v2.component_manager import BidiComponentManager
+
+    registry = BidiComponentManager()
+    registry.discover_and_register_components(start_file_watching=False)
+    return registry
+
+
 def render_ms(page: str) -> float:
     """One new session opening ``page`` by its address: the entry script's full run, timed."""
     from streamlit.testing.v1 import AppTest
 
     path, query = PAGES[page]
     app = AppTest.from_file(str(app_server.ROOT / "streamlit_app.py"), default_timeout=TIMEOUT_S)
+    app._bidi_component_manager = _component_registry()
     for key, value in query.items():
         app.query_params[key] = value
     app.switch_page(path)

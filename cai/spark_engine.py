@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,6 +29,7 @@ from cai.instances import Definition
 EVENT_COLUMNS = ("profile_id", "ts", "event_type", "value", "sku", "channel")
 PROFILE_COLUMNS = ("profile_id", "loyalty_tier", "loyalty_points", "birth_year", "gender", "country", "city")
 CONNECT_TIMEOUT_S = 5.0
+SPARK_LOG = Path(tempfile.gettempdir()) / f"cai-spark-{os.getuid()}.log"
 
 
 # PySpark 4.3 warns on every conversion that it "does not yet fully support pandas >= 3". What crosses the
@@ -139,14 +141,33 @@ def start_session(master: str | None = None):
         if master:
             builder = builder.master(master)
     try:
-        spark = builder.getOrCreate()
+        if remote:
+            spark = builder.getOrCreate()
+        else:
+            with _java_output_to(SPARK_LOG):
+                spark = builder.getOrCreate()
     except Exception as error:
-        raise SparkUnavailable(f"Spark did not start: {_first_line(error)}") from None
+        raise SparkUnavailable(f"Spark did not start: {_first_line(error)} (Spark's log: {SPARK_LOG})") from None
     if not remote:
-        spark.sparkContext.setLogLevel("ERROR")
         _fit_local_mode(spark)
     _check_worker_python(spark)
     return spark
+
+
+@contextmanager
+def _java_output_to(log: Path):
+    """The JVM that PySpark launches inherits this process's stderr for its whole life: pointing that at a log file
+    while it starts keeps Spark's warnings and Java stack traces (a failed task logs one) off the user's terminal,
+    where only our one-line messages belong."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "ab") as handle:
+        os.dup2(handle.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _fit_local_mode(spark) -> None:
@@ -177,7 +198,8 @@ def _check_worker_python(spark) -> None:
         if "PYTHON_VERSION_MISMATCH" in message or "different minor versions" in message:
             raise SparkUnavailable(f"The cluster's Python differs from this one ({driver}): set PYSPARK_PYTHON to a "
                                    f"Python {driver} on every worker.") from None
-        raise SparkUnavailable(f"Spark's Python workers did not start: {_first_line(error)}") from None
+        raise SparkUnavailable(f"Spark's Python workers did not start: {_first_line(error)} (Spark's log: "
+                               f"{SPARK_LOG})") from None
     if versions != {driver}:
         raise SparkUnavailable(f"The cluster runs Python {', '.join(sorted(versions))} and this machine {driver}: set "
                                f"PYSPARK_PYTHON to a Python {driver} on every worker.")

@@ -103,3 +103,17 @@ def demo_db(new_store):
 @pytest.fixture
 def empty_db(new_store):
     return new_store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def components_discovered_once():
+    """A Streamlit server looks for installed custom components once, when it starts; AppTest looks again for every
+    new session, reading the metadata of every installed package (about a second each on a loaded 2-core machine).
+    The tests' sessions share one look, as a server's sessions do: the installed packages do not change mid-run."""
+    from streamlit.components.v2 import manifest_scanner
+
+    original = manifest_scanner.scan_component_manifests
+    found = original()
+    manifest_scanner.scan_component_manifests = lambda: found
+    yield
+    manifest_scanner.scan_component_manifests = original

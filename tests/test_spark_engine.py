@@ -186,9 +186,24 @@ def _run_spark_cli(db: Path, extra: list[str], env: dict, prelude: str = "") -> 
                           timeout=120, check=False)
 
 
-@pytest.mark.parametrize("case", ["no pyspark", "no java", "unreachable master", "unreachable connect server"])
+def _python_of_another_minor_version() -> str | None:
+    """Another Python on this machine (the image's pyenv has several), to play a cluster whose workers differ."""
+    for minor in (12, 13, 10, 9):
+        if minor == sys.version_info.minor:
+            continue
+        # Real interpreters only: a pyenv shim of a version not selected here exits with an error instead.
+        for candidate in (Path(f"/usr/bin/python3.{minor}"), Path(f"/usr/local/bin/python3.{minor}"),
+                          *sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/python3.{minor}"))):
+            if os.access(candidate, os.X_OK):
+                return str(candidate)
+    return None
+
+
+@pytest.mark.parametrize("case", ["no pyspark", "no java", "unreachable master", "unreachable connect server",
+                                  "workers on another python"])
 def test_spark_that_cannot_start_is_one_line_and_exit_code_2(case, demo_store):
-    env = {key: value for key, value in os.environ.items() if key not in ("JAVA_HOME", "SPARK_REMOTE")}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("JAVA_HOME", "SPARK_REMOTE", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
     extra, prelude, expected = [], "", ""
     if case == "no pyspark":
         prelude, expected = "sys.modules['pyspark'] = None; ", "PySpark is not installed"
@@ -197,9 +212,16 @@ def test_spark_that_cannot_start_is_one_line_and_exit_code_2(case, demo_store):
         expected = "Spark needs Java 17"
     elif case == "unreachable master":
         extra, expected = ["--master", f"spark://127.0.0.1:{_free_port()}"], "Cannot reach Spark at spark://"
-    else:
+    elif case == "unreachable connect server":
         env["SPARK_REMOTE"], expected = f"sc://127.0.0.1:{_free_port()}", "Cannot reach Spark at sc://"
+    else:
+        other = _python_of_another_minor_version()
+        if other is None:
+            pytest.skip("no Python of another minor version on this machine")
+        env["PYSPARK_PYTHON"], extra = other, ["--master", "local[1]"]
+        expected = f"set PYSPARK_PYTHON to a Python {sys.version_info.major}.{sys.version_info.minor}"
     child = _run_spark_cli(demo_store, extra, env, prelude)
     error = child.stderr.strip()
     assert child.returncode == 2, child.stderr
     assert expected in error and "\n" not in error and "Traceback" not in error
+    assert "at org.apache" not in child.stdout + child.stderr
