@@ -58,6 +58,10 @@ if names:
             )
         if run["status_reason"]:
             st.warning(plain(run["status_reason"]))
+        for check in cached.attribute_checks(db, definition):
+            if check.tracks_goal:
+                kept = check.attribute in definition.allow_leaky_attributes
+                st.warning(plain(check.warning() + (" It is used because the set-up insists." if kept else "")))
     with actions:
         st.subheader("Actions")
         access.view_only_note(viewer)

@@ -108,6 +108,11 @@ with tab_history:
         st.info("No scores yet.")
     else:
         cached.chart(st, charts.score_history, history, width="stretch")
+        moves = profiles.score_moves(db, opened)
+        if moves:
+            st.markdown("**Why the score moved**")
+            for move in moves:
+                st.markdown(f"- {shown(move.sentence())}")
 with tab_events:
     total = profiles.total_events(db, opened)
     counts = access.shown(viewer, profiles.event_counts(db, opened))

@@ -113,7 +113,8 @@ def _definition_from_args(args) -> Definition:
         goal_mode=args.goal_mode, will_occur=not args.will_not_occur, window_days=args.window_days,
         eligible_days=args.eligible_days, population_event_type=args.population_event,
         population_attribute=population, custom_events=tuple(args.custom_event or ()),
-        profile_attributes=tuple(args.profile_attribute or ()), schedule=args.schedule,
+        profile_attributes=tuple(args.profile_attribute or ()),
+        allow_leaky_attributes=tuple(args.allow_leaky_attribute or ()), schedule=args.schedule,
         low_threshold=args.low, high_threshold=args.high, min_examples=args.min_examples,
     )
 
@@ -396,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--population-value")
     a.add_argument("--custom-event", action="append", help="extra event type to turn into features (repeatable)")
     a.add_argument("--profile-attribute", action="append", choices=sorted(instances.PROFILE_CONDITION_FIELDS))
+    a.add_argument("--allow-leaky-attribute", action="append", choices=sorted(instances.PROFILE_CONDITION_FIELDS),
+                   help="learn from this attribute even if the leakage check refuses it")
     a.add_argument("--description")
     a.add_argument("--schedule", choices=list(instances.SCHEDULES), default="none")
     a.add_argument("--low", type=_whole_number, default=25)

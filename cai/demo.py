@@ -311,6 +311,14 @@ def build_demo(db_path: Path, profiles: int = DEFAULT_PROFILES, seed: int = DEFA
                             ("channels", channels), ("pages", pages)):
             con.register(name, frame)
         con.execute("INSERT INTO profiles SELECT *, NULL, current_timestamp FROM profile_frame")
+        # The demo's attributes hold from the customer's sign-up, before any of their events.
+        con.execute(
+            "INSERT INTO profile_attribute_versions SELECT profile_id, attribute, CAST(signup_date AS TIMESTAMP), "
+            "value, $batch FROM (UNPIVOT (SELECT profile_id, signup_date, loyalty_tier, "
+            "CAST(loyalty_points AS VARCHAR) AS loyalty_points, CAST(birth_year AS VARCHAR) AS birth_year, gender, "
+            "country, city FROM profile_frame) ON loyalty_tier, loyalty_points, birth_year, gender, country, city "
+            "INTO NAME attribute VALUE value)",
+            {"batch": batch_id})
         con.execute("INSERT INTO identities SELECT * FROM identity_frame")
         con.execute(
             """

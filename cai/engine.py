@@ -287,7 +287,9 @@ def _data_fingerprint(con, as_of: dt.date) -> str:
         """
         SELECT count(*), min(ts), max(ts), sum(hash(profile_id, ts, event_type, value) % 1000003),
                (SELECT count(*) FROM profiles), (SELECT sum(hash(profile_id, loyalty_tier, loyalty_points, country,
-               city, gender, birth_year) % 1000003) FROM profiles)
+               city, gender, birth_year) % 1000003) FROM profiles),
+               (SELECT sum(hash(profile_id, attribute, valid_from, value) % 1000003) FROM profile_attribute_versions
+                WHERE valid_from <= CAST($as_of AS TIMESTAMP))
         FROM events WHERE ts < CAST($as_of AS TIMESTAMP)
         """,
         {"as_of": as_of.isoformat()},
@@ -460,9 +462,9 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
     definition = get_instance(db_path, name).definition
     with store.connect(db_path) as con:
         first_event, last_event = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+        as_of = as_of or features.default_as_of(con)
     if last_event is None:
         raise CaiError("There are no events yet. Load a dataset on the Data page first.")
-    as_of = as_of or (last_event.date() + dt.timedelta(days=1))
     run_id, instance_id = _start_run(db_path, name, as_of, actor)
     _active_runs.add(run_id)
     timings: dict[str, float] = {}

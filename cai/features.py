@@ -6,17 +6,23 @@ import datetime as dt
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pandas as pd
 
+from cai.attributes import NUMERIC as NUMERIC_ATTRIBUTES
 from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
 
 # Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 HISTORY_DAYS = 365
 COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
 PURCHASE_EVENT = "commerce.purchases"
 SAMPLE_GRAIN = 10_000
+# The default as-of leaves out a last day that holds under this share of a typical day's events (the median of
+# the days before it, a day without events counting as zero): a day still being loaded, not a quiet one.
+COMPLETE_DAY_SHARE = 0.5
+TYPICAL_DAY_WINDOW_DAYS = 28
 
 STANDARD_ACTIVITIES = [
     ("purchases", "commerce.purchases", "purchases"),
@@ -144,11 +150,16 @@ def build(
     snapshots: list[dt.date],
     with_labels: bool,
     sample_fraction: float = 1.0,
+    profile_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """One row per eligible (snapshot ``t``, profile): features from events before ``t``, and with ``with_labels``
     whether the goal was reached in ``[t, t + window)``. ``sample_fraction`` keeps a stable hash sample of
-    profiles, so the same profiles are sampled in every snapshot and every run."""
+    profiles, so the same profiles are sampled in every snapshot and every run; ``profile_ids`` keeps only those
+    profiles (a profile's features do not depend on the others)."""
     sql, params = query(definition, snapshots, with_labels, sample_fraction)
+    if profile_ids is not None:
+        sql = f"SELECT * FROM ({sql}) WHERE list_contains($profile_ids, profile_id)"
+        params["profile_ids"] = [int(profile_id) for profile_id in profile_ids]
     return con.execute(sql, params).df()[columns(definition, with_labels)]
 
 
@@ -160,8 +171,8 @@ def columns(definition: Definition, with_labels: bool) -> list[str]:
 
 def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
           sample_fraction: float = 1.0) -> tuple[str, dict]:
-    """The DuckDB SQL of :func:`build` over the tables ``events`` and ``profiles``, and its parameters: the one
-    definition of every feature, which the Spark engine transpiles."""
+    """The DuckDB SQL of :func:`build` over the tables ``events``, ``profiles`` and ``profile_attribute_versions``,
+    and its parameters: the one definition of every feature, which the Spark engine transpiles."""
     activities = _activities(definition)
     params: dict = {
         "snapshots": [d.isoformat() for d in snapshots],
@@ -211,12 +222,26 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
         "count(*) FILTER (WHERE age < 30 AND event_type <> $passive) AS own_events_30d",
         "count(*) FILTER (WHERE age < 90 AND event_type <> $passive) AS own_events_90d",
     ]
-    profile_columns = []
-    for attribute in definition.profile_attributes:
+    # Each attribute as of the snapshot: the newest version dated at or before it; none is a missing value.
+    profile_columns, attribute_joins = [], []
+    for index, attribute in enumerate(definition.profile_attributes):
+        params[f"attribute_{index}"] = attribute
+        attribute_joins.append(
+            f"LEFT JOIN attribute_values pv_{index} ON pv_{index}.t = a.t AND pv_{index}.profile_id = a.profile_id "
+            f"AND pv_{index}.attribute = $attribute_{index}")
         if attribute == "birth_year":
-            profile_columns.append("year(a.t) - p.birth_year AS profile_birth_year")
+            profile_columns.append(f"year(a.t) - CAST(pv_{index}.value AS INTEGER) AS profile_birth_year")
+        elif attribute in NUMERIC_ATTRIBUTES:
+            profile_columns.append(f"CAST(pv_{index}.value AS INTEGER) AS profile_{attribute}")
         else:
-            profile_columns.append(f"p.{attribute} AS profile_{attribute}")
+            profile_columns.append(f"pv_{index}.value AS profile_{attribute}")
+    attribute_values = """,
+    attribute_values AS (
+        SELECT el.t, el.profile_id, v.attribute, arg_max(v.value, v.valid_from) AS value
+        FROM population el JOIN profile_attribute_versions v
+          ON v.profile_id = el.profile_id AND v.valid_from <= el.t
+        GROUP BY el.t, el.profile_id, v.attribute
+    )""" if profile_columns else ""
     label_join, label_column = "", ""
     if with_labels:
         params["window_days"] = definition.window_days
@@ -253,7 +278,7 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
     aggregated AS (
         SELECT t, profile_id, any_value(last_activity_days) AS last_activity_days, {", ".join(aggregates)}
         FROM history GROUP BY t, profile_id
-    )
+    ){attribute_values}
     SELECT CAST(a.t AS DATE) AS snapshot, a.profile_id, a.* EXCLUDE (t, profile_id, emails_sent_90d,
            own_events_30d, own_events_90d),
            a.purchases_days_since / nullif(a.purchase_gap_days, 0) AS purchase_gap_trend,
@@ -265,7 +290,7 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
            {"".join(", " + column for column in profile_columns)}
            {label_column}
     FROM aggregated a
-    {"LEFT JOIN profiles p ON p.profile_id = a.profile_id" if profile_columns else ""}
+    {" ".join(attribute_joins)}
     {label_join}
     ORDER BY a.t, a.profile_id
     """
@@ -278,3 +303,21 @@ def profiles_with_history(con: duckdb.DuckDBPyConnection, before: dt.date) -> in
         "SELECT count(DISTINCT profile_id) FROM events WHERE ts < CAST($before AS TIMESTAMP)",
         {"before": before.isoformat()},
     ).fetchall()[0][0]
+
+
+def default_as_of(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The day after the last complete day of events (None without events). The last event's day counts as
+    complete unless it holds fewer than ``COMPLETE_DAY_SHARE`` of the median events per day over the
+    ``TYPICAL_DAY_WINDOW_DAYS`` before it; a partly loaded last day is then left out, as-of being that day."""
+    rows = con.execute(
+        "SELECT CAST(ts AS DATE) AS day, count(*) FROM events "
+        "WHERE CAST(ts AS DATE) >= (SELECT CAST(max(ts) AS DATE) FROM events) - CAST($days AS INTEGER) GROUP BY 1",
+        {"days": TYPICAL_DAY_WINDOW_DAYS},
+    ).fetchall()
+    if not rows:
+        return None
+    per_day = dict(rows)
+    last = max(per_day)
+    typical = float(np.median([per_day.get(last - dt.timedelta(days=back), 0)
+                               for back in range(1, TYPICAL_DAY_WINDOW_DAYS + 1)]))
+    return last if per_day[last] < COMPLETE_DAY_SHARE * typical else last + dt.timedelta(days=1)

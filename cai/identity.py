@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from cai import store
+from cai import attributes, store
 
 KNOWN_NAMESPACES = ["Email", "ECID", "Phone", "CRMID", "LoyaltyID"]
 _NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES} | {
@@ -210,6 +210,7 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
         """
     )
     con.execute("DROP TABLE runs_losing_scores")
+    attributes.move_on_merge(con)
     con.execute("DELETE FROM profiles WHERE profile_id IN (SELECT merged_id FROM profile_merge_plan)")
     con.execute(
         "INSERT INTO profile_merges (merged_profile_id, into_profile_id, batch_id) "

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from cai import attributes as attribute_versions
 from cai import audit, identity, store, xdm
 from cai.errors import CaiError, StoreBusy, ValidationError
 
@@ -653,8 +654,12 @@ def _unknown_profiles(con, profile_ids: list[int]) -> list[int]:
 def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
     attributes = pd.DataFrame(index=table.index)
     extras = {}
+    attributes["valid_from"] = None
     for column in table.columns:
         if column in id_columns or column == "identityMap":
+            continue
+        if str(column).strip().lower() == attribute_versions.VALID_FROM_COLUMN:
+            attributes["valid_from"] = table[column]
             continue
         target = PROFILE_ATTRIBUTES.get(str(column).strip().lower().replace(" ", "_"))
         if target:
@@ -697,11 +702,23 @@ def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
         row_keys = _clean_identities(found, number, problems)
         keys.append(row_keys)
         primaries.append(primary if primary in row_keys else (row_keys[0] if row_keys else None))
-    return pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object), keys, primaries
+    frame = pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object)
+    frame["valid_from"] = None
+    return frame, keys, primaries
+
+
+def _dates(values: pd.Series, column: str, rows: np.ndarray, problems: list[tuple[int, str]]) -> pd.Series:
+    """Dates (or date-times) of a profile column; anything else is a problem of its row."""
+    cleaned = values.map(lambda v: None if _is_nested(v) or isinstance(v, bool) else v)
+    parsed = pd.to_datetime(cleaned.map(lambda v: None if v is None else str(v)), errors="coerce", format="ISO8601",
+                            utc=True).dt.tz_localize(None)
+    for row in rows[(values.notna() & parsed.isna()).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
+        problems.append((int(row), f"`{column}` is not a date"))
+    return parsed
 
 
 def _typed_profile_attributes(attributes: pd.DataFrame, problems: list[tuple[int, str]],
-                              first_row: int) -> pd.DataFrame:
+                              first_row: int, now: dt.datetime) -> pd.DataFrame:
     """Checks every profile column (text is text, numbers are whole and in range, dates are dates) and types it."""
     rows = np.arange(first_row, len(attributes) + first_row)
     for column in ("first_name", "last_name", "gender", "city", "country", "loyalty_tier"):
@@ -714,11 +731,12 @@ def _typed_profile_attributes(attributes: pd.DataFrame, problems: list[tuple[int
         attributes[column] = values.map(lambda v: None if v is None or _is_nested(v) else str(v))
     for column in ("birth_year", "loyalty_points"):
         attributes[column] = _numbers(attributes[column].astype(object), column, True, rows, problems).astype("Int32")
-    signup = attributes["signup_date"].map(lambda v: None if _is_nested(v) or isinstance(v, bool) else v)
-    parsed = pd.to_datetime(signup.map(lambda v: None if v is None else str(v)), errors="coerce", format="ISO8601")
-    for row in rows[(attributes["signup_date"].notna() & parsed.isna()).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
-        problems.append((int(row), "`signup_date` is not a date"))
-    attributes["signup_date"] = parsed.dt.date
+    attributes["signup_date"] = _dates(attributes["signup_date"], "signup_date", rows, problems).dt.date
+    # A value dated in the future would be seen by snapshots before it was true.
+    valid_from = _dates(attributes["valid_from"].astype(object), attribute_versions.VALID_FROM_COLUMN, rows, problems)
+    for row in rows[(valid_from > pd.Timestamp(now + FUTURE_TOLERANCE)).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
+        problems.append((int(row), f"`{attribute_versions.VALID_FROM_COLUMN}` is in the future"))
+    attributes["valid_from"] = valid_from.fillna(pd.Timestamp(now))
     attributes["attributes"] = [_attributes_json(extra, row, problems)
                                 for row, extra in zip(rows, attributes["attributes"].tolist())]
     return attributes
@@ -738,11 +756,11 @@ def _attributes_json(extra, row: int, problems: list[tuple[int, str]]) -> str | 
 
 
 def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
-                    report: BatchReport, started, actor: str) -> BatchReport:
+                    report: BatchReport, started, actor: str, now: dt.datetime) -> BatchReport:
     for index, row_keys in enumerate(keys):
         if not row_keys:
             problems.append((index + first_row, "no identity (email, ecid, phone, crmid or loyaltyid)"))
-    attributes = _typed_profile_attributes(attributes, problems, first_row)
+    attributes = _typed_profile_attributes(attributes, problems, first_row, now)
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
         raise _problem_report(problems, len(attributes), "Row")
@@ -754,8 +772,12 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         _insert_identities_and_profiles(con, stitched, batch_id)
         frame = attributes.copy()
         frame.insert(0, "profile_id", _profile_for_rows(stitched, keys))
-        frame = frame.drop_duplicates("profile_id", keep="last")
-        con.register("incoming_profiles", frame)
+        attribute_versions.record_versions(con, frame, batch_id)
+        frame = frame.sort_values("valid_from", kind="stable").drop_duplicates("profile_id", keep="last")
+        # Values dated before what a profile already holds fill its history only; the newest stay current.
+        newest = attribute_versions.latest_dates(con, frame["profile_id"].dropna().astype(int).tolist())
+        current = frame["valid_from"] >= frame["profile_id"].map(newest).fillna(pd.Timestamp.min)
+        con.register("incoming_profiles", frame[current].drop(columns="valid_from"))
         # A profile file's values win over what the profile had; missing values keep the old ones.
         con.execute(
             """
@@ -882,7 +904,8 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
                 "check that it is an events or profiles file in one of the supported formats.") from None
         if kind == "events":
             return _write_events(db_path, clean, parsed, report, started, actor)
-        return _write_profiles(db_path, attributes, keys, primaries, problems, first_row, report, started, actor)
+        return _write_profiles(db_path, attributes, keys, primaries, problems, first_row, report, started, actor,
+                               now)
     except ValidationError as error:
         report.problems = [str(error), *error.problems]
         _record_failed_batch(db_path, report, started)

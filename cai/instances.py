@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cai import audit, store
+from cai import attributes, audit, store
 from cai.errors import CaiError, NotFound, ValidationError
 
 AWAITING, TRAINING, SUCCESS, ERROR = "Awaiting training", "Training", "Success", "Error"
@@ -73,6 +73,8 @@ class Definition:
     population_attribute: Condition | None = None
     custom_events: tuple[str, ...] = ()
     profile_attributes: tuple[str, ...] = ()
+    # Attributes the user keeps although the check says they count the goal (see attributes.check).
+    allow_leaky_attributes: tuple[str, ...] = ()
     schedule: str = "none"
     low_threshold: int = 25
     high_threshold: int = 75
@@ -99,6 +101,7 @@ class Definition:
         data["population_attribute"] = condition(data.get("population_attribute"))
         data["custom_events"] = tuple(data.get("custom_events") or ())
         data["profile_attributes"] = tuple(data.get("profile_attributes") or ())
+        data["allow_leaky_attributes"] = tuple(data.get("allow_leaky_attributes") or ())
         return Definition(**data)
 
 
@@ -164,6 +167,23 @@ def validate(definition: Definition) -> Definition:
     )
 
 
+def attribute_checks(db_path: Path, definition: Definition) -> list[attributes.AttributeCheck]:
+    """The leakage check of each profile attribute the definition learns from, against its goal events."""
+    return attributes.check(db_path, definition.profile_attributes,
+                            [goal.event_type for goal in definition.goals])
+
+
+def _refuse_leaky_attributes(db_path: Path, definition: Definition) -> None:
+    """Attributes loaded once that count the goal are refused unless the definition insists on them."""
+    flagged = [check for check in attribute_checks(db_path, definition)
+               if check.tracks_goal and check.attribute not in definition.allow_leaky_attributes]
+    if flagged:
+        warnings = [check.warning() for check in flagged]
+        raise ValidationError(
+            "The instance cannot be saved: " + " ".join(warnings) + " To learn from it anyway, choose it under "
+            "'Use flagged attributes anyway'.", warnings)
+
+
 def _condition_problems(condition: Condition | None, fields: dict) -> list[str]:
     if condition is None:
         return []
@@ -206,6 +226,7 @@ def get_instance(db_path: Path, name: str) -> Instance:
 
 def create_instance(db_path: Path, definition: Definition, actor: str = "local") -> Instance:
     definition = validate(definition)
+    _refuse_leaky_attributes(db_path, definition)
 
     def work(con):
         if con.execute("SELECT count(*) FROM instances WHERE name = ?", [definition.name]).fetchall()[0][0]:
@@ -224,6 +245,7 @@ def create_instance(db_path: Path, definition: Definition, actor: str = "local")
 def update_instance(db_path: Path, name: str, definition: Definition, actor: str = "local") -> Instance:
     """Saves a new definition; only allowed while the instance awaits training or is in error (as in Adobe)."""
     definition = validate(definition)
+    _refuse_leaky_attributes(db_path, definition)
 
     def work(con):
         rows = con.execute("SELECT status FROM instances WHERE name = ?", [name]).fetchall()

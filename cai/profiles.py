@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from cai import privacy, segments, store
+from cai import engine, evaluation, features, models, privacy, segments, store
 from cai.features import feature_catalog
 from cai.identity import canonical_namespace, identity_value
 from cai.instances import Definition
@@ -198,6 +200,92 @@ def score_history(db_path: Path, profile_id: int) -> pd.DataFrame:
         """,
         [profile_id],
     )
+
+
+# Scores are stored to one decimal: a smaller difference is no move at all.
+UNCHANGED_POINTS = 0.05
+# Each explained move may load a model and compute one profile's features, so the page explains the latest few.
+MAX_MOVES_EXPLAINED = 5
+
+
+@dataclass(frozen=True)
+class ScoreMove:
+    """A change of a profile's score between two consecutive runs of one instance, and why it moved: the customer
+    (same model, other features), the model (a retrain) or both; ``customer_part`` is the move of the customer's
+    new features under the previous model, when that model is still stored."""
+
+    instance: str
+    date_from: dt.date
+    date_to: dt.date
+    score_from: float
+    score_to: float
+    same_model: bool
+    customer_part: float | None = None
+
+    @property
+    def change(self) -> float:
+        return self.score_to - self.score_from
+
+    def sentence(self) -> str:
+        moved = (f"{self.instance}: from {self.score_from:.1f} on {self.date_from:%d %b %Y} to {self.score_to:.1f} on "
+                 f"{self.date_to:%d %b %Y}")
+        if abs(self.change) < UNCHANGED_POINTS:
+            return f"{moved}, unchanged."
+        moved += f" ({self.change:+.1f})"
+        if self.same_model:
+            return f"{moved}: the customer changed; the model is the same."
+        if self.customer_part is None:
+            return (f"{moved}: the model was retrained, and the previous model is no longer stored, so how much of "
+                    "the move is the customer's own cannot be told.")
+        model_part = self.change - self.customer_part
+        return (f"{moved}: {self.customer_part:+.1f} because the customer changed (their new data scored by the "
+                f"previous model) and {model_part:+.1f} because the model was retrained.")
+
+
+def score_moves(db_path: Path, profile_id: int) -> list[ScoreMove]:
+    """The latest ``MAX_MOVES_EXPLAINED`` changes of the profile's score between consecutive successful runs of an
+    instance, newest first."""
+    with store.connect(db_path) as con:
+        rows = con.execute(
+            """
+            SELECT i.name, i.definition, CAST(r.as_of AS DATE), s.score, r.details->>'model',
+                   CAST(r.details->>'reference_rate' AS DOUBLE)
+            FROM scores s JOIN runs r USING (run_id) JOIN instances i USING (instance_id)
+            WHERE s.profile_id = ? AND r.status = 'success' ORDER BY i.name, r.as_of, r.run_id
+            """,
+            [profile_id],
+        ).fetchall()
+    pairs = [(before, after) for before, after in zip(rows, rows[1:]) if before[0] == after[0]]
+    pairs = sorted(pairs, key=lambda pair: (pair[1][2], pair[1][0]), reverse=True)[:MAX_MOVES_EXPLAINED]
+    moves = []
+    for before, after in pairs:
+        name, definition, as_of, score, model_key, reference = after
+        same_model = model_key is not None and model_key == before[4]
+        customer_part = None
+        if not same_model and before[4]:
+            rescored = _score_with_model(db_path, before[4], Definition.from_json(definition), profile_id, as_of,
+                                         reference)
+            customer_part = None if rescored is None else round(rescored - before[3], 1)
+        moves.append(ScoreMove(name, before[2], as_of, before[3], score, same_model, customer_part))
+    return moves
+
+
+def _score_with_model(db_path: Path, model_key: str, definition: Definition, profile_id: int, as_of: dt.date,
+                      reference_rate: float | None) -> float | None:
+    """The profile's score on ``as_of`` from the stored model ``model_key``, or None when that model is gone, no
+    longer loads, or cannot read today's features."""
+    model, _ = models.load(db_path, model_key)
+    if model is None or not reference_rate:
+        return None
+    with store.connect(db_path) as con:
+        frame = features.build(con, definition, [as_of], with_labels=False, profile_ids=[profile_id])
+    if frame.empty:
+        return None
+    try:
+        probability = model.probability(engine.encode(frame, model))
+    except (KeyError, ValueError):
+        return None
+    return float(evaluation.scores_from_probabilities(probability, reference_rate)[0])
 
 
 def events(db_path: Path, profile_id: int, limit: int = 50, offset: int = 0) -> pd.DataFrame:

@@ -226,10 +226,13 @@ def export_events(db_path: Path, out: Path) -> int:
     return count
 
 
-def _export_profiles(db_path: Path, out: Path) -> None:
+def _export_profiles(db_path: Path, folder: Path) -> None:
+    """The profiles and their dated attribute values, as the feature query reads them."""
     with store.connect(db_path) as con:
-        table = con.execute(f"SELECT {', '.join(PROFILE_COLUMNS)} FROM profiles").fetch_arrow_table()
-    pyarrow.parquet.write_table(table, out)
+        for name, sql in (("profiles", f"SELECT {', '.join(PROFILE_COLUMNS)} FROM profiles"),
+                          ("profile_attribute_versions", "SELECT profile_id, attribute, valid_from, value "
+                                                         "FROM profile_attribute_versions")):
+            pyarrow.parquet.write_table(con.execute(sql).fetch_arrow_table(), folder / f"{name}.parquet")
 
 
 def _read_events(spark, path: str):
@@ -291,8 +294,9 @@ class SparkExecutor:
         table = _read_events(spark, events)
         check_events(table, events)
         table.select(*EVENT_COLUMNS).createOrReplaceTempView("events")
-        _export_profiles(db_path, folder / "profiles.parquet")
-        spark.read.parquet(str(folder / "profiles.parquet")).createOrReplaceTempView("profiles")
+        _export_profiles(db_path, folder)
+        for name in ("profiles", "profile_attribute_versions"):
+            spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
 
     def close(self) -> None:
         self._folder.cleanup()

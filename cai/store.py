@@ -292,6 +292,27 @@ MIGRATIONS: list[str] = [
     PostgresOnly("""
     CREATE INDEX identities_by_profile ON identities (profile_id);
     """),
+    # 12: dated profile attribute values: each profile load is a version, so a past snapshot sees the value the
+    # customer had then, not today's. Existing profiles get one version each, dated when they were loaded.
+    """
+    CREATE TABLE profile_attribute_versions (
+        profile_id BIGINT NOT NULL,
+        attribute VARCHAR NOT NULL,
+        valid_from TIMESTAMP NOT NULL,
+        value VARCHAR NOT NULL,
+        batch_id BIGINT
+    );
+    INSERT INTO profile_attribute_versions (profile_id, attribute, valid_from, value)
+    SELECT profile_id, attribute, created_at, value FROM (
+        SELECT profile_id, created_at, 'loyalty_tier' AS attribute, loyalty_tier AS value FROM profiles
+        UNION ALL SELECT profile_id, created_at, 'loyalty_points', CAST(loyalty_points AS VARCHAR) FROM profiles
+        UNION ALL SELECT profile_id, created_at, 'birth_year', CAST(birth_year AS VARCHAR) FROM profiles
+        UNION ALL SELECT profile_id, created_at, 'gender', gender FROM profiles
+        UNION ALL SELECT profile_id, created_at, 'country', country FROM profiles
+        UNION ALL SELECT profile_id, created_at, 'city', city FROM profiles
+    ) WHERE value IS NOT NULL;
+    CREATE INDEX profile_attribute_versions_by_profile ON profile_attribute_versions (profile_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

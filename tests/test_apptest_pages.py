@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai import instances, segments
+from cai import ingest, instances, segments, store
 from tests.conftest import ROOT
+from tests.test_attribute_history import purchases_balance_file
 
 TIMEOUT = 120
 
@@ -59,6 +61,28 @@ def test_creating_and_running_an_instance_from_the_form(trained_db):
     app.button(key="instances_run").click().run()
     assert not app.exception
     assert instances.get_instance(trained_db, "Checkout Propensity").status == instances.SUCCESS
+
+
+def test_the_wizard_refuses_a_leaking_attribute_and_saves_it_when_the_user_insists(trained_db):
+    with store.connect(trained_db) as con:
+        con.execute("DELETE FROM profile_attribute_versions WHERE attribute = 'loyalty_points'")
+    ingest.ingest_bytes(trained_db, pd.DataFrame(purchases_balance_file(trained_db)).to_csv(index=False).encode(),
+                        "balances.csv", kind="profiles")
+    app = _page("app_pages/instances.py")
+    assert app.multiselect(key="instances_create_attributes").value == ["loyalty_tier"]
+    app.text_input(key="instances_create_name").input("Points")
+    app.multiselect(key="instances_create_attributes").set_value(["loyalty_tier", "loyalty_points"])
+    app.button(key="FormSubmitter:instances_create-Save").click().run()
+    assert not app.exception
+    assert any("`loyalty_points` was loaded once" in error.value.replace("\\", "") for error in app.error)
+    assert "Points" not in instances.instances_table(trained_db)["name"].tolist()
+
+    app.multiselect(key="instances_create_allow_leaky").set_value(["loyalty_points"])
+    app.button(key="FormSubmitter:instances_create-Save").click().run()
+    assert not app.exception
+    assert instances.get_instance(trained_db, "Points").definition.allow_leaky_attributes == ("loyalty_points",)
+    app.selectbox(key="instances_selected").set_value("Points").run()
+    assert any("because the set-up insists" in warning.value.replace("\\", "") for warning in app.warning)
 
 
 def test_dashboard_shows_cards_charts_and_evaluation(trained_db):

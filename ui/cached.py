@@ -25,6 +25,11 @@ def instances_table(db: Path) -> pd.DataFrame:
     return instances.instances_table(db)
 
 
+@st.cache_data(ttl=TTL_SECONDS, max_entries=16, show_spinner=False)
+def attribute_checks(db: Path, definition: instances.Definition) -> list:
+    return instances.attribute_checks(db, definition)
+
+
 @st.cache_data(ttl=TTL_SECONDS, max_entries=64, show_spinner=False)
 def latest_run(db: Path, instance: str) -> dict:
     return scores.latest_run(db, instance)

@@ -30,8 +30,7 @@ def plain(value) -> str:
 
 def instance_form(key: str, event_types: list[str], initial: Definition | None = None) -> Definition | None:
     """The set-up form in Adobe's steps; returns the definition when submitted, else None."""
-    initial = initial or Definition(name="", goals=(Goal("commerce.purchases"),),
-                                    profile_attributes=("loyalty_tier", "loyalty_points"))
+    initial = initial or Definition(name="", goals=(Goal("commerce.purchases"),), profile_attributes=("loyalty_tier",))
     goal_choices = list(dict.fromkeys([*event_types, *(goal.event_type for goal in initial.goals)]))
     condition = initial.goals[0].condition
     with st.form(key):
@@ -70,7 +69,12 @@ def instance_form(key: str, event_types: list[str], initial: Definition | None =
         custom = st.multiselect("Custom events to learn from", event_types, list(initial.custom_events),
                                 key=f"{key}_custom")
         attributes = st.multiselect("Profile attributes to learn from", list(instances.PROFILE_CONDITION_FIELDS),
-                                    list(initial.profile_attributes), key=f"{key}_attributes")
+                                    list(initial.profile_attributes), key=f"{key}_attributes",
+                                    help="Each is used as it was on every past date. One loaded only once that "
+                                         "follows the goal (a points balance that grows with purchases) is refused "
+                                         "when you save, as it would leak the outcome into the model.")
+        allow_leaky = st.multiselect("Use flagged attributes anyway", list(instances.PROFILE_CONDITION_FIELDS),
+                                     list(initial.allow_leaky_attributes), key=f"{key}_allow_leaky")
         st.markdown("**5. Options**")
         columns = st.columns(3)
         schedule = columns[0].selectbox("Scoring schedule", list(instances.SCHEDULES),
@@ -86,7 +90,8 @@ def instance_form(key: str, event_types: list[str], initial: Definition | None =
         goals=tuple(Goal(event_type, goal_condition) for event_type in goals), goal_mode=mode,
         will_occur=occurs == "will occur", window_days=int(window), eligible_days=int(eligible),
         population_event_type=None if population_event == NO_CONDITION else population_event,
-        custom_events=tuple(custom), profile_attributes=tuple(attributes), schedule=schedule,
+        custom_events=tuple(custom), profile_attributes=tuple(attributes),
+        allow_leaky_attributes=tuple(allow_leaky), schedule=schedule,
         low_threshold=int(low), high_threshold=int(high), min_examples=initial.min_examples,
     )
 
