@@ -1,14 +1,12 @@
 """Influential factors: how much each business-level reason moves a profile's score compared with a typical customer.
 
-A reason groups features that describe one thing (recent activity, purchase frequency, spend, engagement, email,
-each profile attribute, each custom event). Its effect is the change in the model's log-odds when all of its
-features are set back together to the population's typical values; reporting exactly that change keeps every reason
-faithful. Undoing a group rather than one feature matters: setting only "days since the last cart addition" to the
-typical 35 days while "cart additions in the last 7 days" stays at 2 asks the model about a customer that cannot
-exist, and its answer there contradicted what the buckets show. Groups also keep the top reason stable across
-retrains, where correlated single features trade places: "when" (every days-since feature) is one reason and "how
-much" (the counts of browsing, cart and page activity) another, because with browsing and cart apart from recency
-a retrain with another seed moved the top reason between them for a quarter of the customers.
+A reason groups features that describe one thing (recent activity, purchase frequency, spend, browsing, the cart,
+email, each profile attribute). Its effect is the change in the model's log-odds when all of its features are set
+back together to the population's typical values; reporting exactly that change keeps every reason faithful.
+Undoing a group rather than one feature matters: setting only "days since the last cart addition" to the typical
+35 days while "cart additions in the last 7 days" stays at 2 asks the model about a customer that cannot exist, and
+its answer there contradicted what the buckets show. Groups also keep the top reason stable across retrains, where
+correlated single features trade places.
 """
 
 from __future__ import annotations
@@ -25,19 +23,16 @@ CHUNK_ROWS = 100_000
 HIGH_EFFECT, MEDIUM_EFFECT = 0.5, 0.2
 
 
-# Feature name prefixes of each reason (a feature belongs to the first reason that claims it), and the feature that
-# names the reason in sentences and on the dashboard.
-RECENCY_FEATURES = ("last_activity_days", "active_days_30d", "activity_trend", "purchases_days_since",
-                    "product_views_days_since", "cart_adds_days_since", "checkouts_days_since",
-                    "page_views_days_since", "searches_days_since")
+# Feature name prefixes of each reason, and the feature that names the reason in sentences and on the dashboard.
 REASON_GROUPS = [
-    ("recent activity", "last_activity_days", RECENCY_FEATURES),
+    ("recent activity", "last_activity_days",
+     ("last_activity_days", "active_days_30d", "activity_trend", "tenure_days", "page_views_", "searches_",
+      "mobile_share_")),
     ("purchase frequency", "purchase_days_365d",
      ("purchases_", "purchase_days_", "first_purchase_days", "purchase_gap_")),
     ("spend", "purchase_value_365d", ("purchase_value_", "average_order_value")),
-    ("engagement", "product_views_90d",
-     ("product_views_", "distinct_products_", "view_to_cart_", "cart_adds_", "checkouts_", "cart_to_purchase_",
-      "page_views_", "searches_", "mobile_share_", "tenure_days")),
+    ("browsing", "product_views_days_since", ("product_views_", "distinct_products_", "view_to_cart_")),
+    ("cart", "cart_adds_days_since", ("cart_adds_", "checkouts_", "cart_to_purchase_")),
     ("email", "email_opens_days_since", ("email_",)),
 ]
 
@@ -147,17 +142,6 @@ def top_factors(profile_ids: np.ndarray, matrix: np.ndarray, typical: np.ndarray
         "importance": importance_label(effect),
     })
     return frame[np.abs(frame["effect"]) > 1e-9].reset_index(drop=True)
-
-
-def top_reason_agreement(profile_ids: np.ndarray, first: pd.DataFrame, second: pd.DataFrame) -> float:
-    """The share of ``profile_ids`` whose strongest reason is the same in two explanations of them (frames as
-    :func:`top_factors` returns them, say from models trained with two seeds); a profile without a reason in either
-    counts as a disagreement."""
-    if not len(profile_ids):
-        return 1.0
-    tops = [frame.loc[frame["rank"] == 1].set_index("profile_id")["feature"].reindex(profile_ids).to_numpy()
-            for frame in (first, second)]
-    return float(np.mean((tops[0] == tops[1]) & pd.notna(tops[0])))
 
 
 def bucket_distributions(values: pd.Series, bucket: np.ndarray, categorical: bool,

@@ -276,7 +276,7 @@ def test_top_reasons_point_the_way_the_buckets_do(trained_db):
     agrees = np.sign(top["effect"][clear]) == np.where(like_high[clear], 1, -1)
     assert clear.sum() > 0.3 * len(top) and agrees.mean() > 0.8
     tutorial_profile = store.query_df(trained_db, "SELECT effect FROM score_factors WHERE run_id = ? AND "
-                                                  "profile_id = 1 AND feature = 'last_activity_days'", [run_id])
+                                                  "profile_id = 1 AND feature = 'cart_adds_days_since'", [run_id])
     assert (tutorial_profile["effect"] > 0).all()
 
 
