@@ -118,9 +118,8 @@ with tab_events:
     counts = access.shown(viewer, profiles.event_counts(db, opened))
     if not counts.empty:
         cached.chart(st, charts.event_timeline, counts, width="stretch")
-    pages = max(1, -(-total // EVENTS_PAGE))
-    page = st.number_input(f"Page (of {pages}, {total:,} events)", 1, pages, 1, key="profiles_events_page")
-    st.dataframe(access.shown(viewer, profiles.events(db, opened, EVENTS_PAGE, (page - 1) * EVENTS_PAGE)),
+    offset = components.page_offset(total, EVENTS_PAGE, "profiles_events_page", "events")
+    st.dataframe(access.shown(viewer, profiles.events(db, opened, EVENTS_PAGE, offset)),
                  hide_index=True, key="profiles_events", column_config=tables.EVENT_COLUMNS)
 with tab_segments:
     member_of = profiles.profile_segments(db, opened)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from cai import segments
 from cai.errors import CaiError
-from ui import access, activation, cached, state, tables
+from ui import access, activation, cached, components, state, tables
 from ui.components import plain
 
 PAGE_SIZE = 50
@@ -42,9 +42,8 @@ members_tab, overlap_tab, export_tab, activation_tab, edit_tab = st.tabs(
     ["Members", "Overlap", "Export", "Activation", "Edit"])
 with members_tab:
     size = int(table.loc[table["name"] == chosen, "size_now"].fillna(0).iloc[0])
-    pages = max(1, -(-size // PAGE_SIZE))
-    page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="segments_page")
-    st.dataframe(access.shown(viewer, segments.members(db, chosen, PAGE_SIZE, (page - 1) * PAGE_SIZE)),
+    offset = components.page_offset(size, PAGE_SIZE, "segments_page")
+    st.dataframe(access.shown(viewer, segments.members(db, chosen, PAGE_SIZE, offset)),
                  hide_index=True, key="segments_members", column_config=tables.MEMBER_COLUMNS)
 with overlap_tab:
     shared = segments.overlap(db, chosen)

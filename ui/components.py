@@ -28,6 +28,14 @@ def plain(value) -> str:
     return _AUTOLINK_STARTS.sub(WORD_JOINER, text).translate(_MARKDOWN_ESCAPES)
 
 
+def page_offset(total: int, page_size: int, key: str, counted: str = "") -> int:
+    """A page picker for a table of ``total`` rows shown ``page_size`` at a time; returns the chosen page's first row.
+    ``counted`` names the rows in the label (e.g. "events")."""
+    pages = max(1, -(-total // page_size))
+    label = f"Page (of {pages}, {total:,} {counted})" if counted else f"Page (of {pages})"
+    return (st.number_input(label, 1, pages, 1, key=key) - 1) * page_size
+
+
 def instance_form(key: str, event_types: list[str], initial: Definition | None = None) -> Definition | None:
     """The set-up form in Adobe's steps; returns the definition when submitted, else None."""
     initial = initial or Definition(name="", goals=(Goal("commerce.purchases"),), profile_attributes=("loyalty_tier",))
