@@ -101,16 +101,12 @@ def _where(rule: Rule, params: dict) -> tuple[str, bool]:
     return " AND ".join(clauses), needs_profile
 
 
-def _members_sql(rule: Rule, run_id: int) -> tuple[str, dict]:
+def members_query(rule: Rule, run_id: int) -> tuple[str, dict]:
+    """The SQL (and its parameters) selecting the score rows of ``run_id`` that match ``rule``."""
     params = {"run": run_id}
     where, needs_profile = _where(rule, params)
     join = "JOIN profiles p ON p.profile_id = s.profile_id" if needs_profile else ""
     return f"SELECT s.* FROM scores s {join} WHERE {where}", params
-
-
-def members_query(rule: Rule, run_id: int) -> tuple[str, dict]:
-    """The SQL (and its parameters) selecting the score rows of ``run_id`` that match ``rule``."""
-    return _members_sql(rule, run_id)
 
 
 def get_segment_rule(con: duckdb.DuckDBPyConnection, name: str) -> Rule:
@@ -125,7 +121,7 @@ def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None
     """Audience size and share, expected conversions, held-out precision/recall and, given money, expected return."""
     with store.connect(db_path) as con:
         _, run_id = _current_run(con, rule.instance)
-        sql, params = _members_sql(rule, run_id)
+        sql, params = members_query(rule, run_id)
         # One statement, so that on PostgreSQL its three reads share one round of transaction set-up.
         size, expected, total, held_out = con.execute(
             f"""
@@ -162,7 +158,7 @@ def create_segment(db_path: Path, name: str, rule: Rule, description: str = "", 
         if con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
             raise ValidationError(f"A segment named {name!r} already exists. Choose another name.")
         instance_id, run_id = _current_run(con, rule.instance)
-        sql, params = _members_sql(rule, run_id)
+        sql, params = members_query(rule, run_id)
         size = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
         segment_id = store.next_id(con, "segments", "segment_id")
         con.execute(
@@ -213,7 +209,7 @@ def members(db_path: Path, name: str, limit: int = 50, offset: int = 0) -> pd.Da
     segment = get_segment(db_path, name)
     with store.connect(db_path) as con:
         _, run_id = _current_run(con, segment["instance"])
-        sql, params = _members_sql(segment["rule"], run_id)
+        sql, params = members_query(segment["rule"], run_id)
         params.update({"limit": limit, "offset": offset})
         page = con.execute(f"{sql} ORDER BY s.score DESC, s.profile_id LIMIT $limit OFFSET $offset", params).df()
         # The page is cut first, so identities are read for its 50 profiles, not the whole segment.
@@ -245,7 +241,7 @@ def overlap(db_path: Path, name: str) -> pd.DataFrame:
     rows = []
     with store.connect(db_path) as con:
         _, run_id = _current_run(con, segment["instance"])
-        mine_sql, mine_params = _members_sql(segment["rule"], run_id)
+        mine_sql, mine_params = members_query(segment["rule"], run_id)
         mine = set(con.execute(f"SELECT profile_id FROM ({mine_sql})", mine_params).df()["profile_id"])
     for other in others:
         rule = get_segment(db_path, other)["rule"]
@@ -254,7 +250,7 @@ def overlap(db_path: Path, name: str) -> pd.DataFrame:
                 _, other_run = _current_run(con, rule.instance)
             except CaiError:
                 continue
-            sql, params = _members_sql(rule, other_run)
+            sql, params = members_query(rule, other_run)
             theirs = set(con.execute(f"SELECT profile_id FROM ({sql})", params).df()["profile_id"])
         shared = len(mine & theirs)
         rows.append({"segment": other, "shared_profiles": shared,
@@ -271,7 +267,7 @@ def export(db_path: Path, name: str, out: Path, actor: str = "local") -> int:
     segment = get_segment(db_path, name)
     with store.connect(db_path) as con:
         _, run_id = _current_run(con, segment["instance"])
-        sql, params = _members_sql(segment["rule"], run_id)
+        sql, params = members_query(segment["rule"], run_id)
         frame = con.execute(export_sql(f"({sql})"), params).df()
     write_frame(frame, out)
     store.write(db_path, lambda con: audit.record(con, actor, "export", "segment", name,
@@ -360,7 +356,7 @@ def segments_of_profile(db_path: Path, profile_id: int) -> list[str]:
                 _, run_id = _current_run(con, segment["instance"])
             except CaiError:
                 continue
-            sql, params = _members_sql(segment["rule"], run_id)
+            sql, params = members_query(segment["rule"], run_id)
             params["profile"] = profile_id
             if con.execute(f"SELECT count(*) FROM ({sql}) WHERE profile_id = $profile", params).fetchall()[0][0]:
                 names.append(name)
