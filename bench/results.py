@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("results.json")
-APP_SECTIONS = ("first_start", "pages", "sessions", "backends")
+# Sections other benchmarks write; the engine benchmark keeps them when it rewrites the file.
+APP_SECTIONS = ("first_start", "pages", "sessions", "backends", "growth")
 
 
 def load(path: Path = DEFAULT_PATH) -> dict:

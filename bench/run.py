@@ -3,6 +3,7 @@ run's peak memory, and two references measured in the same process on the same d
 floor; and the same features in pandas, a notebook's way).
 
     python -m bench [--profiles 1000000] [--repeat 30] [--out bench/results.json] [--workdir DIR] [--engine spark]
+    python -m bench --growth [--growth-profiles 100000 300000 1000000]   # each stage's time as the store grows
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import math
+
 import numpy as np
 
 from bench import pandas_baseline
@@ -28,6 +31,10 @@ from cai import demo, features, instances, profiles, scores, segments, store
 FLOOR_SQL = "SELECT profile_id, count(*) FROM events GROUP BY profile_id"
 TUTORIAL = instances.TUTORIAL_INSTANCE
 SEGMENT = "Benchmark - high propensity"
+GROWTH_PROFILES = (100_000, 300_000, 1_000_000)
+# A run's stages as its details record them (training features and fitting apart), then the whole run.
+RUN_STAGES = ("training_features_s", "train_s", "scoring_features_s", "score_s", "factors_s", "summarise_s",
+              "write_s", "run_s")
 
 
 def timed(work: Callable[[], object]) -> tuple[float, object]:
@@ -140,6 +147,8 @@ def measure(profiles_count: int, workdir: Path, repeat: int, log: Callable[[str]
     results["write_s"] = timings["write_s"]
     results["profiles_scored"] = run["profiles_scored"]
     results["auc"] = run["metrics"]["auc"]
+    # Both from the same run: what the whole run costs in passes over the events that scoring needs anyway.
+    results["ratio_run_to_scoring_features"] = results["run_s"] / results["scoring_features_s"]
 
     log(f"Interactive queries, {repeat} times each")
     segments.create_segment(db, SEGMENT, segments.Rule(instance=TUTORIAL, minimum=definition.high_threshold))
@@ -158,12 +167,54 @@ def report(results: dict) -> str:
                 "run_wall_s"):
         lines.append(f"  {key:<28}{results[key]:>10.2f} s")
     lines.append(f"  {'peak_rss_mb':<28}{results['peak_rss_mb']:>10.0f} MB")
-    for key in ("ratio_run_to_floor", "ratio_pandas_to_features", "ratio_pandas_groupby_to_features"):
+    for key in ("ratio_run_to_scoring_features", "ratio_run_to_floor", "ratio_pandas_to_features",
+                "ratio_pandas_groupby_to_features"):
         lines.append(f"  {key:<28}{results[key]:>10.1f} x")
     lines += ["", f"  {'query':<28}{'p50 ms':>10}{'p95 ms':>10}"]
     for name, figures in results["latency_ms"].items():
         lines.append(f"  {name:<28}{figures['p50']:>10.1f}{figures['p95']:>10.1f}")
     return "\n".join(lines)
+
+
+def growth(sizes: tuple[int, ...], workdir: Path, log: Callable[[str], None] = print) -> dict:
+    """The tutorial's full run on a new demo store of each size, each stage's time as the run records it, and how
+    it grows against the events: the exponent ``k`` in time ~ events^k between the smallest and the largest store
+    (1 is linear)."""
+    rows = []
+    for profiles_count in sizes:
+        db = workdir / f"growth-{profiles_count}.duckdb"
+        log(f"Generating {profiles_count:,} profiles")
+        summary = demo.build_demo(db, profiles=profiles_count)
+        instances.ensure_tutorial_instance(db)
+        log(f"The full run at {profiles_count:,} profiles, in a child process")
+        run, _ = run_in_child(db)
+        timings = scores.latest_run(db, TUTORIAL)["details"]["timings"]
+        rows.append({"profiles": profiles_count, "events": summary.events, "profiles_scored": run["profiles_scored"],
+                     "peak_rss_mb": run["peak_rss_mb"], "run_s": run["duration_s"],
+                     **{stage: timings[stage] for stage in RUN_STAGES if stage != "run_s"}})
+        store.release(db)
+        db.unlink()
+    first, last = rows[0], rows[-1]
+    event_growth = math.log(last["events"] / first["events"])
+    exponents = {stage: math.log(last[stage] / first[stage]) / event_growth for stage in (*RUN_STAGES, "peak_rss_mb")}
+    return {"machine": {"cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0]}, "runs": rows,
+            "growth_exponent": exponents}
+
+
+def growth_report(results: dict) -> str:
+    runs = results["runs"]
+    lines = [f"  {'stage':<22}" + "".join(f"{run['profiles']:>12,}" for run in runs) + f"{'growth k':>10}",
+             f"  {'events':<22}" + "".join(f"{run['events']:>12,}" for run in runs)]
+    for stage in (*RUN_STAGES, "peak_rss_mb"):
+        unit = " MB" if stage == "peak_rss_mb" else " s"
+        lines.append(f"  {stage:<22}" + "".join(f"{run[stage]:>10.2f}{unit}" for run in runs)
+                     + f"{results['growth_exponent'][stage]:>10.2f}")
+    lines.append("  (growth k: time ~ events^k from the smallest to the largest store; 1 is linear)")
+    return "\n".join(lines)
+
+
+def _progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,11 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="an empty PostgreSQL database's URL, to measure that backend instead of a file")
     parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
                         help="the engine of the timed run (spark: local mode on every core)")
+    parser.add_argument("--growth", action="store_true",
+                        help="only the full run, on stores of each --growth-profiles size: how each stage grows")
+    parser.add_argument("--growth-profiles", type=int, nargs="+", default=list(GROWTH_PROFILES))
     args = parser.parse_args(argv)
+    if args.growth:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
+            figures = growth(tuple(args.growth_profiles), Path(folder), _progress)
+        bench_results.save_section("growth", figures, Path(args.out))
+        print(growth_report(figures))
+        print(f"\nWrote the growth section of {args.out}")
+        return 0
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
-        results = measure(args.profiles, Path(folder), args.repeat,
-                          log=lambda message: print(f"... {message}", file=sys.stderr, flush=True), db=args.db,
-                          engine_name=args.engine)
+        results = measure(args.profiles, Path(folder), args.repeat, log=_progress, db=args.db, engine_name=args.engine)
     Path(args.out).write_text(json.dumps(bench_results.keep_app_sections(results, Path(args.out)), indent=2) + "\n")
     print(report(results))
     print(f"\nWrote {args.out}")

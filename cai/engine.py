@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 SNAPSHOT_STEP_DAYS = 14
 MAX_TRAINING_SNAPSHOTS = 8
 MAX_PROFILES_PER_SNAPSHOT = 60_000
-MAX_TRAINING_ROWS = 250_000
+# Fitting's cost grows with its rows and its ranking did not: at a million profiles (140,485 rows over eight
+# snapshots, 15,822 goal-reachers) the held-out AUC was 0.767 on every row and 0.769-0.770 on 60,000 of them (every
+# goal-reacher kept), for 44% of the fitting time.
+MAX_TRAINING_ROWS = 60_000
 MIN_HISTORY_FLOOR_DAYS = 30
 SEED = 20_260_101
 MAX_CATEGORIES = 30
@@ -144,17 +147,18 @@ class DuckDBExecutor:
 
 def _encode(frame: pd.DataFrame, names: list[str], categorical: np.ndarray,
             categories: dict[str, list[str]]) -> np.ndarray:
-    columns = []
-    for name, is_categorical in zip(names, categorical):
+    matrix = np.empty((len(frame), len(names)))
+    for position, (name, is_categorical) in enumerate(zip(names, categorical)):
         values = frame[name]
         if is_categorical:
-            lookup = {value: code for code, value in enumerate(categories[name])}
-            other = lookup.get(OTHER_CATEGORY, np.nan)
-            columns.append(values.map(lambda v: np.nan if pd.isna(v) else lookup.get(str(v), other))
-                           .astype(float))
+            known = categories[name]
+            other = known.index(OTHER_CATEGORY) if OTHER_CATEGORY in known else np.nan
+            missing = values.isna().to_numpy()
+            codes = pd.Categorical(values.astype(str), categories=known).codes
+            matrix[:, position] = np.where(missing, np.nan, np.where(codes >= 0, codes, other))
         else:
-            columns.append(pd.to_numeric(values, errors="coerce").astype(float))
-    return np.column_stack([c.to_numpy() for c in columns]) if columns else np.empty((len(frame), 0))
+            matrix[:, position] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return matrix
 
 
 def encode(frame: pd.DataFrame, model: _Model) -> np.ndarray:
@@ -439,8 +443,12 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
         population = features.profiles_with_history(con, as_of)
     fraction = min(1.0, MAX_PROFILES_PER_SNAPSHOT / max(population, 1))
     executor = executor or DuckDBExecutor(db_path)
-    examples = executor.features(definition, training_dates, with_labels=True, sample_fraction=fraction)
-    holdout = executor.features(definition, [holdout_date], with_labels=True, sample_fraction=fraction)
+    # One pass over the events for every snapshot, the held-out one (the latest) included.
+    snapshots = executor.features(definition, [*training_dates, holdout_date], with_labels=True,
+                                  sample_fraction=fraction)
+    held_out = (snapshots["snapshot"] == pd.Timestamp(holdout_date)).to_numpy()
+    examples, holdout = snapshots[~held_out].reset_index(drop=True), snapshots[held_out].reset_index(drop=True)
+    del snapshots
     timings["training_features_s"] = time.monotonic() - clock
     _check_examples(examples["label"].to_numpy(dtype=bool), definition)
     progress(0.35, f"Training on {len(examples):,} examples")

@@ -180,7 +180,6 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
         "passive": PASSIVE_EVENT,
         "purchase": PURCHASE_EVENT,
         "sample": int(round(sample_fraction * SAMPLE_GRAIN)),
-        "grain": SAMPLE_GRAIN,
         "history_days": HISTORY_DAYS,
     }
     population_filter = ""
@@ -255,8 +254,11 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
 
     sql = f"""
     WITH snaps AS (SELECT CAST(unnest(CAST($snapshots AS DATE[])) AS TIMESTAMP) AS t),
-    sampled AS (
-        SELECT * FROM events WHERE $sample >= $grain OR hash(profile_id) % $grain < $sample
+    -- Never materialised: a copy of every event would set the run's peak memory. The grain is a literal, as
+    -- hash() is unsigned and a parameter would make DuckDB take every remainder in 128 bits (eight times slower).
+    sampled AS NOT MATERIALIZED (
+        SELECT profile_id, ts, event_type, value, sku, channel FROM events
+        WHERE $sample >= {SAMPLE_GRAIN} OR hash(profile_id) % {SAMPLE_GRAIN} < $sample
     ),
     eligible AS (
         SELECT s.t, e.profile_id, min(epoch(s.t) - epoch(e.ts)) / 86400.0 AS last_activity_days

@@ -54,6 +54,9 @@ def _to_spark(node: exp.Expression) -> exp.Expression:
         # Spark refuses a generator inside an expression: cast the array's elements instead.
         elements = exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[node.to.copy()], nested=True)
         return exp.Explode(this=exp.cast(node.this.this.copy(), elements))
+    if isinstance(node, exp.CTE):
+        # DuckDB's materialisation hint; Spark has no such syntax and plans shared expressions itself.
+        node.set("materialized", None)
     if isinstance(node, exp.ToDays):
         return exp.Anonymous(this="MAKE_DT_INTERVAL", expressions=[node.this.copy()])
     if isinstance(node, exp.Mod) and isinstance(node.this, exp.Anonymous) and node.this.name.upper() == "HASH":

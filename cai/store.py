@@ -33,6 +33,10 @@ MIGRATION_LOCK_ID = 7_310_014
 BUSY_WAIT_SECONDS = 10.0
 IDLE_RELEASE_SECONDS = 1.0
 HOST_ENV_VAR = "CAI_HOST"
+# DuckDB's own memory (hash tables of a run's feature joins, above all) stays under this; beyond it DuckDB spills
+# to a temporary folder instead of growing. Its default, 80% of the machine, does not fit a small container.
+MEMORY_LIMIT_ENV_VAR = "CAI_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "1GB"
 # A run on another machine is judged alive by a heartbeat it stamps while it runs (a process id means nothing
 # across machines); one silent for RUN_STALE_SECONDS is taken for a machine that died.
 RUN_HEARTBEAT_SECONDS = 15.0
@@ -411,7 +415,7 @@ def _open_file(path: Path) -> duckdb.DuckDBPyConnection:
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path))
+            return duckdb.connect(str(path), config=_duckdb_config())
         except duckdb.IOException as error:
             if not _is_lock_conflict(error) or time.monotonic() > deadline:
                 raise StoreBusy(
@@ -419,6 +423,10 @@ def _open_file(path: Path) -> duckdb.DuckDBPyConnection:
                 ) from error
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+def _duckdb_config() -> dict[str, str]:
+    return {"memory_limit": os.environ.get(MEMORY_LIMIT_ENV_VAR) or DEFAULT_MEMORY_LIMIT}
 
 
 def _postgres_extension() -> Path:
@@ -441,8 +449,10 @@ def _postgres_extension() -> Path:
 
 def _duckdb_for(*targets: Store) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that never downloads an extension, with PostgreSQL's loaded when a target needs it."""
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
-                                             "autoload_known_extensions": False})
+    # An in-memory database spills into a temporary folder of its own process (by default: the working folder).
+    spill = Path(tempfile.gettempdir()) / f"cai-duckdb-spill-{os.getpid()}"
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                             "temp_directory": str(spill), **_duckdb_config()})
     if any(target.is_postgres for target in targets):
         con.execute(f"LOAD '{_postgres_extension()}'")
     return con
