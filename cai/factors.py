@@ -11,7 +11,6 @@ correlated single features trade places.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,10 @@ import pandas as pd
 
 SCREENING_ROWS = 3_000
 TOP_PER_PROFILE = 3
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 16_384
+MAX_SPLITS_PER_TREE = 15
+# Category codes a categorical split tells apart (scikit-learn's own limit); a larger code counts as unknown.
+CATEGORY_CODES = 256
 HIGH_EFFECT, MEDIUM_EFFECT = 0.5, 0.2
 
 
@@ -80,23 +82,151 @@ def typical_values(matrix: np.ndarray, categorical: np.ndarray) -> np.ndarray:
     return typical
 
 
-def effects(logit: Callable[[np.ndarray], np.ndarray], matrix: np.ndarray, typical: np.ndarray,
-            groups: list[Reason], baseline: np.ndarray | None = None) -> np.ndarray:
-    """Log-odds change per row and per reason from setting all of the reason's features to their typical values."""
-    baseline = logit(matrix) if baseline is None else baseline
-    result = np.zeros((len(matrix), len(groups)))
-    for position, group in enumerate(groups):
-        members = list(group.members)
-        values, reference = matrix[:, members], typical[members]
-        # A profile already at the typical values has no effect to measure; skipping them saves model evaluations.
-        at_typical = ((values == reference) | (np.isnan(values) & np.isnan(reference))).all(axis=1)
-        changed = np.flatnonzero(~at_typical)
-        for start in range(0, len(changed), CHUNK_ROWS):
-            rows = changed[start:start + CHUNK_ROWS]
-            altered = matrix[rows]
-            altered[:, members] = reference
-            result[rows, position] = baseline[rows] - logit(altered)
+class Trees:
+    """A fitted scikit-learn gradient boosting classifier's trees as arrays, to move whole columns of profiles
+    through them at once. Every split's decision is computed for every profile (not only those on its path), and a
+    tree's leaf is then a lookup of the bits of its splits' decisions in a table of its leaf values. Undoing a reason
+    fixes the bits of the splits on the reason's features, in the trees that have such splits only: the other trees
+    answer the same either way. Decisions follow scikit-learn's own predictor exactly (missing values, categories
+    unseen in training, the encoder that moves categorical columns first), so effects equal re-scoring's to float
+    rounding."""
+
+    def __init__(self, classifier):
+        predictors = [iteration[0] for iteration in classifier._predictors]
+        self.width = max(int((predictor.nodes["is_leaf"] == 0).sum()) for predictor in predictors)
+        if self.width > MAX_SPLITS_PER_TREE:
+            raise ValueError(f"Factors need trees of at most {MAX_SPLITS_PER_TREE + 1} leaves.")
+        original = _original_columns(classifier)
+        ordinals = _category_ordinals(classifier)
+        known, known_row = classifier._bin_mapper.make_known_categories_bitsets()
+        slots = len(predictors) * self.width
+        self.column = np.full(slots, -1)
+        self.threshold = np.full(slots, np.nan)
+        self.missing_left = np.zeros(slots, dtype=bool)
+        # Categorical splits: whether each code goes left, the last entry standing for a missing or unknown code.
+        self.category_left: dict[int, np.ndarray] = {}
+        self.values = np.zeros((len(predictors), 2 ** self.width))
+        codes = np.arange(2 ** self.width)
+        for tree, predictor in enumerate(predictors):
+            nodes = predictor.nodes
+            splits = np.flatnonzero(nodes["is_leaf"] == 0)
+            bit_of = np.zeros(len(nodes), dtype=np.int64)
+            bit_of[splits] = np.arange(len(splits))
+            for bit, node in enumerate(splits):
+                slot = tree * self.width + bit
+                self.column[slot] = original[nodes["feature_idx"][node]]
+                self.missing_left[slot] = bool(nodes["missing_go_to_left"][node])
+                if nodes["is_categorical"][node]:
+                    self.category_left[slot] = _category_directions(
+                        ordinals[self.column[slot]], predictor.raw_left_cat_bitsets[nodes["bitset_idx"][node]],
+                        known[known_row[nodes["feature_idx"][node]]], self.missing_left[slot])
+                else:
+                    self.threshold[slot] = nodes["num_threshold"][node]
+            node = np.zeros(len(codes), dtype=np.int64)
+            for _ in range(int(nodes["depth"].max())):
+                goes_left = (codes >> bit_of[node]) & 1 == 1
+                node = np.where(nodes["is_leaf"][node] == 1, node,
+                                np.where(goes_left, nodes["left"][node], nodes["right"][node]))
+            self.values[tree] = nodes["value"][node]
+        self.by_column = {column: np.flatnonzero(self.column == column) for column in np.unique(self.column)
+                          if column >= 0}
+
+    def decisions(self, columns: np.ndarray) -> np.ndarray:
+        """Per split and profile whether the profile goes left, from the matrix transposed (one row per feature)."""
+        result = np.zeros((len(self.column), columns.shape[1]), dtype=bool)
+        for column, slots in self.by_column.items():
+            values = columns[column]
+            categorical = [slot for slot in slots if slot in self.category_left]
+            if categorical:
+                code = np.where((values >= 0) & (values < CATEGORY_CODES), values, CATEGORY_CODES)
+                code = np.nan_to_num(code, nan=CATEGORY_CODES).astype(np.int64)
+                result[categorical] = np.stack([self.category_left[slot] for slot in categorical])[:, code]
+            numeric = slots[~np.isnan(self.threshold[slots])]
+            for missing_left, compared in ((False, values), (True, np.where(np.isnan(values), -np.inf, values))):
+                chosen = numeric[self.missing_left[numeric] == missing_left]
+                if len(chosen):
+                    result[chosen] = compared[None, :] <= self.threshold[chosen][:, None]
+        return result
+
+    def codes(self, columns: np.ndarray) -> np.ndarray:
+        """Per tree and profile the bits of its splits' decisions, the index into the tree's table of leaf values."""
+        decided = self.decisions(columns).reshape(len(self.values), self.width, columns.shape[1])
+        codes = np.zeros(decided.shape[::2], dtype=np.uint16)
+        for bit in range(self.width):
+            codes |= decided[:, bit].astype(np.uint16) << bit
+        return codes
+
+
+def _original_columns(classifier) -> np.ndarray:
+    """The input column of each column the trees split on: scikit-learn moves categorical columns first."""
+    if getattr(classifier, "_preprocessor", None) is None:
+        return np.arange(classifier.n_features_in_)
+    given = np.asarray(classifier.is_categorical_)
+    return np.concatenate([np.flatnonzero(given), np.flatnonzero(~given)])
+
+
+def _category_ordinals(classifier) -> dict[int, np.ndarray]:
+    """For each categorical input column, the ordinal scikit-learn's encoder gives each code (-1 when unseen)."""
+    if getattr(classifier, "_preprocessor", None) is None:
+        return {}
+    seen = classifier._preprocessor.named_transformers_["encoder"].categories_
+    result = {}
+    for column, categories in zip(np.flatnonzero(classifier.is_categorical_), seen):
+        ordinal = np.full(CATEGORY_CODES, -1)
+        for position, code in enumerate(categories):
+            if not np.isnan(code) and 0 <= code < CATEGORY_CODES and code == int(code):
+                ordinal[int(code)] = position
+        result[int(column)] = ordinal
     return result
+
+
+def _category_directions(ordinal: np.ndarray, left: np.ndarray, known: np.ndarray, missing_left: bool) -> np.ndarray:
+    """Whether each code (and, last, a missing one) goes left at a categorical split, as scikit-learn decides: in the
+    split's left set, left; a known category, right; an unknown one, the way missing values go."""
+    def member(bitset: np.ndarray, value: int) -> bool:
+        return bool((bitset[value // 32] >> (value % 32)) & 1)
+
+    directions = np.full(CATEGORY_CODES + 1, missing_left)
+    for code, value in enumerate(ordinal):
+        if value >= 0:
+            directions[code] = True if member(left, value) else (missing_left if not member(known, value) else False)
+    return directions
+
+
+class Explainer:
+    """Reasons' effects for a model, its typical values and its reasons: per reason and tree that splits on the
+    reason's features, the change of the tree's answer when those splits decide as for the typical values."""
+
+    def __init__(self, trees: Trees, typical: np.ndarray, groups: list[Reason]):
+        self.trees, self.groups = trees, groups
+        fixed = trees.codes(typical[:, None])[:, 0]
+        tables = np.arange(trees.values.shape[1])
+        self.touched, self.changes = [], []
+        for group in groups:
+            in_group = np.isin(trees.column, group.members).reshape(len(trees.values), trees.width)
+            mask = (in_group * (1 << np.arange(trees.width))).sum(axis=1)
+            touched = np.flatnonzero(mask)
+            undone = (tables[None, :] & ~mask[touched, None]) | (fixed[touched, None] & mask[touched, None])
+            rows = np.arange(len(touched))[:, None]
+            change = trees.values[touched] - trees.values[touched][rows, undone]
+            self.touched.append(touched)
+            # Flat, with each touched tree's table at its own offset, for one lookup per reason.
+            self.changes.append((change.ravel(), (np.arange(len(touched)) * len(tables))[:, None]))
+
+    def effects(self, matrix: np.ndarray) -> np.ndarray:
+        """Log-odds change per row and per reason from setting all of the reason's features to their typical values."""
+        result = np.zeros((len(matrix), len(self.groups)))
+        for start in range(0, len(matrix), CHUNK_ROWS):
+            codes = self.trees.codes(np.ascontiguousarray(matrix[start:start + CHUNK_ROWS].T))
+            for position, (touched, (change, offsets)) in enumerate(zip(self.touched, self.changes)):
+                if len(touched):
+                    result[start:start + CHUNK_ROWS, position] = change[offsets + codes[touched]].sum(axis=0)
+        return result
+
+
+def effects(trees: Trees, matrix: np.ndarray, typical: np.ndarray, groups: list[Reason]) -> np.ndarray:
+    """Log-odds change per row and per reason from setting all of the reason's features to their typical values."""
+    return Explainer(trees, typical, groups).effects(matrix)
 
 
 def screening_rows(rows: int, seed: int) -> np.ndarray:
@@ -104,14 +234,14 @@ def screening_rows(rows: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(rows, min(SCREENING_ROWS, rows), replace=False)
 
 
-def screen(logit, matrix: np.ndarray, typical: np.ndarray, groups: list[Reason], seed: int) -> list[Reason]:
+def screen(trees: Trees, matrix: np.ndarray, typical: np.ndarray, groups: list[Reason], seed: int) -> list[Reason]:
     """The reasons worth explaining, strongest first: mean absolute effect on a sample of profiles."""
-    return screen_sample(logit, matrix[screening_rows(len(matrix), seed)], typical, groups)
+    return screen_sample(trees, matrix[screening_rows(len(matrix), seed)], typical, groups)
 
 
-def screen_sample(logit, sample: np.ndarray, typical: np.ndarray, groups: list[Reason]) -> list[Reason]:
+def screen_sample(trees: Trees, sample: np.ndarray, typical: np.ndarray, groups: list[Reason]) -> list[Reason]:
     """:func:`screen` on the sampled rows themselves, in the order :func:`screening_rows` drew them."""
-    strength = np.abs(effects(logit, sample, typical, groups)).mean(axis=0)
+    strength = np.abs(effects(trees, sample, typical, groups)).mean(axis=0)
     return [groups[i] for i in np.argsort(-strength) if strength[i] > 0]
 
 
