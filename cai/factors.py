@@ -1,20 +1,33 @@
 """Influential factors: how much each business-level reason moves a profile's score compared with a typical customer.
 
-A reason groups features that describe one thing (recent activity, purchase frequency, spend, browsing, the cart,
-email, each profile attribute). Its effect is the change in the model's log-odds when all of its features are set
-back together to the population's typical values; reporting exactly that change keeps every reason faithful.
-Undoing a group rather than one feature matters: setting only "days since the last cart addition" to the typical
-35 days while "cart additions in the last 7 days" stays at 2 asks the model about a customer that cannot exist, and
-its answer there contradicted what the buckets show. Groups also keep the top reason stable across retrains, where
-correlated single features trade places.
+A reason groups features that describe one thing: recent activity (when the customer last did anything, bought,
+browsed, added to the cart, opened an email..., and how active the last month was), purchase frequency, spend,
+engagement (how much the customer browsed, added to the cart, checked out, viewed pages and searched), email (how
+many emails the customer opened and clicked), each profile attribute and each custom event. Its effect is the change
+in the model's log-odds when all of its features are set back together to the population's typical values;
+reporting exactly that change keeps every reason faithful. Undoing a group rather than one feature matters: setting
+only "days since the last cart addition" to the typical 35 days while "cart additions in the last 7 days" stays at 2
+asks the model about a customer that cannot exist, and its answer there contradicted what the buckets show.
+
+Groups also keep the top reason stable across retrains, where correlated features trade places: every "days since"
+is one reason and every "how many" another, because with browsing and the cart as reasons apart from recency, a
+retrain on other customers moved the top reason between them for a third of the customers (``bench.reasons``).
+
+A reason is named, for each profile, by one of its features with that feature's value and typical value: the first,
+in the reason's naming order, whose own difference from the typical value points the way the reason's effect does
+(in the population, higher values of "days since the last activity" go with lower scores, so 11 days against a
+typical 16 names a reason that raises the score, never one that lowers it). A reason no feature of which can name
+without contradicting itself is not shown, unless it is the profile's only one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+
+from cai.features import STANDARD_ACTIVITIES
 
 SCREENING_ROWS = 3_000
 TOP_PER_PROFILE = 3
@@ -23,20 +36,46 @@ MAX_SPLITS_PER_TREE = 15
 # Category codes a categorical split tells apart (scikit-learn's own limit); a larger code counts as unknown.
 CATEGORY_CODES = 256
 HIGH_EFFECT, MEDIUM_EFFECT = 0.5, 0.2
+IMPORTANCE_LEVELS = ["low", "medium", "high"]
+NO_EFFECT = 1e-9
 
-
-# Feature name prefixes of each reason, and the feature that names the reason in sentences and on the dashboard.
+RECENCY_FEATURES = ("last_activity_days", "active_days_30d", "activity_trend",
+                    *(f"{key}_days_since" for key, _, _ in STANDARD_ACTIVITIES))
+# Feature name prefixes of each reason (a feature belongs to the first reason that claims it), and the feature that
+# names the reason on the dashboard and first tries to name it in a profile's sentences.
 REASON_GROUPS = [
-    ("recent activity", "last_activity_days",
-     ("last_activity_days", "active_days_30d", "activity_trend", "tenure_days", "page_views_", "searches_",
-      "mobile_share_")),
+    ("recent activity", "last_activity_days", RECENCY_FEATURES),
     ("purchase frequency", "purchase_days_365d",
      ("purchases_", "purchase_days_", "first_purchase_days", "purchase_gap_")),
     ("spend", "purchase_value_365d", ("purchase_value_", "average_order_value")),
-    ("browsing", "product_views_days_since", ("product_views_", "distinct_products_", "view_to_cart_")),
-    ("cart", "cart_adds_days_since", ("cart_adds_", "checkouts_", "cart_to_purchase_")),
-    ("email", "email_opens_days_since", ("email_",)),
+    ("engagement", "product_views_90d",
+     ("product_views_", "distinct_products_", "view_to_cart_", "cart_adds_", "checkouts_", "cart_to_purchase_",
+      "page_views_", "searches_", "mobile_share_", "tenure_days")),
+    ("email", "email_opens_90d", ("email_",)),
 ]
+
+
+@dataclass(frozen=True)
+class Namer:
+    """A feature that can name its reason, and which way its values go with the score in the population: +1 when
+    higher values go with higher scores, -1 the other way, 0 when they do not say; ``missing`` the same for having
+    no value against having one. A category has no direction: any category names its reason."""
+
+    column: int
+    direction: int = 0
+    missing: int = 0
+    categorical: bool = False
+
+    def agrees(self, values: np.ndarray, typical: float, effect_sign: np.ndarray) -> np.ndarray:
+        """Whether each value's difference from the typical value points the way of the reason's effect."""
+        if self.categorical:
+            return np.ones(len(values), dtype=bool)
+        missing = np.isnan(values)
+        if np.isnan(typical):
+            pointing = np.where(missing, 0, -self.missing)
+        else:
+            pointing = np.where(missing, self.missing, self.direction * np.sign(np.nan_to_num(values - typical)))
+        return (pointing == effect_sign) & (effect_sign != 0)
 
 
 @dataclass(frozen=True)
@@ -44,6 +83,8 @@ class Reason:
     name: str
     headline: int
     members: tuple[int, ...]
+    # Set by screening: the members in the order they are tried to name the reason (headline first).
+    namers: tuple[Namer, ...] = field(default=(), compare=False)
 
 
 def reasons(names: list[str]) -> list[Reason]:
@@ -130,6 +171,7 @@ class Trees:
             self.values[tree] = nodes["value"][node]
         self.by_column = {column: np.flatnonzero(self.column == column) for column in np.unique(self.column)
                           if column >= 0}
+        self.categorical = {int(self.column[slot]) for slot in self.category_left}
 
     def decisions(self, columns: np.ndarray) -> np.ndarray:
         """Per split and profile whether the profile goes left, from the matrix transposed (one row per feature)."""
@@ -155,6 +197,11 @@ class Trees:
         for bit in range(self.width):
             codes |= decided[:, bit].astype(np.uint16) << bit
         return codes
+
+    def leaf_sum(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's log-odds, less its constant starting value, per row of the matrix."""
+        codes = self.codes(np.ascontiguousarray(matrix.T))
+        return self.values[np.arange(len(self.values))[:, None], codes].sum(axis=0)
 
 
 def _original_columns(classifier) -> np.ndarray:
@@ -235,43 +282,93 @@ def screening_rows(rows: int, seed: int) -> np.ndarray:
 
 
 def screen(trees: Trees, matrix: np.ndarray, typical: np.ndarray, groups: list[Reason], seed: int) -> list[Reason]:
-    """The reasons worth explaining, strongest first: mean absolute effect on a sample of profiles."""
+    """The reasons worth explaining, strongest first (mean absolute effect on a sample of profiles), each with the
+    features that can name it."""
     return screen_sample(trees, matrix[screening_rows(len(matrix), seed)], typical, groups)
 
 
 def screen_sample(trees: Trees, sample: np.ndarray, typical: np.ndarray, groups: list[Reason]) -> list[Reason]:
     """:func:`screen` on the sampled rows themselves, in the order :func:`screening_rows` drew them."""
     strength = np.abs(effects(trees, sample, typical, groups)).mean(axis=0)
-    return [groups[i] for i in np.argsort(-strength) if strength[i] > 0]
+    scores = trees.leaf_sum(sample)
+    return [replace(groups[i], namers=_namers(groups[i], sample, scores, trees.categorical))
+            for i in np.argsort(-strength) if strength[i] > 0]
 
 
-def importance_label(effect: np.ndarray) -> np.ndarray:
-    size = np.abs(effect)
-    return np.where(size >= HIGH_EFFECT, "high", np.where(size >= MEDIUM_EFFECT, "medium", "low"))
+def _namers(group: Reason, sample: np.ndarray, scores: np.ndarray, categorical: set[int]) -> tuple[Namer, ...]:
+    """The reason's features with the way each goes with the score in the sample (rank correlation for values,
+    mean score for a missing value against a present one), the headline first and then the most telling."""
+    namers, association = [], []
+    for column in group.members:
+        values = sample[:, column]
+        present = ~np.isnan(values)
+        correlation = _rank_correlation(values[present], scores[present])
+        missing = np.sign(scores[~present].mean() - scores[present].mean()) if 0 < present.sum() < len(values) else 0
+        namers.append(Namer(column, int(np.sign(correlation)), int(missing), column in categorical))
+        association.append(-1.0 if column == group.headline else -abs(correlation))
+    return tuple(namers[i] for i in np.argsort(association, kind="stable"))
+
+
+def _rank_correlation(values: np.ndarray, scores: np.ndarray) -> float:
+    """Spearman's correlation, 0 when either side is constant."""
+    ranks = [pd.Series(side).rank().to_numpy() for side in (values, scores)]
+    if len(values) < 3 or min(side.std() for side in ranks) == 0:
+        return 0.0
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def naming_columns(group: Reason, matrix: np.ndarray, typical: np.ndarray, effect: np.ndarray) -> np.ndarray:
+    """Per row the column that names the reason without contradicting its effect, or -1 when none can (or the
+    reason has no effect there)."""
+    named = np.full(len(matrix), -1)
+    if not group.namers:
+        named[np.abs(effect) > NO_EFFECT] = group.headline
+        return named
+    unnamed = np.flatnonzero(np.abs(effect) > NO_EFFECT)
+    for namer in group.namers:
+        agrees = namer.agrees(matrix[unnamed, namer.column], typical[namer.column], np.sign(effect[unnamed]))
+        named[unnamed[agrees]] = namer.column
+        unnamed = unnamed[~agrees]
+        if not len(unnamed):
+            break
+    return named
 
 
 def top_factors(profile_ids: np.ndarray, matrix: np.ndarray, typical: np.ndarray, groups: list[Reason],
                 effect_matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """The strongest ``TOP_PER_PROFILE`` non-zero reasons of each profile, in long form, each named by its headline
-    feature with that feature's value and typical value."""
+    """The strongest ``TOP_PER_PROFILE`` reasons of each profile that have an effect and a feature to name them
+    without contradiction (a profile none of whose reasons has one keeps its strongest, named by the headline), in
+    long form, each with the naming feature's value and typical value."""
     if not groups:
         return pd.DataFrame(columns=["profile_id", "rank", "feature", "value", "typical", "effect", "importance"])
+    size = np.abs(effect_matrix)
+    named = np.column_stack([naming_columns(group, matrix, typical, effect_matrix[:, position])
+                             for position, group in enumerate(groups)])
+    shown = named >= 0
+    strongest = np.argmax(size, axis=1)
+    alone = np.flatnonzero(~shown.any(axis=1) & (size[np.arange(len(size)), strongest] > NO_EFFECT))
+    shown[alone, strongest[alone]] = True
+    named[alone, strongest[alone]] = np.array([group.headline for group in groups])[strongest[alone]]
     k = min(TOP_PER_PROFILE, len(groups))
-    order = np.argsort(-np.abs(effect_matrix), axis=1)[:, :k]
+    order = np.argsort(-np.where(shown, size, -1.0), axis=1, kind="stable")[:, :k]
     rows = np.repeat(np.arange(len(matrix)), k)
     picked = order.ravel()
-    column_index = np.array([group.headline for group in groups])[picked]
+    kept = shown[rows, picked]
+    rows, picked = rows[kept], picked[kept]
+    rank = np.tile(np.arange(1, k + 1), len(matrix))[kept]
+    column = named[rows, picked]
     effect = effect_matrix[rows, picked]
-    frame = pd.DataFrame({
+    level = (np.abs(effect) >= MEDIUM_EFFECT).astype(np.int8) + (np.abs(effect) >= HIGH_EFFECT)
+    return pd.DataFrame({
         "profile_id": profile_ids[rows],
-        "rank": np.tile(np.arange(1, k + 1), len(matrix)),
-        "feature": np.array(names)[column_index],
-        "value": matrix[rows, column_index],
-        "typical": typical[column_index],
+        "rank": rank,
+        # Categorical: a million profiles' feature names as strings would take longer than finding the reasons.
+        "feature": pd.Categorical.from_codes(column, categories=names),
+        "value": matrix[rows, column],
+        "typical": typical[column],
         "effect": effect,
-        "importance": importance_label(effect),
+        "importance": pd.Categorical.from_codes(level, categories=IMPORTANCE_LEVELS),
     })
-    return frame[np.abs(frame["effect"]) > 1e-9].reset_index(drop=True)
 
 
 def bucket_distributions(values: pd.Series, bucket: np.ndarray, categorical: bool,
