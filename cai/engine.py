@@ -136,8 +136,9 @@ class DuckDBExecutor:
         timings["score_s"] = time.monotonic() - clock
         clock = time.monotonic()
         typical = factors.typical_values(matrix, model.categorical)
-        groups = factors.screen(model.logit, matrix, typical, factors.reasons(model.feature_names), SEED)
-        effect_matrix = factors.effects(model.logit, matrix, typical, groups, baseline=raw)
+        trees = factors.Trees(model.classifier)
+        groups = factors.screen(trees, matrix, typical, factors.reasons(model.feature_names), SEED)
+        effect_matrix = factors.effects(trees, matrix, typical, groups)
         profile_ids = scoring["profile_id"].to_numpy()
         per_profile = factors.top_factors(profile_ids, matrix, typical, groups, effect_matrix, model.feature_names)
         timings["factors_s"] = time.monotonic() - clock

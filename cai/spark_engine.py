@@ -261,12 +261,13 @@ FACTOR_FIELDS = ("rank", "feature", "value", "typical", "effect", "importance")
 def _scorer(model, typical: np.ndarray, groups: list[factors.Reason]):
     """The function each executor runs over its batches of feature rows: the DuckDB engine's scoring and factor
     code, applied to a slice of profiles at a time (every step is per profile, given the typical values)."""
+    explainer = factors.Explainer(factors.Trees(model.classifier), typical, groups)
 
     def score(batches):
         for batch in batches:
             matrix = engine.encode(batch, model)
             raw = model.logit(matrix)
-            effect_matrix = factors.effects(model.logit, matrix, typical, groups, baseline=raw)
+            effect_matrix = explainer.effects(matrix)
             profile_ids = batch["profile_id"].to_numpy(dtype=np.int64)
             top = factors.top_factors(profile_ids, matrix, typical, groups, effect_matrix, model.feature_names)
             per_profile = top.groupby("profile_id", sort=False)[list(FACTOR_FIELDS)].agg(list).reindex(profile_ids)
@@ -349,7 +350,7 @@ class SparkExecutor:
         wanted = profile_ids[factors.screening_rows(count, engine.SEED)]
         sample = frame.where(F.col("profile_id").isin(wanted.tolist())).toPandas().set_index("profile_id")
         sample = sample.loc[wanted].reset_index()
-        return factors.screen_sample(model.logit, engine.encode(sample, model), typical,
+        return factors.screen_sample(factors.Trees(model.classifier), engine.encode(sample, model), typical,
                                      factors.reasons(model.feature_names))
 
 

@@ -234,7 +234,8 @@ def test_top_reasons_are_faithful(trained_db):
     top = store.query_df(trained_db, "SELECT profile_id, feature, effect FROM score_factors WHERE run_id = ? "
                                      "AND rank = 1 ORDER BY profile_id LIMIT 300", [run["run_id"]])
     typical = factors.typical_values(matrix, model.categorical)
-    reason_of = {model.feature_names[reason.headline]: reason for reason in factors.reasons(model.feature_names)}
+    reason_of = {model.feature_names[member]: reason for reason in factors.reasons(model.feature_names)
+                 for member in reason.members}
     row_of = {pid: i for i, pid in enumerate(frame["profile_id"])}
     for factor in top.itertuples():
         row = matrix[row_of[factor.profile_id]].copy()
@@ -275,9 +276,11 @@ def test_top_reasons_point_the_way_the_buckets_do(trained_db):
     clear = like_high | like_low
     agrees = np.sign(top["effect"][clear]) == np.where(like_high[clear], 1, -1)
     assert clear.sum() > 0.3 * len(top) and agrees.mean() > 0.8
-    tutorial_profile = store.query_df(trained_db, "SELECT effect FROM score_factors WHERE run_id = ? AND "
-                                                  "profile_id = 1 AND feature = 'cart_adds_days_since'", [run_id])
-    assert (tutorial_profile["effect"] > 0).all()
+    tutorial_profile = store.query_df(trained_db, "SELECT value, typical, effect FROM score_factors WHERE run_id = ? "
+                                                  "AND profile_id = 1 AND (feature LIKE '%days_since' "
+                                                  "OR feature = 'last_activity_days')", [run_id])
+    assert len(tutorial_profile) and (np.sign(tutorial_profile["effect"])
+                                      == np.sign(tutorial_profile["typical"] - tutorial_profile["value"])).all()
 
 
 def test_calibration_and_metrics_on_known_probabilities():
