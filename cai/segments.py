@@ -80,24 +80,27 @@ def _current_run(con: duckdb.DuckDBPyConnection, instance: str) -> tuple[int, in
 
 @dataclass(frozen=True)
 class _ScoredRun:
+    """An instance's current run and where to read its scores and its row of ``runs`` (see store.local_copy)."""
+
     run_id: int
-    scores: str  # where to read the run's scores (see store.local_copy)
-    evaluation: str  # the held-out evaluation, JSON
+    scores: str
+    runs: str
 
 
 def _scored_run(db_path: Path, con: duckdb.DuckDBPyConnection, instance: str) -> _ScoredRun:
     """The instance's current run. Its scores change only when a load merges some of their profiles away, which
     also lowers the run's ``profiles_scored``: with its finish time, that versions them."""
-    # One transaction for the two reads saves PostgreSQL round trips; it writes nothing, so it is rolled back.
-    con.begin()
-    try:
-        _, run_id = _current_run(con, instance)
-        finished_at, scored, evaluation = con.execute(
-            "SELECT finished_at, profiles_scored, evaluation FROM runs WHERE run_id = ?", [run_id]).fetchall()[0]
-    finally:
-        con.rollback()
-    return _ScoredRun(run_id, store.local_copy(db_path, con, "scores", "run_id", run_id, (finished_at, scored)),
-                      evaluation)
+    rows = con.execute(
+        "SELECT i.current_run_id, r.finished_at, r.profiles_scored "
+        "FROM instances i LEFT JOIN runs r ON r.run_id = i.current_run_id WHERE i.name = ?", [instance]).fetchall()
+    if not rows:
+        raise NotFound(f"There is no instance named {instance!r}.")
+    run_id, finished_at, scored = rows[0]
+    if run_id is None:
+        raise CaiError(f"{instance!r} has no successful run yet, so there are no scores to segment. Run it first.")
+    version = (finished_at, scored)
+    return _ScoredRun(run_id, store.local_copy(db_path, con, "scores", "run_id", run_id, version),
+                      store.local_copy(db_path, con, "runs", "run_id", run_id, version))
 
 
 def _scored_runs(db_path: Path, con: duckdb.DuckDBPyConnection) -> Callable[[str], _ScoredRun | None]:
@@ -178,12 +181,13 @@ def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None
     with store.connect(db_path) as con:
         run = _scored_run(db_path, con, rule.instance)
         sql, params = members_query(rule, run.run_id, run.scores)
-        size, expected, total = con.execute(
+        size, expected, total, held_out = con.execute(
             f"""
-            SELECT m.size, m.expected, (SELECT count(*) FROM {run.scores} WHERE run_id = $run)
+            SELECT m.size, m.expected, (SELECT count(*) FROM {run.scores} WHERE run_id = $run),
+                   (SELECT evaluation FROM {run.runs} WHERE run_id = $run)
             FROM (SELECT count(*) AS size, coalesce(sum(probability), 0) AS expected FROM ({sql})) m
             """, params).fetchall()[0]
-    held_out = json.loads(run.evaluation)
+    held_out = json.loads(held_out)
     result = {"run_id": run.run_id, "size": int(size), "scored": int(total), "share": size / total if total else 0.0,
               "expected_conversions": float(expected)}
     upper = rule.maximum - 1e-9 if rule.maximum is not None else (1.0 if rule.field == "probability" else 100)

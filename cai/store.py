@@ -30,9 +30,9 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # The name the PostgreSQL database gets inside DuckDB; every query runs with it as the default catalog.
 POSTGRES_CATALOG = "cai_pg"
 # An in-memory database beside it, holding copies of rows that do not change (see local_copy). A run's scores take
-# about 50 bytes a profile: the 4 kept hold some 200 MB at a million profiles.
+# about 50 bytes a profile: the 8 copies kept (4 runs' scores and rows) hold some 200 MB at a million profiles.
 LOCAL_CATALOG = "cai_local"
-MAX_LOCAL_COPIES = 4
+MAX_LOCAL_COPIES = 8
 # Any fixed number: the PostgreSQL advisory lock that lets one process at a time upgrade the schema.
 MIGRATION_LOCK_ID = 7_310_014
 BUSY_WAIT_SECONDS = 10.0
