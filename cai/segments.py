@@ -69,8 +69,11 @@ def suggested_name(instance: str, bucket: str) -> str:
     return f"{instance} - Customer AI {BUCKET_LABELS[bucket]} Propensity"
 
 
-def _current_run(con: duckdb.DuckDBPyConnection, instance: str) -> tuple[int, int]:
-    rows = con.execute("SELECT instance_id, current_run_id FROM instances WHERE name = ?", [instance]).fetchall()
+def _current_run(con: duckdb.DuckDBPyConnection, instance: str) -> tuple:
+    """The instance's id and its current run's id, finish time and profiles scored."""
+    rows = con.execute(
+        "SELECT i.instance_id, i.current_run_id, r.finished_at, r.profiles_scored "
+        "FROM instances i LEFT JOIN runs r ON r.run_id = i.current_run_id WHERE i.name = ?", [instance]).fetchall()
     if not rows:
         raise NotFound(f"There is no instance named {instance!r}.")
     if rows[0][1] is None:
@@ -90,14 +93,7 @@ class _ScoredRun:
 def _scored_run(db_path: Path, con: duckdb.DuckDBPyConnection, instance: str) -> _ScoredRun:
     """The instance's current run. Its scores change only when a load merges some of their profiles away, which
     also lowers the run's ``profiles_scored``: with its finish time, that versions them."""
-    rows = con.execute(
-        "SELECT i.current_run_id, r.finished_at, r.profiles_scored "
-        "FROM instances i LEFT JOIN runs r ON r.run_id = i.current_run_id WHERE i.name = ?", [instance]).fetchall()
-    if not rows:
-        raise NotFound(f"There is no instance named {instance!r}.")
-    run_id, finished_at, scored = rows[0]
-    if run_id is None:
-        raise CaiError(f"{instance!r} has no successful run yet, so there are no scores to segment. Run it first.")
+    _, run_id, finished_at, scored = _current_run(con, instance)
     version = (finished_at, scored)
     return _ScoredRun(run_id, store.local_copy(db_path, con, "scores", "run_id", run_id, version),
                       store.local_copy(db_path, con, "runs", "run_id", run_id, version))
@@ -215,7 +211,7 @@ def create_segment(db_path: Path, name: str, rule: Rule, description: str = "", 
     def work(con):
         if con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
             raise ValidationError(f"A segment named {name!r} already exists. Choose another name.")
-        instance_id, run_id = _current_run(con, rule.instance)
+        instance_id, run_id, *_ = _current_run(con, rule.instance)
         sql, params = members_query(rule, run_id)
         size = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
         segment_id = store.next_id(con, "segments", "segment_id")
