@@ -25,19 +25,17 @@ DASHBOARD_TEXT = "Model evaluation"
 
 
 def one_first_start(folder: Path, page) -> dict:
-    from playwright.sync_api import expect
-
     db = folder / "data" / "cai.duckdb"
     with app_server.serve(db, folder / "server.log") as (base, started):
         answered = time.perf_counter()
         # The app's address, as a newcomer opens it: on a fresh server, a page's own address would run that page
         # without the entry script (Streamlit's pages-folder mode until the entry script has run once).
         page.goto(base)
-        expect(page.get_by_text(PROGRESS_TEXT).first).to_be_visible(timeout=TIMEOUT_MS)
+        app_server.wait_for_text(page, PROGRESS_TEXT, TIMEOUT_MS)
         progress = time.perf_counter()
-        expect(page.get_by_role("link", name=instances.TUTORIAL_INSTANCE).first).to_be_visible(timeout=TIMEOUT_MS)
+        app_server.wait_for_text(page, instances.TUTORIAL_INSTANCE, TIMEOUT_MS)
         page.get_by_role("link", name="Dashboard", exact=True).click()
-        expect(page.get_by_text(DASHBOARD_TEXT, exact=True).first).to_be_visible(timeout=TIMEOUT_MS)
+        app_server.wait_for_text(page, DASHBOARD_TEXT, TIMEOUT_MS)
         dashboard = time.perf_counter()
     return {"server_answers_s": round(answered - started, 2), "progress_shown_s": round(progress - started, 2),
             "dashboard_full_s": round(dashboard - started, 2)}

@@ -111,3 +111,13 @@ def test_a_reloaded_page_watches_the_running_first_start_instead_of_starting_ano
     assert not reloaded.exception
     assert reloaded.title[0].value == "Customer AI"
     _assert_finished(db)
+
+
+def test_the_entry_script_shows_the_first_start_before_loading_pandas_or_scikit_learn():
+    # What the entry script imports runs before the first start's progress reaches the page; pandas and
+    # scikit-learn (over a second on a busy machine) load after it, while the demo is built.
+    code = ("import sys, streamlit, cai.errors\n"
+            "from ui import access, bootstrap, state\n"
+            "print(sorted({'pandas', 'sklearn', 'altair'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"

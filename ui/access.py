@@ -5,12 +5,14 @@ phone numbers. Without ``[auth]`` the app runs open, for local use, and says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import streamlit as st
 
-from cai import privacy
-from ui.components import plain
+# The entry script imports this module before a first start can show its progress, so pandas (which `cai.privacy`
+# and `ui.components` bring: half a second) is imported where it is used, once a page needs it.
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOCAL_ACTOR = "local"
 VIEW_ONLY = "View only: ask an editor to make this change."
@@ -94,23 +96,31 @@ def sidebar(viewer: Viewer) -> None:
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
     if not viewer.email_verified:
         role = "viewer, identities masked: your sign-in carries no verified email"
+    from ui.components import plain
+
     st.sidebar.caption(f"Signed in as {plain(viewer.email or viewer.subject)} ({role})")
     st.sidebar.button("Sign out", key="access_logout", on_click=st.logout)
 
 
 def shown(viewer: Viewer, frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as this viewer may see it (tables, and the data behind charts and their tooltips)."""
+    from cai import privacy
+
     return frame if viewer.sees_identities else privacy.mask_frame(frame)
 
 
 def shown_text(viewer: Viewer, text) -> str:
     """A text from the data (a name, a message quoting a file) as this viewer may see it."""
+    from cai import privacy
+
     return str(text) if viewer.sees_identities else privacy.mask_text(str(text))
 
 
 def may_search_by_prefix(viewer: Viewer, namespace: str) -> bool:
     """Prefix search would let a viewer rebuild a masked value one character at a time: viewers get exact
     matches only in contact namespaces (and, elsewhere, no prefix hits on values that look personal)."""
+    from cai import privacy
+
     return viewer.sees_identities or not privacy.is_contact_name(namespace)
 
 

@@ -9,6 +9,7 @@ in Error."""
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import os
 import tempfile
@@ -18,11 +19,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from cai import demo, engine, instances, store
+from cai import store
 from cai.errors import CaiError
 
 POLL_SECONDS = 0.25
-DEMO_PROFILES = demo.DEFAULT_PROFILES
+# What the pages and the first start import (pandas, scikit-learn, Altair: two seconds and more on a busy machine),
+# loaded once the first start's progress is on screen, while the demo is generated; the entry script and this
+# module import none of them.
+PAGE_MODULES = ("cai.engine", "ui.cached")
+# None builds the demo at its default size.
+DEMO_PROFILES: int | None = None
 # How much of the bar building the demo store takes; training and scoring fill the rest.
 GENERATE_SHARE = 0.3
 
@@ -94,15 +100,20 @@ def build(job: FirstStart) -> None:
 
 
 def _build_side_file(job: FirstStart) -> None:
+    from cai import demo, instances  # not at the top: see PAGE_MODULES
+
+    profiles = DEMO_PROFILES or demo.DEFAULT_PROFILES
     side = side_file(job.db)
     store.release(side)
     for leftover in (side, side.with_name(side.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    job.report(0.02, f"Generating {DEMO_PROFILES:,} demo profiles and their events")
-    summary = demo.build_demo(side, profiles=DEMO_PROFILES)
+    job.report(0.02, f"Generating {profiles:,} demo profiles and their events")
+    summary = demo.build_demo(side, profiles=profiles)
     instances.ensure_tutorial_instance(side)
     job.report(GENERATE_SHARE, f"{summary.events:,} events from {summary.first_event:%d %b %Y} to "
                                f"{summary.last_event:%d %b %Y}; training “{instances.TUTORIAL_INSTANCE}”")
+    from cai import engine  # loaded by now: see PAGE_MODULES
+
     result = engine.run_instance(
         side, instances.TUTORIAL_INSTANCE,
         progress=lambda fraction, message: job.report(GENERATE_SHARE + (1 - GENERATE_SHARE) * fraction, message))
@@ -139,12 +150,16 @@ def ensure_database(db: store.Store) -> None:
     """Runs the first start if ``db`` is empty, showing its progress; otherwise marks the runs of processes that
     died as interrupted (a millisecond)."""
     if _holds_data(db):
+        from cai import engine  # see PAGE_MODULES
+
         engine.recover_interrupted_runs(db)
         return
     job = first_start(db)
     with st.status("First start: building the demo store and training the tutorial's model…",
                    expanded=True) as box:
         bar = st.progress(job.fraction, text=job.message)
+        for module in PAGE_MODULES:
+            importlib.import_module(module)
         while not job.done.wait(POLL_SECONDS):
             bar.progress(job.fraction, text=job.message)
         if job.error:
