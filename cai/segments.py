@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,13 +69,49 @@ def suggested_name(instance: str, bucket: str) -> str:
     return f"{instance} - Customer AI {BUCKET_LABELS[bucket]} Propensity"
 
 
-def _current_run(con: duckdb.DuckDBPyConnection, instance: str) -> tuple[int, int]:
-    rows = con.execute("SELECT instance_id, current_run_id FROM instances WHERE name = ?", [instance]).fetchall()
+def _current_run(con: duckdb.DuckDBPyConnection, instance: str) -> tuple:
+    """The instance's id and its current run's id, finish time and profiles scored."""
+    rows = con.execute(
+        "SELECT i.instance_id, i.current_run_id, r.finished_at, r.profiles_scored "
+        "FROM instances i LEFT JOIN runs r ON r.run_id = i.current_run_id WHERE i.name = ?", [instance]).fetchall()
     if not rows:
         raise NotFound(f"There is no instance named {instance!r}.")
     if rows[0][1] is None:
         raise CaiError(f"{instance!r} has no successful run yet, so there are no scores to segment. Run it first.")
     return rows[0]
+
+
+@dataclass(frozen=True)
+class _ScoredRun:
+    """An instance's current run and where to read its scores and its row of ``runs`` (see store.local_copy)."""
+
+    run_id: int
+    scores: str
+    runs: str
+
+
+def _scored_run(db_path: Path, con: duckdb.DuckDBPyConnection, instance: str) -> _ScoredRun:
+    """The instance's current run. Its scores change only when a load merges some of their profiles away, which
+    also lowers the run's ``profiles_scored``: with its finish time, that versions them."""
+    _, run_id, finished_at, scored = _current_run(con, instance)
+    version = (finished_at, scored)
+    return _ScoredRun(run_id, store.local_copy(db_path, con, "scores", "run_id", run_id, version),
+                      store.local_copy(db_path, con, "runs", "run_id", run_id, version))
+
+
+def _scored_runs(db_path: Path, con: duckdb.DuckDBPyConnection) -> Callable[[str], _ScoredRun | None]:
+    """``_scored_run`` looked up once per instance; None for an instance without scores."""
+    found: dict[str, _ScoredRun | None] = {}
+
+    def lookup(instance: str) -> _ScoredRun | None:
+        if instance not in found:
+            try:
+                found[instance] = _scored_run(db_path, con, instance)
+            except CaiError:
+                found[instance] = None
+        return found[instance]
+
+    return lookup
 
 
 def _where(rule: Rule, params: dict) -> tuple[str, bool]:
@@ -101,12 +138,30 @@ def _where(rule: Rule, params: dict) -> tuple[str, bool]:
     return " AND ".join(clauses), needs_profile
 
 
-def members_query(rule: Rule, run_id: int) -> tuple[str, dict]:
-    """The SQL (and its parameters) selecting the score rows of ``run_id`` that match ``rule``."""
+def members_query(rule: Rule, run_id: int, scores: str = "scores") -> tuple[str, dict]:
+    """The SQL (and its parameters) selecting the score rows of ``run_id`` that match ``rule``, read from
+    ``scores`` (a table holding those rows: the scores table, or a run's copy from ``store.local_copy``)."""
     params = {"run": run_id}
     where, needs_profile = _where(rule, params)
     join = "JOIN profiles p ON p.profile_id = s.profile_id" if needs_profile else ""
-    return f"SELECT s.* FROM scores s {join} WHERE {where}", params
+    return f"SELECT s.* FROM {scores} s {join} WHERE {where}", params
+
+
+def _size(con: duckdb.DuckDBPyConnection, rule: Rule, run: _ScoredRun) -> int:
+    sql, params = members_query(rule, run.run_id, run.scores)
+    return con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
+
+
+def _member_ids(con: duckdb.DuckDBPyConnection, rule: Rule, run: _ScoredRun) -> set[int]:
+    sql, params = members_query(rule, run.run_id, run.scores)
+    return set(con.execute(f"SELECT profile_id FROM ({sql})", params).df()["profile_id"])
+
+
+def _saved_rules(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, Rule]]:
+    """Every saved segment's name, instance and rule, oldest first."""
+    return [(name, instance, Rule.from_json(definition)) for name, instance, definition in con.execute(
+        "SELECT s.name, i.name, s.definition FROM segments s JOIN instances i USING (instance_id) "
+        "ORDER BY s.created_at").fetchall()]
 
 
 def get_segment_rule(con: duckdb.DuckDBPyConnection, name: str) -> Rule:
@@ -120,17 +175,16 @@ def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None
             cost_per_contact: float | None = None) -> dict:
     """Audience size and share, expected conversions, held-out precision/recall and, given money, expected return."""
     with store.connect(db_path) as con:
-        _, run_id = _current_run(con, rule.instance)
-        sql, params = members_query(rule, run_id)
-        # One statement, so that on PostgreSQL its three reads share one round of transaction set-up.
+        run = _scored_run(db_path, con, rule.instance)
+        sql, params = members_query(rule, run.run_id, run.scores)
         size, expected, total, held_out = con.execute(
             f"""
-            SELECT m.size, m.expected, (SELECT count(*) FROM scores WHERE run_id = $run),
-                   (SELECT evaluation FROM runs WHERE run_id = $run)
+            SELECT m.size, m.expected, (SELECT count(*) FROM {run.scores} WHERE run_id = $run),
+                   (SELECT evaluation FROM {run.runs} WHERE run_id = $run)
             FROM (SELECT count(*) AS size, coalesce(sum(probability), 0) AS expected FROM ({sql})) m
             """, params).fetchall()[0]
-        held_out = json.loads(held_out)
-    result = {"run_id": run_id, "size": int(size), "scored": int(total), "share": size / total if total else 0.0,
+    held_out = json.loads(held_out)
+    result = {"run_id": run.run_id, "size": int(size), "scored": int(total), "share": size / total if total else 0.0,
               "expected_conversions": float(expected)}
     upper = rule.maximum - 1e-9 if rule.maximum is not None else (1.0 if rule.field == "probability" else 100)
     lower = rule.minimum if rule.minimum is not None else 0
@@ -157,7 +211,7 @@ def create_segment(db_path: Path, name: str, rule: Rule, description: str = "", 
     def work(con):
         if con.execute("SELECT count(*) FROM segments WHERE name = ?", [name]).fetchall()[0][0]:
             raise ValidationError(f"A segment named {name!r} already exists. Choose another name.")
-        instance_id, run_id = _current_run(con, rule.instance)
+        instance_id, run_id, *_ = _current_run(con, rule.instance)
         sql, params = members_query(rule, run_id)
         size = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
         segment_id = store.next_id(con, "segments", "segment_id")
@@ -189,17 +243,17 @@ def get_segment(db_path: Path, name: str) -> dict:
 
 def list_segments(db_path: Path) -> pd.DataFrame:
     """Saved segments with their size at creation and now (evaluated against each instance's latest run)."""
-    frame = store.query_df(
-        db_path,
-        "SELECT s.name, s.rule_text, i.name AS instance, s.size_at_creation, s.created_at, s.created_by, "
-        "s.description, s.definition FROM segments s JOIN instances i USING (instance_id) ORDER BY s.created_at",
-    )
-    sizes = []
-    for text in frame["definition"]:
-        try:
-            sizes.append(measure(db_path, Rule.from_json(text))["size"])
-        except CaiError:
-            sizes.append(None)
+    with store.connect(db_path) as con:
+        frame = con.execute(
+            "SELECT s.name, s.rule_text, i.name AS instance, s.size_at_creation, s.created_at, s.created_by, "
+            "s.description, s.definition FROM segments s JOIN instances i USING (instance_id) ORDER BY s.created_at"
+        ).df()
+        scored_run = _scored_runs(db_path, con)
+        sizes = []
+        for definition in frame["definition"]:
+            rule = Rule.from_json(definition)
+            run = scored_run(rule.instance)
+            sizes.append(None if run is None else _size(con, rule, run))
     frame.insert(4, "size_now", pd.array(sizes, dtype="Int64"))
     return frame.drop(columns="definition")
 
@@ -208,8 +262,8 @@ def members(db_path: Path, name: str, limit: int = 50, offset: int = 0) -> pd.Da
     """One page of a segment's members: identities, score, probability, percentile and bucket."""
     segment = get_segment(db_path, name)
     with store.connect(db_path) as con:
-        _, run_id = _current_run(con, segment["instance"])
-        sql, params = members_query(segment["rule"], run_id)
+        run = _scored_run(db_path, con, segment["instance"])
+        sql, params = members_query(segment["rule"], run.run_id, run.scores)
         params.update({"limit": limit, "offset": offset})
         page = con.execute(f"{sql} ORDER BY s.score DESC, s.profile_id LIMIT $limit OFFSET $offset", params).df()
         # The page is cut first, so identities are read for its 50 profiles, not the whole segment.
@@ -237,24 +291,17 @@ def members(db_path: Path, name: str, limit: int = 50, offset: int = 0) -> pd.Da
 def overlap(db_path: Path, name: str) -> pd.DataFrame:
     """How many of this segment's members are also in each other saved segment."""
     segment = get_segment(db_path, name)
-    others = [other for other in list_segments(db_path)["name"] if other != name]
     rows = []
     with store.connect(db_path) as con:
-        _, run_id = _current_run(con, segment["instance"])
-        mine_sql, mine_params = members_query(segment["rule"], run_id)
-        mine = set(con.execute(f"SELECT profile_id FROM ({mine_sql})", mine_params).df()["profile_id"])
-    for other in others:
-        rule = get_segment(db_path, other)["rule"]
-        with store.connect(db_path) as con:
-            try:
-                _, other_run = _current_run(con, rule.instance)
-            except CaiError:
+        scored_run = _scored_runs(db_path, con)
+        mine = _member_ids(con, segment["rule"], _scored_run(db_path, con, segment["instance"]))
+        for other, _, rule in _saved_rules(con):
+            run = None if other == name else scored_run(rule.instance)
+            if run is None:
                 continue
-            sql, params = members_query(rule, other_run)
-            theirs = set(con.execute(f"SELECT profile_id FROM ({sql})", params).df()["profile_id"])
-        shared = len(mine & theirs)
-        rows.append({"segment": other, "shared_profiles": shared,
-                     "share_of_this_segment": shared / len(mine) if mine else 0.0})
+            shared = len(mine & _member_ids(con, rule, run))
+            rows.append({"segment": other, "shared_profiles": shared,
+                         "share_of_this_segment": shared / len(mine) if mine else 0.0})
     return pd.DataFrame(rows, columns=["segment", "shared_profiles", "share_of_this_segment"])
 
 
@@ -266,8 +313,8 @@ def export(db_path: Path, name: str, out: Path, actor: str = "local") -> int:
         raise CaiError("Export to a .csv or .parquet file.")
     segment = get_segment(db_path, name)
     with store.connect(db_path) as con:
-        _, run_id = _current_run(con, segment["instance"])
-        sql, params = members_query(segment["rule"], run_id)
+        run = _scored_run(db_path, con, segment["instance"])
+        sql, params = members_query(segment["rule"], run.run_id, run.scores)
         frame = con.execute(export_sql(f"({sql})"), params).df()
     write_frame(frame, out)
     store.write(db_path, lambda con: audit.record(con, actor, "export", "segment", name,
@@ -349,14 +396,13 @@ def delete_segment(db_path: Path, name: str, actor: str = "local") -> None:
 def segments_of_profile(db_path: Path, profile_id: int) -> list[str]:
     """Names of the saved segments this profile is a member of now."""
     names = []
-    for name in list_segments(db_path)["name"]:
-        segment = get_segment(db_path, name)
-        with store.connect(db_path) as con:
-            try:
-                _, run_id = _current_run(con, segment["instance"])
-            except CaiError:
+    with store.connect(db_path) as con:
+        scored_run = _scored_runs(db_path, con)
+        for name, instance, rule in _saved_rules(con):
+            run = scored_run(instance)
+            if run is None:
                 continue
-            sql, params = members_query(segment["rule"], run_id)
+            sql, params = members_query(rule, run.run_id, run.scores)
             params["profile"] = profile_id
             if con.execute(f"SELECT count(*) FROM ({sql}) WHERE profile_id = $profile", params).fetchall()[0][0]:
                 names.append(name)

@@ -10,6 +10,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ MODEL_KEY_ENV_VAR = "CAI_MODEL_KEY"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # The name the PostgreSQL database gets inside DuckDB; every query runs with it as the default catalog.
 POSTGRES_CATALOG = "cai_pg"
+# An in-memory database beside it, holding copies of rows that do not change (see local_copy). A run's scores take
+# about 50 bytes a profile: the 8 copies kept (4 runs' scores and rows) hold some 200 MB at a million profiles.
+LOCAL_CATALOG = "cai_local"
+MAX_LOCAL_COPIES = 8
 # Any fixed number: the PostgreSQL advisory lock that lets one process at a time upgrade the schema.
 MIGRATION_LOCK_ID = 7_310_014
 BUSY_WAIT_SECONDS = 10.0
@@ -491,6 +496,7 @@ def _open_postgres(target: Store) -> duckdb.DuckDBPyConnection:
     except StoreUnavailable:
         con.close()
         raise
+    con.execute(f"ATTACH ':memory:' AS {LOCAL_CATALOG}")
     con.execute(f"USE {POSTGRES_CATALOG}")
     return con
 
@@ -575,6 +581,9 @@ class _Shared:
     connection: duckdb.DuckDBPyConnection
     users: int = 0
     release_timer: threading.Timer | None = None
+    # The tables of LOCAL_CATALOG, least recently used first, each with the version of the rows it holds.
+    local_copies: OrderedDict[str, tuple] = field(default_factory=OrderedDict)
+    local_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _shared: dict[str, _Shared] = {}
@@ -699,6 +708,33 @@ def query_df(location: Store | str | os.PathLike, sql: str, params: list | dict 
     """Runs one read query and returns a pandas DataFrame."""
     with connect(location) as con:
         return con.execute(sql, params or []).df()
+
+
+def local_copy(location: Store | str | os.PathLike, con: duckdb.DuckDBPyConnection, table: str, key_column: str,
+               key: int, version: tuple) -> str:
+    """Where ``con`` (a connection to the store at ``location``, outside a transaction) reads the rows of ``table``
+    whose integer ``key_column`` is ``key``, rows that stay the same as long as ``version`` does (a run's scores):
+    a table name, for the same queries on either backend.
+
+    On a DuckDB file that is the table itself. On PostgreSQL every query pulls the rows it reads over the network,
+    which costs more than answering it (the segment builder measures a rule at each move of its slider); there the
+    rows are read once per process into ``LOCAL_CATALOG`` and again when ``version`` changes. The
+    ``MAX_LOCAL_COPIES`` most recently used are kept. Identifiers are ours, never user input."""
+    target = resolve(location)
+    if not target.is_postgres:
+        return table
+    name = f"{LOCAL_CATALOG}.main.{table}_{int(key)}"
+    with _shared_lock:
+        shared = _shared[target.share_key]
+    with shared.local_lock:
+        if shared.local_copies.get(name) != version:
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {table} WHERE {key_column} = ?", [key])
+            shared.local_copies[name] = version
+        shared.local_copies.move_to_end(name)
+        while len(shared.local_copies) > MAX_LOCAL_COPIES:
+            evicted, _ = shared.local_copies.popitem(last=False)
+            con.execute(f"DROP TABLE IF EXISTS {evicted}")
+    return name
 
 
 def rows_with_keys(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], key_column: str,

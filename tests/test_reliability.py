@@ -232,6 +232,28 @@ def test_a_load_that_merges_profiles_during_a_run_leaves_no_scores_for_profiles_
 
 
 @pytest.mark.both_backends
+def test_a_load_merging_scored_profiles_away_shrinks_the_segments_this_process_has_already_measured(
+        trained_db, tmp_path):
+    """On PostgreSQL a run's scores are read once per process for the segment builder; a load removing some of
+    them must not leave the builder, the segment list or a segment's members counting them."""
+    everyone = segments.Rule(instance=TUTORIAL)
+    segments.create_segment(trained_db, "Everyone", everyone)
+    before = segments.measure(trained_db, everyone)
+    assert segments.list_segments(trained_db)["size_now"].tolist() == [before["size"]]
+    household, kept, gone = _household_file(trained_db, tmp_path)
+
+    assert ingest.ingest_file(trained_db, household, kind="profiles").profiles_merged == 3
+
+    after = segments.measure(trained_db, everyone)
+    assert after["size"] == after["scored"] == before["size"] - 3
+    assert segments.list_segments(trained_db)["size_now"].tolist() == [after["size"]]
+    members = set(segments.members(trained_db, "Everyone", limit=after["size"])["profile_id"])
+    assert set(kept) <= members and not set(gone) & members and len(members) == after["size"]
+    assert segments.segments_of_profile(trained_db, gone[0]) == []
+    assert segments.segments_of_profile(trained_db, kept[0]) == ["Everyone"]
+
+
+@pytest.mark.both_backends
 def test_a_run_swapping_in_while_a_merging_load_is_open_in_the_same_process_keeps_no_scores_for_profiles_gone(
         trained_db, tmp_path, monkeypatch):
     """Two sessions of one app share the store's connection, so their transactions really overlap: the run, held
