@@ -577,12 +577,24 @@ def migrate(location: Store | str | os.PathLike) -> tuple[int, int]:
 
 
 @dataclass
+class _LocalCopy:
+    """A table of LOCAL_CATALOG, the version of the rows it holds, and the cursors whose unit of work reads it."""
+
+    name: str
+    version: tuple
+    readers: set[int] = field(default_factory=set)
+
+
+@dataclass
 class _Shared:
     connection: duckdb.DuckDBPyConnection
     users: int = 0
     release_timer: threading.Timer | None = None
-    # The tables of LOCAL_CATALOG, least recently used first, each with the version of the rows it holds.
-    local_copies: OrderedDict[str, tuple] = field(default_factory=OrderedDict)
+    # The current copy in LOCAL_CATALOG of each (table, key), least recently used first; and the copies no longer
+    # current (a newer version, or evicted) that units of work still read, dropped when the last one ends.
+    local_copies: OrderedDict[tuple[str, int], _LocalCopy] = field(default_factory=OrderedDict)
+    retired_copies: list[_LocalCopy] = field(default_factory=list)
+    local_generation: int = 0
     local_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -630,6 +642,8 @@ def connect(location: Store | str | os.PathLike, migrate: bool = True) -> Iterat
             raise type(error)(redact(str(error))) from None
         raise
     finally:
+        if target.is_postgres:
+            _stop_reading_local_copies(shared, cursor)
         cursor.close()
         with _shared_lock:
             shared.users -= 1
@@ -712,29 +726,54 @@ def query_df(location: Store | str | os.PathLike, sql: str, params: list | dict 
 
 def local_copy(location: Store | str | os.PathLike, con: duckdb.DuckDBPyConnection, table: str, key_column: str,
                key: int, version: tuple) -> str:
-    """Where ``con`` (a connection to the store at ``location``, outside a transaction) reads the rows of ``table``
-    whose integer ``key_column`` is ``key``, rows that stay the same as long as ``version`` does (a run's scores):
-    a table name, for the same queries on either backend.
+    """Where ``con`` (a connection from :func:`connect` to the store at ``location``, outside a transaction) reads
+    the rows of ``table`` whose integer ``key_column`` is ``key``, rows that stay the same as long as ``version``
+    does (a run's scores): a table name, for the same queries on either backend, valid until ``con``'s unit of work
+    ends.
 
     On a DuckDB file that is the table itself. On PostgreSQL every query pulls the rows it reads over the network,
     which costs more than answering it (the segment builder measures a rule at each move of its slider); there the
-    rows are read once per process into ``LOCAL_CATALOG`` and again when ``version`` changes. The
-    ``MAX_LOCAL_COPIES`` most recently used are kept. Identifiers are ours, never user input."""
+    rows are read once per process into ``LOCAL_CATALOG`` and again, into a new table, when ``version`` changes.
+    The ``MAX_LOCAL_COPIES`` most recently used stay; a copy is dropped only once no unit of work reads it, so a
+    session never finds the table it was given gone. Identifiers are ours, never user input."""
     target = resolve(location)
     if not target.is_postgres:
         return table
-    name = f"{LOCAL_CATALOG}.main.{table}_{int(key)}"
     with _shared_lock:
         shared = _shared[target.share_key]
     with shared.local_lock:
-        if shared.local_copies.get(name) != version:
-            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {table} WHERE {key_column} = ?", [key])
-            shared.local_copies[name] = version
-        shared.local_copies.move_to_end(name)
+        copy = shared.local_copies.get((table, key))
+        if copy is None or copy.version != version:
+            shared.local_generation += 1
+            name = f"{LOCAL_CATALOG}.main.{table}_{int(key)}_{shared.local_generation}"
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM {table} WHERE {key_column} = ?", [key])
+            if copy is not None:
+                shared.retired_copies.append(copy)
+            copy = shared.local_copies[(table, key)] = _LocalCopy(name, version)
+        shared.local_copies.move_to_end((table, key))
+        copy.readers.add(id(con))
         while len(shared.local_copies) > MAX_LOCAL_COPIES:
-            evicted, _ = shared.local_copies.popitem(last=False)
-            con.execute(f"DROP TABLE IF EXISTS {evicted}")
-    return name
+            shared.retired_copies.append(shared.local_copies.popitem(last=False)[1])
+        _drop_unread_copies(shared)
+    return copy.name
+
+
+def _stop_reading_local_copies(shared: _Shared, con: duckdb.DuckDBPyConnection) -> None:
+    with shared.local_lock:
+        for copy in [*shared.local_copies.values(), *shared.retired_copies]:
+            copy.readers.discard(id(con))
+        _drop_unread_copies(shared)
+
+
+def _drop_unread_copies(shared: _Shared) -> None:
+    """Drops the copies no longer current that nobody reads (``shared.local_lock`` held), on a cursor of its own:
+    the unit of work ending may have left its own in a failed transaction."""
+    unread = [copy for copy in shared.retired_copies if not copy.readers]
+    if unread:
+        with shared.connection.cursor() as cursor:
+            for copy in unread:
+                cursor.execute(f"DROP TABLE IF EXISTS {copy.name}")
+    shared.retired_copies = [copy for copy in shared.retired_copies if copy.readers]
 
 
 def rows_with_keys(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], key_column: str,

@@ -199,3 +199,34 @@ def test_an_identity_look_up_uses_an_index_in_the_collation_the_extension_compar
     while _index_scans(pg_url) == before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _index_scans(pg_url) > before
+
+
+def _local_tables(url: str) -> set[str]:
+    with store.connect(url) as con:
+        return {row[0] for row in con.execute(
+            f"SELECT table_name FROM duckdb_tables() WHERE database_name = '{store.LOCAL_CATALOG}'").fetchall()}
+
+
+def test_a_local_copy_outlives_eviction_and_new_versions_while_a_unit_of_work_reads_it(pg_url, monkeypatch):
+    """Copies are evicted (more keys than are kept) and superseded (a new version) while another unit of work
+    still reads the old table: that unit keeps reading what it was given, and the table goes once it ends."""
+    monkeypatch.setattr(store, "MAX_LOCAL_COPIES", 1)
+    with store.connect(pg_url) as con:
+        con.execute("CREATE TABLE copied (key INTEGER, value INTEGER)")
+        con.execute("INSERT INTO copied VALUES (1, 10), (1, 11), (2, 20)")
+
+    def read(con, name: str) -> list[int]:
+        return sorted(row[0] for row in con.execute(f"SELECT value FROM {name}").fetchall())
+
+    with store.connect(pg_url) as reader:
+        first = store.local_copy(pg_url, reader, "copied", "key", 1, ("v1",))
+        with store.connect(pg_url) as other:
+            other.execute("INSERT INTO copied VALUES (1, 12)")
+            newer = store.local_copy(pg_url, other, "copied", "key", 1, ("v2",))
+            evicting = store.local_copy(pg_url, other, "copied", "key", 2, ("v1",))
+            assert read(other, newer) == [10, 11, 12] and read(other, evicting) == [20]
+        assert first != newer and read(reader, first) == [10, 11]
+        assert store.local_copy(pg_url, reader, "copied", "key", 1, ("v1",)) != first
+    remaining = _local_tables(pg_url)
+    assert first.rsplit(".", 1)[1] not in remaining and newer.rsplit(".", 1)[1] not in remaining
+    assert len(remaining) == 1
