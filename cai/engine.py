@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,12 @@ class _Model:
     training: dict
     sklearn_version: str = sklearn.__version__
 
+    @cached_property
+    def trees(self) -> factors.Trees:
+        return factors.Trees(self.classifier)
+
     def logit(self, matrix: np.ndarray) -> np.ndarray:
-        return self.classifier.decision_function(matrix)
+        return self.trees.logit(matrix)
 
     def probability(self, matrix: np.ndarray) -> np.ndarray:
         slope, intercept = self.calibration
@@ -136,7 +141,7 @@ class DuckDBExecutor:
         timings["score_s"] = time.monotonic() - clock
         clock = time.monotonic()
         typical = factors.typical_values(matrix, model.categorical)
-        trees = factors.Trees(model.classifier)
+        trees = model.trees
         groups = factors.screen(trees, matrix, typical, factors.reasons(model.feature_names), SEED)
         effect_matrix = factors.effects(trees, matrix, typical, groups)
         profile_ids = scoring["profile_id"].to_numpy()

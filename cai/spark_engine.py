@@ -261,7 +261,7 @@ FACTOR_FIELDS = ("rank", "feature", "value", "typical", "effect", "importance")
 def _scorer(model, typical: np.ndarray, groups: list[factors.Reason]):
     """The function each executor runs over its batches of feature rows: the DuckDB engine's scoring and factor
     code, applied to a slice of profiles at a time (every step is per profile, given the typical values)."""
-    explainer = factors.Explainer(factors.Trees(model.classifier), typical, groups)
+    explainer = factors.Explainer(model.trees, typical, groups)
 
     def score(batches):
         for batch in batches:
@@ -350,7 +350,7 @@ class SparkExecutor:
         wanted = profile_ids[factors.screening_rows(count, engine.SEED)]
         sample = frame.where(F.col("profile_id").isin(wanted.tolist())).toPandas().set_index("profile_id")
         sample = sample.loc[wanted].reset_index()
-        return factors.screen_sample(factors.Trees(model.classifier), engine.encode(sample, model), typical,
+        return factors.screen_sample(model.trees, engine.encode(sample, model), typical,
                                      factors.reasons(model.feature_names))
 
 

@@ -23,9 +23,9 @@ def scored(trained_db):
     return run["run_id"], model, frame["profile_id"].to_numpy(), engine.encode(frame, model)
 
 
-def test_effects_equal_rescoring_with_the_reason_undone(scored):
-    """Every reason of every scored profile, plus profiles with a missing value in every column and with a category
-    code the model never saw (both follow the split's missing-value direction in scikit-learn)."""
+def test_scores_and_effects_equal_scikit_learns_predictor_with_the_reason_undone(scored):
+    """The log-odds, and every reason of every scored profile, plus profiles with a missing value in every column
+    and with a category code the model never saw (both follow the split's missing-value direction in scikit-learn)."""
     _, model, _, matrix = scored
     tier = model.feature_names.index("profile_loyalty_tier")
     odd = matrix[:40].copy()
@@ -35,11 +35,14 @@ def test_effects_equal_rescoring_with_the_reason_undone(scored):
     typical = factors.typical_values(matrix, model.categorical)
     groups = factors.reasons(model.feature_names)
     effects = factors.effects(factors.Trees(model.classifier), matrix, typical, groups)
-    baseline = model.logit(matrix)
+    # scikit-learn's own predictor, not model.logit, which reads the same arrays as the effects.
+    rescore = model.classifier.decision_function
+    baseline = rescore(matrix)
+    np.testing.assert_allclose(model.logit(matrix), baseline, rtol=0, atol=1e-9)
     for position, group in enumerate(groups):
         undone = matrix.copy()
         undone[:, list(group.members)] = typical[list(group.members)]
-        np.testing.assert_allclose(effects[:, position], baseline - model.logit(undone), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(effects[:, position], baseline - rescore(undone), rtol=0, atol=1e-9)
     assert (np.abs(effects) > 0.01).any(axis=0).sum() >= 5
 
 
