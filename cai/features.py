@@ -13,12 +13,15 @@ from cai.attributes import NUMERIC as NUMERIC_ATTRIBUTES
 from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
 
 # Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 HISTORY_DAYS = 365
 COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
 PURCHASE_EVENT = "commerce.purchases"
 SAMPLE_GRAIN = 10_000
+# Order values summed as exact decimals: a sum of doubles depends on the order rows arrive in, which differs between
+# a DuckDB file, PostgreSQL and Spark, and a last-digit difference can tip a profile across a tree's split.
+EXACT_VALUE = "CAST(value AS DECIMAL(38, 4))"
 # The default as-of leaves out a last day that holds under this share of a typical day's events (the median of
 # the days before it, a day without events counting as zero): a day still being loaded, not a quiet one.
 COMPLETE_DAY_SHARE = 0.5
@@ -204,9 +207,11 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
             aggregates.append(f"count(*) FILTER (WHERE {is_it} AND age < {days}) AS {key}_{days}d")
         aggregates.append(f"min(age) FILTER (WHERE {is_it}) AS {key}_days_since")
     aggregates += [
-        "coalesce(sum(value) FILTER (WHERE event_type = $purchase AND age < 90), 0) AS purchase_value_90d",
-        "coalesce(sum(value) FILTER (WHERE event_type = $purchase), 0) AS purchase_value_365d",
-        "avg(value) FILTER (WHERE event_type = $purchase) AS average_order_value",
+        f"coalesce(CAST(sum({EXACT_VALUE}) FILTER (WHERE event_type = $purchase AND age < 90) AS DOUBLE), 0)"
+        " AS purchase_value_90d",
+        f"coalesce(CAST(sum({EXACT_VALUE}) FILTER (WHERE event_type = $purchase) AS DOUBLE), 0) AS purchase_value_365d",
+        f"CAST(sum({EXACT_VALUE}) FILTER (WHERE event_type = $purchase) AS DOUBLE)"
+        " / nullif(count(value) FILTER (WHERE event_type = $purchase), 0) AS average_order_value",
         "max(age) FILTER (WHERE event_type <> $passive) AS tenure_days",
         "count(DISTINCT floor(age)) FILTER (WHERE event_type = $purchase AND age < 90) AS purchase_days_90d",
         "count(DISTINCT floor(age)) FILTER (WHERE event_type = $purchase) AS purchase_days_365d",
