@@ -141,6 +141,15 @@ def test_early_stopping_validates_on_the_latest_training_snapshot_only(trained_d
     assert blind.training["iterations"] <= engine.MODEL_PARAMS["n_iter_no_change"] + 5
 
 
+def test_the_number_of_trees_is_chosen_on_half_the_customers_drawn_by_the_seed(trained_db):
+    train, _, _ = _training_frames(trained_db)
+    chosen = engine._tree_choice_rows(train, engine.SEED)
+    by_customer = pd.Series(chosen).groupby(train["profile_id"].to_numpy()).agg(["min", "max"])
+    assert (by_customer["min"] == by_customer["max"]).all()
+    assert 0.45 < by_customer["min"].mean() < 0.55
+    assert not np.array_equal(chosen, engine._tree_choice_rows(train, engine.SEED + 1))
+
+
 def test_labels_alone_and_features_of_chosen_rows_equal_the_full_build(trained_db):
     definition = instances.get_instance(trained_db, TUTORIAL).definition
     snapshots = [dt.date(2026, 8, 1), dt.date(2026, 9, 1)]
