@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -39,6 +40,7 @@ MAX_PROBLEMS_REPORTED = 10
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 EARLIEST_TIMESTAMP = pd.Timestamp("1990-01-01")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+GZIP_MAGIC = b"\x1f\x8b"
 
 EVENT_COLUMNS = ["xdm_id", "ts", "event_type", "value", "order_id", "sku", "product_name", "quantity",
                  "price_total", "channel", "page_name", "tracking_code", "raw"]
@@ -93,17 +95,26 @@ class _Parsed:
 
 
 def _gunzip(data: bytes, file_name: str) -> bytes:
-    """The content of a gzip file, refused once it would grow past the upload limit (a gzip bomb stops there)."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        content = inflater.decompress(data, MAX_FILE_BYTES + 1)
-    except zlib.error:
-        raise ValidationError(f"{file_name} is named .gz but is not a readable gzip file.") from None
-    if len(content) > MAX_FILE_BYTES or inflater.unconsumed_tail:
-        raise ValidationError(
-            f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to the "
-            "uncompressed content too. Split it into smaller files.")
-    return content
+    """The content of a gzip file, every member of it (concatenated gzip files are one file), refused once it would
+    grow past the upload limit (a gzip bomb stops there) or when it is cut short."""
+    parts, size, rest = [], 0, data
+    while rest:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, MAX_FILE_BYTES + 1 - size)
+        except zlib.error:
+            raise ValidationError(f"{file_name} is not a readable gzip file.") from None
+        size += len(part)
+        parts.append(part)
+        if size > MAX_FILE_BYTES or inflater.unconsumed_tail:
+            raise ValidationError(
+                f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to the "
+                "uncompressed content too. Split it into smaller files.")
+        if not inflater.eof:
+            raise ValidationError(f"{file_name} is a gzip file cut short (its end is missing); nothing was loaded. "
+                                  "Download or export it again.")
+        rest = inflater.unused_data.lstrip(b"\x00")  # some writers pad the end with zeros
+    return b"".join(parts)
 
 
 def _decode(data: bytes, file_name: str) -> str:
@@ -220,9 +231,7 @@ def _xdm_event(record: dict) -> dict:
     event_type, inferred = xdm.event_type(record)
     order_total = xdm.dig(commerce, "order", "priceTotal")
     if order_total is None and items:
-        totals = [item.get("priceTotal") for item in items if isinstance(item, dict)]
-        if totals and all(isinstance(total, (int, float)) for total in totals):
-            order_total = sum(totals)
+        order_total = _item_sum([item.get("priceTotal") for item in items if isinstance(item, dict)], False)
     quantities = [item.get("quantity") for item in items if isinstance(item, dict) and "quantity" in item]
     value = order_total if event_type == "commerce.purchases" else None
     if value is None and isinstance(event_type, str) and event_type.startswith("commerce."):
@@ -239,9 +248,7 @@ def _xdm_event(record: dict) -> dict:
         "order_id": xdm.dig(commerce, "order", "purchaseID") or xdm.dig(commerce, "order", "purchaseOrderNumber"),
         "sku": first_item.get("SKU") or first_item.get("sku"),
         "product_name": first_item.get("name"),
-        "quantity": sum(quantities) if quantities and all(
-            isinstance(q, (int, float)) and not isinstance(q, bool) for q in quantities)
-        else (quantities[0] if quantities else None),
+        "quantity": _item_sum(quantities, True),
         "price_total": order_total if order_total is not None else first_item.get("priceTotal"),
         "channel": channel,
         "page_name": xdm.dig(record, "web", "webPageDetails", "name"),
@@ -249,6 +256,18 @@ def _xdm_event(record: dict) -> dict:
         "raw": json.dumps(record, ensure_ascii=False, allow_nan=True),
         "type_inferred": inferred,
     }
+
+
+def _item_sum(values: list, whole: bool):
+    """The sum of the product lines' numbers (exports write them as numbers or as numeric text); None when a line
+    has none; a value that is not a number is returned as it is, for validation to name its row."""
+    numbers = [_number(value, whole) for value in values]
+    refused = [value for value, (_, reason) in zip(values, numbers) if reason]
+    if refused:
+        return refused[0]
+    if not numbers or any(number is None for number, _ in numbers):
+        return None
+    return sum(number for number, _ in numbers)
 
 
 def _parse_xdm(text: str, file_name: str) -> _Parsed:
@@ -749,10 +768,19 @@ def _attributes_json(extra, row: int, problems: list[tuple[int, str]]) -> str | 
         problems.append((int(row), f"an attribute nests more than {MAX_NESTING_DEPTH} levels deep"))
         return None
     try:
-        return json.dumps(extra, default=str, allow_nan=False)
+        # Absent and null are one thing; a null would also erase the value an earlier file gave (merge patch).
+        return json.dumps(_without_nulls(extra), default=str, allow_nan=False)
     except ValueError:
         problems.append((int(row), "an attribute is not a finite number (infinity or NaN)"))
         return None
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
@@ -778,7 +806,8 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         newest = attribute_versions.latest_dates(con, frame["profile_id"].dropna().astype(int).tolist())
         current = frame["valid_from"] >= frame["profile_id"].map(newest).fillna(pd.Timestamp.min)
         con.register("incoming_profiles", frame[current].drop(columns="valid_from"))
-        # A profile file's values win over what the profile had; missing values keep the old ones.
+        # A profile file's values win over what the profile had; missing values (JSON attributes included, key by
+        # key) keep the old ones.
         con.execute(
             """
             UPDATE profiles SET
@@ -791,7 +820,8 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
                 loyalty_tier = coalesce(i.loyalty_tier, profiles.loyalty_tier),
                 loyalty_points = coalesce(i.loyalty_points, profiles.loyalty_points),
                 signup_date = coalesce(i.signup_date, profiles.signup_date),
-                attributes = coalesce(i.attributes::JSON, profiles.attributes)
+                attributes = CASE WHEN i.attributes IS NULL THEN profiles.attributes
+                                  ELSE json_merge_patch(coalesce(profiles.attributes, '{}'), i.attributes::JSON) END
             FROM incoming_profiles i WHERE profiles.profile_id = i.profile_id
             """
         )
@@ -841,7 +871,23 @@ def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datet
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
         raise _problem_report(problems, report.rows_total, "Row")
+    clean["xdm_id"] = clean["xdm_id"].where(clean["xdm_id"].notna(), _content_ids(clean, parsed.identities))
     return clean, parsed
+
+
+def _content_ids(clean: pd.DataFrame, identities: list[list[identity.IdentityKey]]) -> pd.Series:
+    """An id made from each event's content (every field and identity), for events that bring no `_id`, so that a
+    file loaded twice, or two exports that overlap, add each event once. The n-th copy of an event within one file
+    gets its own id, so events a file repeats on purpose (two equal purchases in one second) are all kept."""
+    columns = [column for column in clean.columns if column != "xdm_id"]
+    values = clean[columns].astype(object).where(clean[columns].notna(), None)
+    copies: dict[str, int] = {}
+    ids = []
+    for row, keys in zip(values.itertuples(index=False, name=None), identities):
+        digest = hashlib.sha256(repr((row, sorted(keys))).encode()).hexdigest()[:32]
+        copies[digest] = copies.get(digest, 0) + 1
+        ids.append(f"content:{digest}" + (f":{copies[digest]}" if copies[digest] > 1 else ""))
+    return pd.Series(ids, index=clean.index, dtype=object)
 
 
 def _load_profiles(data: bytes, file_name: str, report: BatchReport):
@@ -885,7 +931,8 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
                     f"{file_name} is {len(data) / 1e6:,.0f} MB; the upload limit is {MAX_FILE_BYTES / 1e6:,.0f} MB. "
                     "Split it into smaller files."
                 )
-            if inner_name != file_name:
+            # Gzip is told by its content too: exports and downloads often keep `.json` on a compressed file.
+            if inner_name != file_name or data[:2] == GZIP_MAGIC:
                 data = _gunzip(data, file_name)
             if not data.strip():
                 raise ValidationError(f"{file_name} is empty.")
