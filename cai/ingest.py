@@ -875,19 +875,29 @@ def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datet
     return clean, parsed
 
 
+def _canonical(value) -> str:
+    """A value as text that stays the same across library versions (an id made from it must not change)."""
+    if value is None:
+        return "\x00"
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
 def _content_ids(clean: pd.DataFrame, identities: list[list[identity.IdentityKey]]) -> pd.Series:
     """An id made from each event's content (every field and identity), for events that bring no `_id`, so that a
     file loaded twice, or two exports that overlap, add each event once. The n-th copy of an event within one file
     gets its own id, so events a file repeats on purpose (two equal purchases in one second) are all kept."""
-    columns = [column for column in clean.columns if column != "xdm_id"]
-    values = clean[columns].astype(object).where(clean[columns].notna(), None)
-    copies: dict[str, int] = {}
-    ids = []
-    for row, keys in zip(values.itertuples(index=False, name=None), identities):
-        digest = hashlib.sha256(repr((row, sorted(keys))).encode()).hexdigest()[:32]
-        copies[digest] = copies.get(digest, 0) + 1
-        ids.append(f"content:{digest}" + (f":{copies[digest]}" if copies[digest] > 1 else ""))
-    return pd.Series(ids, index=clean.index, dtype=object)
+    text = pd.Series(["\x1f".join(f"{namespace}\x1e{value}" for namespace, value in sorted(keys))
+                      for keys in identities], index=clean.index, dtype=object)
+    for column in clean.columns.drop("xdm_id"):
+        text = text + "\x1f" + clean[column].astype(object).where(clean[column].notna(), None).map(_canonical)
+    digests = pd.Series([hashlib.sha256(value.encode()).hexdigest()[:32] for value in text], index=clean.index)
+    copy = digests.groupby(digests, sort=False).cumcount() + 1
+    ids = ("content:" + digests).where(copy == 1, "content:" + digests + ":" + copy.astype(str))
+    return ids.astype(object)
 
 
 def _load_profiles(data: bytes, file_name: str, report: BatchReport):
