@@ -373,7 +373,7 @@ def _parse_event_table(table: pd.DataFrame) -> _Parsed:
         raise ValidationError(
             "This events file has no " + " and no ".join(f"`{column}`" for column in missing)
             + " column. Event files need `timestamp`, `event_type` and at least one identity column "
-            "(email, ecid, phone, crmid, loyaltyid or profile_id)."
+            "(email, ecid, phone, crmid, loyaltyid or profile_id). If the file holds profiles, load it as profiles."
         )
     id_columns, namespaces = _table_identities(table)
     if not id_columns and "profile_id" not in table.columns:
@@ -859,6 +859,13 @@ def _detect_kind(file_name: str, data: bytes) -> str:
     return "events" if b"timestamp" in data[:4096].lower() else "profiles"
 
 
+def _first_record_is_profile(data: bytes, file_name: str) -> bool:
+    if Path(file_name).suffix.lower() not in JSON_SUFFIXES:
+        return False
+    first = next(_xdm_records(_decode(data, file_name), file_name), (None, None, None))[1]
+    return isinstance(first, dict) and "eventType" not in first and xdm.is_profile_shape(first)
+
+
 def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datetime):
     if Path(file_name).suffix.lower() in JSON_SUFFIXES:
         parsed = _parse_xdm(_decode(data, file_name), file_name)
@@ -867,6 +874,8 @@ def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datet
     report.rows_total = len(parsed.frame)
     if report.rows_total == 0:
         raise ValidationError(f"{file_name} has no events.")
+    if parsed.frame["ts"].isna().all() and _first_record_is_profile(data, file_name):
+        raise _wrong_kind(file_name, "profiles")
     clean, problems = _coerce_events(parsed, now)
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
@@ -900,6 +909,22 @@ def _content_ids(clean: pd.DataFrame, identities: list[list[identity.IdentityKey
     return ids.astype(object)
 
 
+def _is_event_record(record: dict) -> bool:
+    """An experience event: a time with an event type, or with XDM identities and nothing of a profile."""
+    return "timestamp" in record and (
+        "eventType" in record or "event_type" in record
+        or (not xdm.is_profile_shape(record) and ("identityMap" in record or "endUserIDs" in record)))
+
+
+def _wrong_kind(file_name: str, holds: str) -> ValidationError:
+    """A file loaded as the other kind would write junk (profiles made of events, events without a time)."""
+    if holds == "events":
+        return ValidationError(f"{file_name} holds experience events (every record has a timestamp), "
+                               "not profiles. Nothing was changed: load it as events.")
+    return ValidationError(f"{file_name} holds profiles (no record has a timestamp), not experience events. "
+                           "Nothing was changed: load it as profiles.")
+
+
 def _load_profiles(data: bytes, file_name: str, report: BatchReport):
     problems: list[tuple[int, str]] = []
     if Path(file_name).suffix.lower() in JSON_SUFFIXES:
@@ -908,6 +933,8 @@ def _load_profiles(data: bytes, file_name: str, report: BatchReport):
             if record is None:
                 problems.append((number, problem))
             records.append(record or {})
+        if any(records) and all(_is_event_record(record) for record in records if record):
+            raise _wrong_kind(file_name, "events")
         if any(xdm.is_profile_shape(record) for record in records):
             attributes, keys, primaries = _profiles_from_xdm(records, problems)
         else:
@@ -916,7 +943,10 @@ def _load_profiles(data: bytes, file_name: str, report: BatchReport):
             attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
         first_row = 1
     else:
-        attributes, keys, primaries = _profiles_from_table(_read_table(data, file_name), problems, first_row=2)
+        table = _read_table(data, file_name)
+        if {"timestamp", "event_type"} <= {str(column).strip().lower() for column in table.columns}:
+            raise _wrong_kind(file_name, "events")
+        attributes, keys, primaries = _profiles_from_table(table, problems, first_row=2)
         first_row = 2
     report.rows_total = len(attributes)
     if report.rows_total == 0:

@@ -207,3 +207,16 @@ def test_a_product_line_price_that_is_not_a_number_refuses_the_row(empty_db):
         ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "bad-line.json")
     assert "Row 1: `value` is not a number" in refused.value.problems
     assert _rows(empty_db, "SELECT count(*) FROM events") == [(0,)]
+
+
+@needs_adobe_examples
+def test_a_file_loaded_as_the_wrong_kind_is_refused_with_what_it_holds(empty_db):
+    event = ADOBE / "experienceevent-class" / "experienceevent.example.1.json"
+    with pytest.raises(ValidationError, match="holds experience events .* load it as events"):
+        ingest.ingest_file(empty_db, event, kind="profiles")
+    with pytest.raises(ValidationError, match="holds experience events .* load it as events"):
+        ingest.ingest_bytes(empty_db, b"timestamp,event_type,email\n2026-01-01,search,a@shop.test\n", "e.csv",
+                            kind="profiles")
+    with pytest.raises(ValidationError, match="holds profiles .* load it as profiles"):
+        ingest.ingest_file(empty_db, ADOBE / "profile-class" / "profile.example.1.json", kind="events")
+    assert _rows(empty_db, "SELECT (SELECT count(*) FROM profiles), (SELECT count(*) FROM datasets)") == [(0, 0)]
