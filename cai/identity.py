@@ -237,15 +237,22 @@ def _merge_json_attributes(con: duckdb.DuckDBPyConnection) -> None:
             continue
         # Lowest precedence first: the newest merged profile, ..., the oldest, then the kept one.
         found.sort(key=lambda item: (item[0] == kept_id, -item[0]))
-        combined: dict = {}
-        for _, text in found:
-            combined = _merge_patch(combined, json.loads(text))
-        merged[kept_id] = json.dumps(combined, ensure_ascii=False)
+        merged[kept_id] = merge_json([json.loads(text) for _, text in found])
     if merged:
         con.register("merged_attributes", pd.DataFrame({"profile_id": list(merged), "attributes": list(merged.values())}))
         con.execute("UPDATE profiles SET attributes = m.attributes::JSON FROM merged_attributes m "
                     "WHERE profiles.profile_id = m.profile_id")
         con.unregister("merged_attributes")
+
+
+def merge_json(objects: list[dict]) -> str | None:
+    """JSON objects laid one over the other, the last one on top, as JSON text (None when there are none)."""
+    if not objects:
+        return None
+    combined: dict = {}
+    for item in objects:
+        combined = _merge_patch(combined, item)
+    return json.dumps(combined, ensure_ascii=False)
 
 
 def _merge_patch(base, patch):

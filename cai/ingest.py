@@ -783,6 +783,21 @@ def _without_nulls(value):
     return value
 
 
+def _one_row_per_profile(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one profile (fragments from several sources, dated versions) combined as successive loads would
+    combine them: in date order, each value a later row gives wins, a value it lacks keeps the earlier one, and JSON
+    attributes add up key by key."""
+    ordered = frame.sort_values("valid_from", kind="stable")
+    repeated = ordered["profile_id"].duplicated(keep=False)
+    if not repeated.any():
+        return ordered
+    groups = ordered[repeated].groupby("profile_id", sort=False)
+    combined = groups.last()  # the last value that is not missing, column by column
+    combined["attributes"] = groups["attributes"].agg(
+        lambda texts: identity.merge_json([json.loads(text) for text in texts.dropna()]))
+    return pd.concat([ordered[~repeated], combined.reset_index()], ignore_index=True)
+
+
 def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
                     report: BatchReport, started, actor: str, now: dt.datetime) -> BatchReport:
     for index, row_keys in enumerate(keys):
@@ -801,7 +816,7 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         frame = attributes.copy()
         frame.insert(0, "profile_id", _profile_for_rows(stitched, keys))
         attribute_versions.record_versions(con, frame, batch_id)
-        frame = frame.sort_values("valid_from", kind="stable").drop_duplicates("profile_id", keep="last")
+        frame = _one_row_per_profile(frame)
         # Values dated before what a profile already holds fill its history only; the newest stay current.
         newest = attribute_versions.latest_dates(con, frame["profile_id"].dropna().astype(int).tolist())
         current = frame["valid_from"] >= frame["profile_id"].map(newest).fillna(pd.Timestamp.min)

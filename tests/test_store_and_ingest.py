@@ -274,3 +274,13 @@ def test_a_merge_keeps_the_attributes_only_the_merged_profile_had(empty_db):
     # The surviving (older) profile's value wins; what only the merged one knew is kept.
     assert _attributes_of(empty_db, "cy@shop.test") == {"segment_code": "VIP", "colour": "blue",
                                                          "favourite_store": "Oslo"}
+
+
+def test_several_rows_of_one_profile_in_a_file_combine_rather_than_the_last_replacing_the_others(empty_db):
+    # Profile fragments from two sources, as an export of one person's records writes them.
+    ingest.ingest_bytes(empty_db, b"email,city,loyalty_tier,source_note,segment\n"
+                                  b"bo@shop.test,Oslo,,crm,\nbo@shop.test,,gold,,vip\n", "fragments.csv")
+    with store.connect(empty_db) as con:
+        profile = con.execute("SELECT city, loyalty_tier, CAST(attributes AS VARCHAR) FROM profiles").fetchall()
+    assert len(profile) == 1 and profile[0][:2] == ("Oslo", "gold")
+    assert json.loads(profile[0][2]) == {"source_note": "crm", "segment": "vip"}
