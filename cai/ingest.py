@@ -224,6 +224,14 @@ def _clean_identities(pairs, row: int, problems: list[tuple[int, str]]) -> list[
     return list(dict.fromkeys(keys))
 
 
+def _cleaned_primary(primary, row_keys: list[identity.IdentityKey]) -> identity.IdentityKey | None:
+    """The identity a record marks primary, as stored (an email lower-case), if it is one of the record's."""
+    if primary is None:
+        return None
+    key = (primary[0], identity.identity_value(*primary)[0])
+    return key if key in row_keys else None
+
+
 def _xdm_event(record: dict) -> dict:
     commerce = record.get("commerce") if isinstance(record.get("commerce"), dict) else {}
     items = record.get("productListItems") if isinstance(record.get("productListItems"), list) else []
@@ -286,8 +294,7 @@ def _parse_xdm(text: str, file_name: str) -> _Parsed:
         pairs, primary = xdm.identities(record)
         record_keys = _clean_identities(pairs, number, problems)
         keys.append(record_keys)
-        cleaned_primary = identity.identity_value(*primary)[0] if primary else None
-        primaries.append((primary[0], cleaned_primary) if cleaned_primary else None)
+        primaries.append(_cleaned_primary(primary, record_keys))
     # Object columns keep None (absent) apart from NaN (a value the file wrote, refused later).
     frame = pd.DataFrame({column: pd.Series([row[index] for row in rows], dtype=object)
                           for index, column in enumerate(columns)})
@@ -702,8 +709,7 @@ def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], f
     if "identityMap" in table.columns:
         pairs = [xdm.identities({"identityMap": value}) for value in table["identityMap"]]
         keys = [_clean_identities(found, index + first_row, problems) for index, (found, _) in enumerate(pairs)]
-        primaries = [primary if primary in row_keys else None
-                     for (_, primary), row_keys in zip(pairs, keys)]
+        primaries = [_cleaned_primary(primary, row_keys) for (_, primary), row_keys in zip(pairs, keys)]
         id_columns: list[str] = []
     else:
         id_columns, namespaces = _table_identities(table)
@@ -720,7 +726,7 @@ def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
         rows.append(row)
         row_keys = _clean_identities(found, number, problems)
         keys.append(row_keys)
-        primaries.append(primary if primary in row_keys else (row_keys[0] if row_keys else None))
+        primaries.append(_cleaned_primary(primary, row_keys) or (row_keys[0] if row_keys else None))
     frame = pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object)
     frame["valid_from"] = None
     return frame, keys, primaries

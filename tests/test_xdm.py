@@ -220,3 +220,10 @@ def test_a_file_loaded_as_the_wrong_kind_is_refused_with_what_it_holds(empty_db)
     with pytest.raises(ValidationError, match="holds profiles .* load it as profiles"):
         ingest.ingest_file(empty_db, ADOBE / "profile-class" / "profile.example.1.json", kind="events")
     assert _rows(empty_db, "SELECT (SELECT count(*) FROM profiles), (SELECT count(*) FROM datasets)") == [(0, 0)]
+
+
+def test_the_primary_identity_a_profile_marks_stays_primary_whatever_the_case_of_its_email(empty_db):
+    record = {"identityMap": {"CRMID": [{"id": "CRM-CASE"}], "Email": [{"id": " Ana@Shop.TEST ", "primary": True}]}}
+    ingest.ingest_bytes(empty_db, json.dumps(record).encode(), "case.json", kind="profiles")
+    assert _rows(empty_db, "SELECT namespace, id_value FROM identities WHERE is_primary") == [("Email",
+                                                                                               "ana@shop.test")]
