@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import io
@@ -877,7 +878,21 @@ def _detect_kind(file_name: str, data: bytes) -> str:
             return "events"  # the events path names what is wrong with the file
         is_event = not isinstance(first, dict) or "timestamp" in first or "eventType" in first
         return "events" if is_event else "profiles"
-    return "events" if b"timestamp" in data[:4096].lower() else "profiles"
+    return "events" if "timestamp" in _table_column_names(data, file_name) else "profiles"
+
+
+def _table_column_names(data: bytes, file_name: str) -> set[str]:
+    """The column names of a CSV (its header line) or Parquet file (its schema, at the end of the file), lower-case;
+    an unreadable file has none here, and the load that follows says what is wrong with it."""
+    try:
+        if Path(file_name).suffix.lower() == ".parquet":
+            names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
+        else:
+            header = data[:65536].decode("utf-8-sig", errors="replace").split("\n", 1)[0]
+            names = next(csv.reader([header]), [])
+    except (ValueError, OSError, csv.Error):
+        return set()
+    return {str(name).strip().lower() for name in names}
 
 
 def _first_record_is_profile(data: bytes, file_name: str) -> bool:

@@ -168,3 +168,15 @@ def test_events_without_an_id_are_added_once_however_often_their_file_is_loaded(
     assert [(r.rows_accepted, r.rows_duplicate) for r in reports] == [(3, 0), (0, 3), (1, 1)]
     assert _scalar(empty_db, "SELECT count(*) FROM events") == 4
     assert _scalar(empty_db, "SELECT sum(value) FROM events") == 32.5
+
+
+def test_the_kind_of_a_table_is_told_by_its_columns_not_by_a_word_in_its_first_bytes(empty_db, tmp_path):
+    # A Parquet file keeps its schema at its end: the word `timestamp` is not in its first kilobytes.
+    events = pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01T10:00:00Z"] * 3000),
+                           "event_type": ["search"] * 3000, "email": [f"u{n}@shop.test" for n in range(3000)]})
+    buffer = io.BytesIO()
+    events.to_parquet(buffer)
+    assert ingest.ingest_bytes(empty_db, buffer.getvalue(), "events.parquet").kind == "events"
+    crm = b"email,first_name,last_order_timestamp,note\nbo@shop.test,Bo,2026-01-01,see timestamp\n"
+    assert ingest.ingest_bytes(empty_db, crm, "crm.csv").kind == "profiles"
+    assert _scalar(empty_db, "SELECT count(*) FROM events") == 3000
