@@ -46,6 +46,9 @@ def identity_value(namespace: str, value) -> tuple[str | None, str | None]:
         return None, f"`{namespace}` is longer than {MAX_IDENTITY_CHARS} characters, so it is not an identity value"
     if any(ord(character) < 32 for character in text):
         return None, f"`{namespace}` contains control characters (NUL, line breaks), so it is not an identity value"
+    if namespace == "Email" and "@" not in text[1:-1]:
+        # 'unknown' or 'no email' in every customer's row would otherwise stitch them all into one profile.
+        return None, "`Email` has no @, so it is not an email address"
     return (text.lower() if namespace == "Email" else text), None
 
 

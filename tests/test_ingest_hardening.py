@@ -180,3 +180,13 @@ def test_the_kind_of_a_table_is_told_by_its_columns_not_by_a_word_in_its_first_b
     crm = b"email,first_name,last_order_timestamp,note\nbo@shop.test,Bo,2026-01-01,see timestamp\n"
     assert ingest.ingest_bytes(empty_db, crm, "crm.csv").kind == "profiles"
     assert _scalar(empty_db, "SELECT count(*) FROM events") == 3000
+
+
+def test_an_email_without_an_at_sign_refuses_its_row_instead_of_stitching_customers_together(empty_db):
+    # A CRM export writes 'unknown' where it has no address: as an identity it would make one customer of all.
+    crm = b"crmid,email\nC-1,unknown\nC-2,unknown\nC-3,ana@shop.test\n"
+    with pytest.raises(ValidationError) as refused:
+        ingest.ingest_bytes(empty_db, crm, "crm.csv", kind="profiles")
+    assert refused.value.problems == ["Row 2: `Email` has no @, so it is not an email address",
+                                      "Row 3: `Email` has no @, so it is not an email address"]
+    assert _scalar(empty_db, "SELECT count(*) FROM profiles") == 0
