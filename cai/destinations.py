@@ -20,7 +20,7 @@ import fsspec
 import httpx
 import pandas as pd
 
-from cai import audit, store
+from cai import audit, privacy, store
 from cai.errors import CaiError, NotFound, ValidationError
 
 KINDS = ("folder", "s3", "webhook", "table")
@@ -171,7 +171,8 @@ def write_snapshot(destination: Destination, segment: str, run_id: int, frame: p
     if file_format == "parquet":
         frame.to_parquet(buffer, index=False)
     else:
-        frame.to_csv(buffer, index=False)
+        # A CSV is opened in spreadsheets too: no identity or other text from the data may run as a formula.
+        privacy.spreadsheet_safe(frame).to_csv(buffer, index=False)
     data = buffer.getvalue()
     try:
         fs, root = _filesystem(destination)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -45,6 +46,9 @@ def identity_value(namespace: str, value) -> tuple[str | None, str | None]:
         return None, f"`{namespace}` is longer than {MAX_IDENTITY_CHARS} characters, so it is not an identity value"
     if any(ord(character) < 32 for character in text):
         return None, f"`{namespace}` contains control characters (NUL, line breaks), so it is not an identity value"
+    if namespace == "Email" and "@" not in text[1:-1]:
+        # 'unknown' or 'no email' in every customer's row would otherwise stitch them all into one profile.
+        return None, "`Email` has no @, so it is not an email address"
     return (text.lower() if namespace == "Email" else text), None
 
 
@@ -175,8 +179,7 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
             country = coalesce(profiles.country, src.country),
             loyalty_tier = coalesce(profiles.loyalty_tier, src.loyalty_tier),
             loyalty_points = coalesce(profiles.loyalty_points, src.loyalty_points),
-            signup_date = coalesce(profiles.signup_date, src.signup_date),
-            attributes = coalesce(profiles.attributes, src.attributes)
+            signup_date = coalesce(profiles.signup_date, src.signup_date)
         FROM (
             SELECT m.kept_id, arg_min(p.first_name, p.profile_id) AS first_name,
                    arg_min(p.last_name, p.profile_id) AS last_name, arg_min(p.gender, p.profile_id) AS gender,
@@ -184,14 +187,14 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
                    arg_min(p.country, p.profile_id) AS country,
                    arg_min(p.loyalty_tier, p.profile_id) AS loyalty_tier,
                    arg_min(p.loyalty_points, p.profile_id) AS loyalty_points,
-                   arg_min(p.signup_date, p.profile_id) AS signup_date,
-                   arg_min(p.attributes, p.profile_id) AS attributes
+                   arg_min(p.signup_date, p.profile_id) AS signup_date
             FROM profile_merge_plan m JOIN profiles p ON p.profile_id = m.merged_id
             GROUP BY m.kept_id
         ) src
         WHERE profiles.profile_id = src.kept_id
         """
     )
+    _merge_json_attributes(con)
     # Scores of a merged-away profile described a customer who no longer exists on their own; the runs that held
     # them keep counts that agree with the scores left.
     con.execute("CREATE TEMP TABLE runs_losing_scores AS SELECT DISTINCT run_id FROM scores "
@@ -218,3 +221,48 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
         {"batch": batch_id},
     )
     con.unregister("profile_merge_plan")
+
+
+def _merge_json_attributes(con: duckdb.DuckDBPyConnection) -> None:
+    """Inside a merge: the kept profile's JSON attributes gain, key by key, those only the merged ones have (the
+    kept profile's value wins, then the oldest merged profile's, as for the other attributes)."""
+    rows = con.execute(
+        "SELECT m.kept_id, p.profile_id, CAST(p.attributes AS VARCHAR) FROM ("
+        "SELECT kept_id, merged_id AS profile_id FROM profile_merge_plan "
+        "UNION SELECT DISTINCT kept_id, kept_id FROM profile_merge_plan) m JOIN profiles p USING (profile_id) "
+        "WHERE p.attributes IS NOT NULL").fetchall()
+    sources: dict[int, list[tuple[int, str]]] = {}
+    for kept_id, profile_id, text in rows:
+        sources.setdefault(kept_id, []).append((profile_id, text))
+    merged = {}
+    for kept_id, found in sources.items():
+        if [profile_id for profile_id, _ in found] == [kept_id]:
+            continue
+        # Lowest precedence first: the newest merged profile, ..., the oldest, then the kept one.
+        found.sort(key=lambda item: (item[0] == kept_id, -item[0]))
+        merged[kept_id] = merge_json([json.loads(text) for _, text in found])
+    if merged:
+        con.register("merged_attributes", pd.DataFrame({"profile_id": list(merged), "attributes": list(merged.values())}))
+        con.execute("UPDATE profiles SET attributes = m.attributes::JSON FROM merged_attributes m "
+                    "WHERE profiles.profile_id = m.profile_id")
+        con.unregister("merged_attributes")
+
+
+def merge_json(objects: list[dict]) -> str | None:
+    """JSON objects laid one over the other, the last one on top, as JSON text (None when there are none)."""
+    if not objects:
+        return None
+    combined: dict = {}
+    for item in objects:
+        combined = _merge_patch(combined, item)
+    return json.dumps(combined, ensure_ascii=False)
+
+
+def _merge_patch(base, patch):
+    """``patch`` laid over ``base``: objects merge key by key, any other value replaces."""
+    if not isinstance(base, dict) or not isinstance(patch, dict):
+        return patch
+    combined = dict(base)
+    for key, value in patch.items():
+        combined[key] = _merge_patch(combined.get(key), value)
+    return combined

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -39,6 +41,7 @@ MAX_PROBLEMS_REPORTED = 10
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 EARLIEST_TIMESTAMP = pd.Timestamp("1990-01-01")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+GZIP_MAGIC = b"\x1f\x8b"
 
 EVENT_COLUMNS = ["xdm_id", "ts", "event_type", "value", "order_id", "sku", "product_name", "quantity",
                  "price_total", "channel", "page_name", "tracking_code", "raw"]
@@ -93,17 +96,26 @@ class _Parsed:
 
 
 def _gunzip(data: bytes, file_name: str) -> bytes:
-    """The content of a gzip file, refused once it would grow past the upload limit (a gzip bomb stops there)."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        content = inflater.decompress(data, MAX_FILE_BYTES + 1)
-    except zlib.error:
-        raise ValidationError(f"{file_name} is named .gz but is not a readable gzip file.") from None
-    if len(content) > MAX_FILE_BYTES or inflater.unconsumed_tail:
-        raise ValidationError(
-            f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to the "
-            "uncompressed content too. Split it into smaller files.")
-    return content
+    """The content of a gzip file, every member of it (concatenated gzip files are one file), refused once it would
+    grow past the upload limit (a gzip bomb stops there) or when it is cut short."""
+    parts, size, rest = [], 0, data
+    while rest:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, MAX_FILE_BYTES + 1 - size)
+        except zlib.error:
+            raise ValidationError(f"{file_name} is not a readable gzip file.") from None
+        size += len(part)
+        parts.append(part)
+        if size > MAX_FILE_BYTES or inflater.unconsumed_tail:
+            raise ValidationError(
+                f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to the "
+                "uncompressed content too. Split it into smaller files.")
+        if not inflater.eof:
+            raise ValidationError(f"{file_name} is a gzip file cut short (its end is missing); nothing was loaded. "
+                                  "Download or export it again.")
+        rest = inflater.unused_data.lstrip(b"\x00")  # some writers pad the end with zeros
+    return b"".join(parts)
 
 
 def _decode(data: bytes, file_name: str) -> str:
@@ -213,6 +225,14 @@ def _clean_identities(pairs, row: int, problems: list[tuple[int, str]]) -> list[
     return list(dict.fromkeys(keys))
 
 
+def _cleaned_primary(primary, row_keys: list[identity.IdentityKey]) -> identity.IdentityKey | None:
+    """The identity a record marks primary, as stored (an email lower-case), if it is one of the record's."""
+    if primary is None:
+        return None
+    key = (primary[0], identity.identity_value(*primary)[0])
+    return key if key in row_keys else None
+
+
 def _xdm_event(record: dict) -> dict:
     commerce = record.get("commerce") if isinstance(record.get("commerce"), dict) else {}
     items = record.get("productListItems") if isinstance(record.get("productListItems"), list) else []
@@ -220,9 +240,7 @@ def _xdm_event(record: dict) -> dict:
     event_type, inferred = xdm.event_type(record)
     order_total = xdm.dig(commerce, "order", "priceTotal")
     if order_total is None and items:
-        totals = [item.get("priceTotal") for item in items if isinstance(item, dict)]
-        if totals and all(isinstance(total, (int, float)) for total in totals):
-            order_total = sum(totals)
+        order_total = _item_sum([item.get("priceTotal") for item in items if isinstance(item, dict)], False)
     quantities = [item.get("quantity") for item in items if isinstance(item, dict) and "quantity" in item]
     value = order_total if event_type == "commerce.purchases" else None
     if value is None and isinstance(event_type, str) and event_type.startswith("commerce."):
@@ -239,9 +257,7 @@ def _xdm_event(record: dict) -> dict:
         "order_id": xdm.dig(commerce, "order", "purchaseID") or xdm.dig(commerce, "order", "purchaseOrderNumber"),
         "sku": first_item.get("SKU") or first_item.get("sku"),
         "product_name": first_item.get("name"),
-        "quantity": sum(quantities) if quantities and all(
-            isinstance(q, (int, float)) and not isinstance(q, bool) for q in quantities)
-        else (quantities[0] if quantities else None),
+        "quantity": _item_sum(quantities, True),
         "price_total": order_total if order_total is not None else first_item.get("priceTotal"),
         "channel": channel,
         "page_name": xdm.dig(record, "web", "webPageDetails", "name"),
@@ -249,6 +265,18 @@ def _xdm_event(record: dict) -> dict:
         "raw": json.dumps(record, ensure_ascii=False, allow_nan=True),
         "type_inferred": inferred,
     }
+
+
+def _item_sum(values: list, whole: bool):
+    """The sum of the product lines' numbers (exports write them as numbers or as numeric text); None when a line
+    has none; a value that is not a number is returned as it is, for validation to name its row."""
+    numbers = [_number(value, whole) for value in values]
+    refused = [value for value, (_, reason) in zip(values, numbers) if reason]
+    if refused:
+        return refused[0]
+    if not numbers or any(number is None for number, _ in numbers):
+        return None
+    return sum(number for number, _ in numbers)
 
 
 def _parse_xdm(text: str, file_name: str) -> _Parsed:
@@ -267,8 +295,7 @@ def _parse_xdm(text: str, file_name: str) -> _Parsed:
         pairs, primary = xdm.identities(record)
         record_keys = _clean_identities(pairs, number, problems)
         keys.append(record_keys)
-        cleaned_primary = identity.identity_value(*primary)[0] if primary else None
-        primaries.append((primary[0], cleaned_primary) if cleaned_primary else None)
+        primaries.append(_cleaned_primary(primary, record_keys))
     # Object columns keep None (absent) apart from NaN (a value the file wrote, refused later).
     frame = pd.DataFrame({column: pd.Series([row[index] for row in rows], dtype=object)
                           for index, column in enumerate(columns)})
@@ -354,7 +381,7 @@ def _parse_event_table(table: pd.DataFrame) -> _Parsed:
         raise ValidationError(
             "This events file has no " + " and no ".join(f"`{column}`" for column in missing)
             + " column. Event files need `timestamp`, `event_type` and at least one identity column "
-            "(email, ecid, phone, crmid, loyaltyid or profile_id)."
+            "(email, ecid, phone, crmid, loyaltyid or profile_id). If the file holds profiles, load it as profiles."
         )
     id_columns, namespaces = _table_identities(table)
     if not id_columns and "profile_id" not in table.columns:
@@ -683,8 +710,7 @@ def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], f
     if "identityMap" in table.columns:
         pairs = [xdm.identities({"identityMap": value}) for value in table["identityMap"]]
         keys = [_clean_identities(found, index + first_row, problems) for index, (found, _) in enumerate(pairs)]
-        primaries = [primary if primary in row_keys else None
-                     for (_, primary), row_keys in zip(pairs, keys)]
+        primaries = [_cleaned_primary(primary, row_keys) for (_, primary), row_keys in zip(pairs, keys)]
         id_columns: list[str] = []
     else:
         id_columns, namespaces = _table_identities(table)
@@ -701,7 +727,7 @@ def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
         rows.append(row)
         row_keys = _clean_identities(found, number, problems)
         keys.append(row_keys)
-        primaries.append(primary if primary in row_keys else (row_keys[0] if row_keys else None))
+        primaries.append(_cleaned_primary(primary, row_keys) or (row_keys[0] if row_keys else None))
     frame = pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object)
     frame["valid_from"] = None
     return frame, keys, primaries
@@ -749,10 +775,34 @@ def _attributes_json(extra, row: int, problems: list[tuple[int, str]]) -> str | 
         problems.append((int(row), f"an attribute nests more than {MAX_NESTING_DEPTH} levels deep"))
         return None
     try:
-        return json.dumps(extra, default=str, allow_nan=False)
+        # Absent and null are one thing; a null would also erase the value an earlier file gave (merge patch).
+        return json.dumps(_without_nulls(extra), default=str, allow_nan=False)
     except ValueError:
         problems.append((int(row), "an attribute is not a finite number (infinity or NaN)"))
         return None
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def _one_row_per_profile(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one profile (fragments from several sources, dated versions) combined as successive loads would
+    combine them: in date order, each value a later row gives wins, a value it lacks keeps the earlier one, and JSON
+    attributes add up key by key."""
+    ordered = frame.sort_values("valid_from", kind="stable")
+    repeated = ordered["profile_id"].duplicated(keep=False)
+    if not repeated.any():
+        return ordered
+    groups = ordered[repeated].groupby("profile_id", sort=False)
+    combined = groups.last()  # the last value that is not missing, column by column
+    combined["attributes"] = groups["attributes"].agg(
+        lambda texts: identity.merge_json([json.loads(text) for text in texts.dropna()]))
+    return pd.concat([ordered[~repeated], combined.reset_index()], ignore_index=True)
 
 
 def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
@@ -773,12 +823,13 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         frame = attributes.copy()
         frame.insert(0, "profile_id", _profile_for_rows(stitched, keys))
         attribute_versions.record_versions(con, frame, batch_id)
-        frame = frame.sort_values("valid_from", kind="stable").drop_duplicates("profile_id", keep="last")
+        frame = _one_row_per_profile(frame)
         # Values dated before what a profile already holds fill its history only; the newest stay current.
         newest = attribute_versions.latest_dates(con, frame["profile_id"].dropna().astype(int).tolist())
         current = frame["valid_from"] >= frame["profile_id"].map(newest).fillna(pd.Timestamp.min)
         con.register("incoming_profiles", frame[current].drop(columns="valid_from"))
-        # A profile file's values win over what the profile had; missing values keep the old ones.
+        # A profile file's values win over what the profile had; missing values (JSON attributes included, key by
+        # key) keep the old ones.
         con.execute(
             """
             UPDATE profiles SET
@@ -791,7 +842,8 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
                 loyalty_tier = coalesce(i.loyalty_tier, profiles.loyalty_tier),
                 loyalty_points = coalesce(i.loyalty_points, profiles.loyalty_points),
                 signup_date = coalesce(i.signup_date, profiles.signup_date),
-                attributes = coalesce(i.attributes::JSON, profiles.attributes)
+                attributes = CASE WHEN i.attributes IS NULL THEN profiles.attributes
+                                  ELSE json_merge_patch(coalesce(profiles.attributes, '{}'), i.attributes::JSON) END
             FROM incoming_profiles i WHERE profiles.profile_id = i.profile_id
             """
         )
@@ -826,7 +878,28 @@ def _detect_kind(file_name: str, data: bytes) -> str:
             return "events"  # the events path names what is wrong with the file
         is_event = not isinstance(first, dict) or "timestamp" in first or "eventType" in first
         return "events" if is_event else "profiles"
-    return "events" if b"timestamp" in data[:4096].lower() else "profiles"
+    return "events" if "timestamp" in _table_column_names(data, file_name) else "profiles"
+
+
+def _table_column_names(data: bytes, file_name: str) -> set[str]:
+    """The column names of a CSV (its header line) or Parquet file (its schema, at the end of the file), lower-case;
+    an unreadable file has none here, and the load that follows says what is wrong with it."""
+    try:
+        if Path(file_name).suffix.lower() == ".parquet":
+            names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
+        else:
+            header = data[:65536].decode("utf-8-sig", errors="replace").split("\n", 1)[0]
+            names = next(csv.reader([header]), [])
+    except (ValueError, OSError, csv.Error):
+        return set()
+    return {str(name).strip().lower() for name in names}
+
+
+def _first_record_is_profile(data: bytes, file_name: str) -> bool:
+    if Path(file_name).suffix.lower() not in JSON_SUFFIXES:
+        return False
+    first = next(_xdm_records(_decode(data, file_name), file_name), (None, None, None))[1]
+    return isinstance(first, dict) and "eventType" not in first and xdm.is_profile_shape(first)
 
 
 def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datetime):
@@ -837,11 +910,55 @@ def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datet
     report.rows_total = len(parsed.frame)
     if report.rows_total == 0:
         raise ValidationError(f"{file_name} has no events.")
+    if parsed.frame["ts"].isna().all() and _first_record_is_profile(data, file_name):
+        raise _wrong_kind(file_name, "profiles")
     clean, problems = _coerce_events(parsed, now)
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
         raise _problem_report(problems, report.rows_total, "Row")
+    clean["xdm_id"] = clean["xdm_id"].where(clean["xdm_id"].notna(), _content_ids(clean, parsed.identities))
     return clean, parsed
+
+
+def _canonical(value) -> str:
+    """A value as text that stays the same across library versions (an id made from it must not change)."""
+    if value is None:
+        return "\x00"
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _content_ids(clean: pd.DataFrame, identities: list[list[identity.IdentityKey]]) -> pd.Series:
+    """An id made from each event's content (every field and identity), for events that bring no `_id`, so that a
+    file loaded twice, or two exports that overlap, add each event once. The n-th copy of an event within one file
+    gets its own id, so events a file repeats on purpose (two equal purchases in one second) are all kept."""
+    text = pd.Series(["\x1f".join(f"{namespace}\x1e{value}" for namespace, value in sorted(keys))
+                      for keys in identities], index=clean.index, dtype=object)
+    for column in clean.columns.drop("xdm_id"):
+        text = text + "\x1f" + clean[column].astype(object).where(clean[column].notna(), None).map(_canonical)
+    digests = pd.Series([hashlib.sha256(value.encode()).hexdigest()[:32] for value in text], index=clean.index)
+    copy = digests.groupby(digests, sort=False).cumcount() + 1
+    ids = ("content:" + digests).where(copy == 1, "content:" + digests + ":" + copy.astype(str))
+    return ids.astype(object)
+
+
+def _is_event_record(record: dict) -> bool:
+    """An experience event: a time with an event type, or with XDM identities and nothing of a profile."""
+    return "timestamp" in record and (
+        "eventType" in record or "event_type" in record
+        or (not xdm.is_profile_shape(record) and ("identityMap" in record or "endUserIDs" in record)))
+
+
+def _wrong_kind(file_name: str, holds: str) -> ValidationError:
+    """A file loaded as the other kind would write junk (profiles made of events, events without a time)."""
+    if holds == "events":
+        return ValidationError(f"{file_name} holds experience events (every record has a timestamp), "
+                               "not profiles. Nothing was changed: load it as events.")
+    return ValidationError(f"{file_name} holds profiles (no record has a timestamp), not experience events. "
+                           "Nothing was changed: load it as profiles.")
 
 
 def _load_profiles(data: bytes, file_name: str, report: BatchReport):
@@ -852,6 +969,8 @@ def _load_profiles(data: bytes, file_name: str, report: BatchReport):
             if record is None:
                 problems.append((number, problem))
             records.append(record or {})
+        if any(records) and all(_is_event_record(record) for record in records if record):
+            raise _wrong_kind(file_name, "events")
         if any(xdm.is_profile_shape(record) for record in records):
             attributes, keys, primaries = _profiles_from_xdm(records, problems)
         else:
@@ -860,7 +979,10 @@ def _load_profiles(data: bytes, file_name: str, report: BatchReport):
             attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
         first_row = 1
     else:
-        attributes, keys, primaries = _profiles_from_table(_read_table(data, file_name), problems, first_row=2)
+        table = _read_table(data, file_name)
+        if {"timestamp", "event_type"} <= {str(column).strip().lower() for column in table.columns}:
+            raise _wrong_kind(file_name, "events")
+        attributes, keys, primaries = _profiles_from_table(table, problems, first_row=2)
         first_row = 2
     report.rows_total = len(attributes)
     if report.rows_total == 0:
@@ -885,7 +1007,8 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
                     f"{file_name} is {len(data) / 1e6:,.0f} MB; the upload limit is {MAX_FILE_BYTES / 1e6:,.0f} MB. "
                     "Split it into smaller files."
                 )
-            if inner_name != file_name:
+            # Gzip is told by its content too: exports and downloads often keep `.json` on a compressed file.
+            if inner_name != file_name or data[:2] == GZIP_MAGIC:
                 data = _gunzip(data, file_name)
             if not data.strip():
                 raise ValidationError(f"{file_name} is empty.")

@@ -49,13 +49,26 @@ def mask_phone(value: str) -> str:
 
 
 def mask_contact(value: str) -> str:
-    """A value from a contact namespace or column: all of it is personal, whatever it looks like."""
+    """A value from a contact namespace or column: all of it is personal, whatever it looks like. A value holding
+    several addresses (``a@x.com; b@y.com``, a list) has each of them masked, not only the first."""
+    if len(_EMAIL.findall(value)) > 1:
+        return _PHONE.sub(lambda match: mask_phone(match.group(0)),
+                          _EMAIL.sub(lambda match: mask_email(match.group(0)), value))
     return mask_email(value) if "@" in value else mask_phone(value)
+
+
+def _mask_contact_json(data):
+    """Every value under a contact key, however deeply it is nested (a list of addresses, an object of them)."""
+    if isinstance(data, dict):
+        return {key: _mask_contact_json(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_mask_contact_json(item) for item in data]
+    return None if data is None else mask_contact(str(data))
 
 
 def _mask_json(data):
     if isinstance(data, dict):
-        return {key: mask_contact(str(value)) if is_contact_name(key) and value is not None else _mask_json(value)
+        return {key: _mask_contact_json(value) if is_contact_name(key) else _mask_json(value)
                 for key, value in data.items()}
     if isinstance(data, list):
         return [_mask_json(item) for item in data]

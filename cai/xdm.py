@@ -183,7 +183,7 @@ PROFILE_FIELDS = {
     "signup_date": ("loyalty", "joinDate"),
 }
 PROFILE_IDENTITY_FIELDS = [("Email", ("personalEmail", "address")), ("Email", ("workEmail", "address")),
-                           ("Phone", ("mobilePhone", "number"))]
+                           ("Phone", ("mobilePhone", "number")), ("LoyaltyID", ("loyalty", "loyaltyID"))]
 _PROFILE_SHAPE_KEYS = {"person", "personalEmail", "workEmail", "mobilePhone", "homeAddress", "loyalty", "identityMap"}
 
 
@@ -203,9 +203,32 @@ def profile_row(record: dict) -> tuple[dict, list[tuple[str, object]], tuple[str
     keys, primary = identities(record)
     for namespace, path in PROFILE_IDENTITY_FIELDS:
         value = dig(record, *path)
-        if value is not None:
-            keys.append((namespace, value))
-    used = {path[0] for path in PROFILE_FIELDS.values()} | {path[0] for _, path in PROFILE_IDENTITY_FIELDS}
-    extras = {key: value for key, value in record.items() if key not in used and key != "identityMap"}
+        # The loyalty field group holds a list of the member's loyalty ids.
+        for item in value if isinstance(value, list) and namespace == "LoyaltyID" else [value]:
+            if item is not None:
+                keys.append((namespace, item))
+    # Only the fields that became columns or identities leave the record: the rest of a mapped block (a middle
+    # name, a postal code, the loyalty programme) is kept, as every other field is.
+    # (A birth date stays: the column keeps only its year.)
+    country_path = ("homeAddress", "country") if dig(record, "homeAddress", "country") is not None else (
+        "homeAddress", "countryCode")
+    mapped = [path for path in (*PROFILE_FIELDS.values(), *(path for _, path in PROFILE_IDENTITY_FIELDS),
+                                country_path) if dig(record, *path) is not None]
+    extras = _without(record, [("identityMap",), *mapped])
     row["attributes"] = extras or None
     return row, keys, primary
+
+
+def _without(record: dict, paths: list[tuple[str, ...]]) -> dict:
+    """A copy of ``record`` without the fields at ``paths``; objects left empty by that go too."""
+    kept = dict(record)
+    for head in {path[0] for path in paths}:
+        if (head,) in paths:
+            kept.pop(head, None)
+        elif isinstance(kept.get(head), dict):
+            rest = _without(kept[head], [path[1:] for path in paths if path[0] == head])
+            if rest:
+                kept[head] = rest
+            else:
+                kept.pop(head)
+    return kept

@@ -378,3 +378,12 @@ def test_viewers_see_activations_but_cannot_activate(trained_db, high, tmp_path)
     assert app.button(key="FormSubmitter:activation_form-Activate").disabled
     assert app.button(key="activation_deliver").disabled
     assert not [expander for expander in app.expander if expander.label == "New destination"]
+
+
+def test_a_csv_snapshot_delivers_no_spreadsheet_formula_from_the_data(tmp_path):
+    share = destinations.Destination("share", "folder", str(tmp_path / "share"))
+    members = pd.DataFrame({"identity": ['=HYPERLINK("http://evil.test","win")', "+1-555-0100", "C-1"],
+                            "score": [91.0, 80.0, 77.0]})
+    location = destinations.write_snapshot(share, "high", 1, members, {"segment": "high", "run_id": 1})
+    delivered = pd.read_csv(Path(location) / "members.csv", dtype=str)
+    assert delivered["identity"].tolist() == ['\'=HYPERLINK("http://evil.test","win")', "'+1-555-0100", "C-1"]

@@ -136,3 +136,57 @@ def test_the_command_line_answers_a_refused_file_with_one_message_and_exit_1(tmp
                                  str(bad / name), "--kind", "events"], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 1 and "Traceback" not in result.stderr, name
         assert result.stderr.startswith((name, "This file was not loaded")), result.stderr
+
+
+def test_gzip_is_told_by_its_content_and_every_member_of_it_is_read(empty_db):
+    first, second = [_event(1, {"ECID": ["G1"]})], [_event(2, {"ECID": ["G2"]})]
+    unnamed = ingest.ingest_bytes(empty_db, gzip.compress(_events(first)), "export.json", dataset="gz")
+    concatenated = gzip.compress(b"\n".join(json.dumps(r).encode() for r in first)) + gzip.compress(
+        b"\n" + b"\n".join(json.dumps(r).encode() for r in second))
+    joined = ingest.ingest_bytes(empty_db, concatenated, "parts.jsonl.gz", dataset="gz")
+    assert (unnamed.rows_accepted, joined.rows_accepted, joined.rows_duplicate) == (1, 1, 1)
+    assert _scalar(empty_db, "SELECT count(*) FROM events") == 2
+
+
+def test_a_gzip_file_cut_short_is_refused_even_at_a_record_boundary(empty_db):
+    lines = b"\n".join(json.dumps(_event(n, {"ECID": [f"CUT{n}"]})).encode() for n in range(2000))
+    compressed = gzip.compress(lines)
+    with pytest.raises(ValidationError, match="cut short"):
+        ingest.ingest_bytes(empty_db, compressed[:-8], "cut.jsonl.gz")  # the trailer (checksum, size) is gone
+    assert _scalar(empty_db, "SELECT count(*) FROM events") == 0
+
+
+def test_events_without_an_id_are_added_once_however_often_their_file_is_loaded(empty_db):
+    first = (b"timestamp,event_type,email,value\n2026-01-01T10:00:00Z,commerce.purchases,ana@shop.test,10\n"
+             b"2026-01-01T10:00:00Z,commerce.purchases,ana@shop.test,10\n"  # bought twice that second: kept
+             b"2026-01-02T10:00:00Z,search,ana@shop.test,\n")
+    # The next export overlaps the first by a day, written differently (case, offset, number format).
+    overlapping = (b"timestamp,event_type,email,value\n2026-01-02T11:00:00+01:00,search,Ana@Shop.test,\n"
+                   b"2026-01-03T10:00:00Z,commerce.purchases,ana@shop.test,12.50\n")
+    reports = [ingest.ingest_bytes(empty_db, data, name, dataset="shop") for data, name in
+               ((first, "day1.csv"), (first, "day1.csv"), (overlapping, "day2.csv"))]
+    assert [(r.rows_accepted, r.rows_duplicate) for r in reports] == [(3, 0), (0, 3), (1, 1)]
+    assert _scalar(empty_db, "SELECT count(*) FROM events") == 4
+    assert _scalar(empty_db, "SELECT sum(value) FROM events") == 32.5
+
+
+def test_the_kind_of_a_table_is_told_by_its_columns_not_by_a_word_in_its_first_bytes(empty_db, tmp_path):
+    # A Parquet file keeps its schema at its end: the word `timestamp` is not in its first kilobytes.
+    events = pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01T10:00:00Z"] * 3000),
+                           "event_type": ["search"] * 3000, "email": [f"u{n}@shop.test" for n in range(3000)]})
+    buffer = io.BytesIO()
+    events.to_parquet(buffer)
+    assert ingest.ingest_bytes(empty_db, buffer.getvalue(), "events.parquet").kind == "events"
+    crm = b"email,first_name,last_order_timestamp,note\nbo@shop.test,Bo,2026-01-01,see timestamp\n"
+    assert ingest.ingest_bytes(empty_db, crm, "crm.csv").kind == "profiles"
+    assert _scalar(empty_db, "SELECT count(*) FROM events") == 3000
+
+
+def test_an_email_without_an_at_sign_refuses_its_row_instead_of_stitching_customers_together(empty_db):
+    # A CRM export writes 'unknown' where it has no address: as an identity it would make one customer of all.
+    crm = b"crmid,email\nC-1,unknown\nC-2,unknown\nC-3,ana@shop.test\n"
+    with pytest.raises(ValidationError) as refused:
+        ingest.ingest_bytes(empty_db, crm, "crm.csv", kind="profiles")
+    assert refused.value.problems == ["Row 2: `Email` has no @, so it is not an email address",
+                                      "Row 3: `Email` has no @, so it is not an email address"]
+    assert _scalar(empty_db, "SELECT count(*) FROM profiles") == 0

@@ -26,6 +26,7 @@ SECRETS = {
     "a city that is a phone number": "+1 (212) 555-0199",
     "a `mobile` column (JSON attribute, bare digits)": "07700900456",
     "a JSON attribute holding an email": "alt.contact@hidden.example",
+    "the second of two addresses in a contact column": "second.address@hidden.example",
     "an XDM EmailAddress namespace": "xdm.person@hidden.example",
     "an XDM Phone_E.164 namespace": "+15550001111",
     "an event's product name": "gift.for.bob@hidden.example",
@@ -47,6 +48,7 @@ def _seed(db) -> int:
         "first_name": [SECRETS["a first name that is an email"]], "city": [SECRETS["a city that is a phone number"]],
         "mobile": [SECRETS["a `mobile` column (JSON attribute, bare digits)"]],
         "backup_contact": [SECRETS["a JSON attribute holding an email"]],
+        "other_emails": [f"first.address@hidden.example; {SECRETS['the second of two addresses in a contact column']}"],
     })
     ingest.ingest_bytes(db, profile_file.to_csv(index=False).encode(), "crm-profiles.csv", kind="profiles")
     latest = ingest.store_summary(db)["last_event"]
@@ -168,3 +170,21 @@ def test_personal_values_are_found_by_what_they_are(value, masked):
 ])
 def test_contact_namespaces_and_columns_are_found_by_name(name, contact):
     assert privacy.is_contact_name(name) is contact
+
+
+@pytest.mark.parametrize("value, masked", [
+    ("jane@doe.com;jsmith@xyzinc.com", "j•••@doe.com;j•••@xyzinc.com"),
+    ("['personal.email1@gmail.com', 'work.email1@adobe.com']", "['p•••@gmail.com', 'w•••@adobe.com']"),
+    ("jane@doe.com, +1 (212) 555-0199, ann@x.org", "j•••@doe.com, •••99, a•••@x.org"),
+])
+def test_a_contact_value_holding_several_addresses_has_each_masked(value, masked):
+    assert privacy.mask_contact(value) == masked
+    assert privacy.mask_frame(pd.DataFrame({"emails": [value]}))["emails"].iloc[0] == masked
+
+
+def test_a_list_or_object_of_addresses_under_a_contact_key_is_masked_throughout():
+    # As Adobe's consent field group writes them: identities by namespace, several per namespace.
+    text = json.dumps({"consentPolicy2": {"Email": ["personal.email1@gmail.com", "work.email1@adobe.com"],
+                                          "phone": {"home": "4085551234", "work": None}}})
+    assert json.loads(privacy.mask_text(text)) == {"consentPolicy2": {"Email": ["p•••@gmail.com", "w•••@adobe.com"],
+                                                                      "phone": {"home": "•••34", "work": None}}}

@@ -247,3 +247,40 @@ def test_a_file_store_finds_a_page_of_members_identities_by_an_index(tmp_path):
         indexed = {(row[0], row[1]) for row in con.execute(
             "SELECT table_name, expressions FROM duckdb_indexes()").fetchall()}
     assert ("identities", "[profile_id]") in indexed
+
+
+def _attributes_of(db, email: str) -> dict:
+    with store.connect(db) as con:
+        text = con.execute("SELECT CAST(p.attributes AS VARCHAR) FROM profiles p JOIN identities i USING (profile_id) "
+                           "WHERE i.namespace = 'Email' AND i.id_value = ?", [email]).fetchall()[0][0]
+    return json.loads(text)
+
+
+def test_a_second_profile_file_adds_attributes_key_by_key_and_keeps_the_others(empty_db):
+    ingest.ingest_bytes(empty_db, b"email,first_name,segment_code,store\nbo@shop.test,Bo,VIP,Oslo\n", "crm.csv")
+    consents = {"personalEmail": {"address": "bo@shop.test"}, "store": "Bergen", "dropped": None,
+                "consents": {"marketing": {"email": {"val": "y"}}}}
+    ingest.ingest_bytes(empty_db, json.dumps(consents).encode(), "consents.json")
+    # The newer file wins where both have a key; a null in it erases nothing.
+    assert _attributes_of(empty_db, "bo@shop.test") == {"segment_code": "VIP", "store": "Bergen",
+                                                         "consents": {"marketing": {"email": {"val": "y"}}}}
+
+
+def test_a_merge_keeps_the_attributes_only_the_merged_profile_had(empty_db):
+    ingest.ingest_bytes(empty_db, b"email,segment_code,colour\ncy@shop.test,VIP,blue\n", "first.csv")
+    ingest.ingest_bytes(empty_db, b"crmid,colour,favourite_store\nC-9,red,Oslo\n", "second.csv")
+    report = ingest.ingest_bytes(empty_db, b"crmid,email\nC-9,cy@shop.test\n", "link.csv")
+    assert report.profiles_merged == 1
+    # The surviving (older) profile's value wins; what only the merged one knew is kept.
+    assert _attributes_of(empty_db, "cy@shop.test") == {"segment_code": "VIP", "colour": "blue",
+                                                         "favourite_store": "Oslo"}
+
+
+def test_several_rows_of_one_profile_in_a_file_combine_rather_than_the_last_replacing_the_others(empty_db):
+    # Profile fragments from two sources, as an export of one person's records writes them.
+    ingest.ingest_bytes(empty_db, b"email,city,loyalty_tier,source_note,segment\n"
+                                  b"bo@shop.test,Oslo,,crm,\nbo@shop.test,,gold,,vip\n", "fragments.csv")
+    with store.connect(empty_db) as con:
+        profile = con.execute("SELECT city, loyalty_tier, CAST(attributes AS VARCHAR) FROM profiles").fetchall()
+    assert len(profile) == 1 and profile[0][:2] == ("Oslo", "gold")
+    assert json.loads(profile[0][2]) == {"source_note": "crm", "segment": "vip"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cai import ingest, store
+from cai.errors import ValidationError
 from tests.conftest import ROOT
 
 OWN = ROOT / "tests" / "data" / "xdm"
@@ -158,3 +159,71 @@ def test_expanded_uri_keys_read_as_their_plain_names(empty_db):
     assert report.rows_accepted == 1
     assert _rows(empty_db, "SELECT xdm_id, event_type FROM events") == [("expanded-1", "commerce.checkouts")]
     assert _rows(empty_db, "SELECT id_value FROM identities") == [("ECID-EXPANDED",)]
+
+
+def test_fields_of_mapped_profile_blocks_that_are_not_columns_are_kept_as_attributes(empty_db):
+    record = {"xdm:person": {"xdm:name": {"xdm:firstName": "Al", "xdm:middleName": "Q"},
+                             "xdm:birthDate": "1980-02-03"},
+              "xdm:homeAddress": {"xdm:city": "Rome", "xdm:postalCode": "00100"},
+              "xdm:loyalty": {"xdm:tier": "gold", "xdm:program": "Rewards", "xdm:pointsRedeemed": 40},
+              "xdm:personalEmail": {"xdm:address": "al@mail.test", "xdm:status": "active"}}
+    ingest.ingest_bytes(empty_db, json.dumps(record).encode(), "al.json")
+    row = _rows(empty_db, "SELECT first_name, birth_year, city, loyalty_tier, attributes FROM profiles")[0]
+    assert row[:4] == ("Al", 1980, "Rome", "gold")
+    assert json.loads(row[4]) == {"person": {"name": {"middleName": "Q"}, "birthDate": "1980-02-03"},
+                                  "homeAddress": {"postalCode": "00100"},
+                                  "loyalty": {"program": "Rewards", "pointsRedeemed": 40},
+                                  "personalEmail": {"status": "active"}}
+
+
+@needs_adobe_examples
+def test_the_adobe_loyalty_examples_load_keyed_by_their_loyalty_ids_and_keep_the_programme(empty_db):
+    folder = ADOBE / "profile-fieldgroups"
+    for number in (1, 2, 3):
+        report = ingest.ingest_file(empty_db, folder / f"profile-loyalty-details.example.{number}.json")
+        assert report.rows_accepted == 1
+    # Examples 1 and 2 share the member id L79UH4XR1: one customer with both ids.
+    assert _identities_of(empty_db, "LoyaltyID", "ALT-12345") == [("LoyaltyID", "ALT-12345"),
+                                                                   ("LoyaltyID", "L79UH4XR1")]
+    assert _rows(empty_db, "SELECT loyalty_tier, loyalty_points, attributes->>'$.loyalty.program' FROM profiles "
+                           "ORDER BY 1") == [("Gold", 15800, "Nordhaven Rewards"),
+                                             ("silver", 8974, "purchase rewards")]
+
+
+def test_product_line_prices_and_quantities_written_as_text_are_summed(empty_db):
+    event = {"_id": "text-numbers", "timestamp": "2026-01-05T10:00:00Z", "eventType": "commerce.purchases",
+             "identityMap": {"ECID": [{"id": "ECID-TEXT"}]},
+             "productListItems": [{"SKU": "a", "priceTotal": "12.50", "quantity": "2"},
+                                  {"SKU": "b", "priceTotal": 7.5, "quantity": 1}]}
+    ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "text-numbers.json")
+    assert _rows(empty_db, "SELECT value, price_total, quantity FROM events") == [(20.0, 20.0, 3)]
+
+
+def test_a_product_line_price_that_is_not_a_number_refuses_the_row(empty_db):
+    event = {"_id": "bad-line", "timestamp": "2026-01-05T10:00:00Z", "eventType": "commerce.purchases",
+             "identityMap": {"ECID": [{"id": "ECID-BAD"}]},
+             "productListItems": [{"SKU": "a", "priceTotal": 5}, {"SKU": "b", "priceTotal": "lots"}]}
+    with pytest.raises(ValidationError) as refused:
+        ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "bad-line.json")
+    assert "Row 1: `value` is not a number" in refused.value.problems
+    assert _rows(empty_db, "SELECT count(*) FROM events") == [(0,)]
+
+
+@needs_adobe_examples
+def test_a_file_loaded_as_the_wrong_kind_is_refused_with_what_it_holds(empty_db):
+    event = ADOBE / "experienceevent-class" / "experienceevent.example.1.json"
+    with pytest.raises(ValidationError, match="holds experience events .* load it as events"):
+        ingest.ingest_file(empty_db, event, kind="profiles")
+    with pytest.raises(ValidationError, match="holds experience events .* load it as events"):
+        ingest.ingest_bytes(empty_db, b"timestamp,event_type,email\n2026-01-01,search,a@shop.test\n", "e.csv",
+                            kind="profiles")
+    with pytest.raises(ValidationError, match="holds profiles .* load it as profiles"):
+        ingest.ingest_file(empty_db, ADOBE / "profile-class" / "profile.example.1.json", kind="events")
+    assert _rows(empty_db, "SELECT (SELECT count(*) FROM profiles), (SELECT count(*) FROM datasets)") == [(0, 0)]
+
+
+def test_the_primary_identity_a_profile_marks_stays_primary_whatever_the_case_of_its_email(empty_db):
+    record = {"identityMap": {"CRMID": [{"id": "CRM-CASE"}], "Email": [{"id": " Ana@Shop.TEST ", "primary": True}]}}
+    ingest.ingest_bytes(empty_db, json.dumps(record).encode(), "case.json", kind="profiles")
+    assert _rows(empty_db, "SELECT namespace, id_value FROM identities WHERE is_primary") == [("Email",
+                                                                                               "ana@shop.test")]
