@@ -135,3 +135,25 @@ def test_markup_from_data_shows_as_text_on_every_page(app_page: Page, app_server
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     _assert_text_stays_text(page, "audit")
     assert not attempted
+
+
+def test_tables_offer_no_download_that_writes_their_cells_raw(app_page: Page, app_server):
+    page = app_page
+    base, db = app_server
+    page.set_default_timeout(TIMEOUT_MS)
+    customer_id = _seed(db)
+    page.goto(base)
+    _open(page, "Profiles")
+    page.get_by_role("tab", name="Open by identity").click()
+    exact = page.get_by_label("Exact identity (press Enter)")
+    exact.fill(EMAIL)
+    exact.press("Enter")
+    expect(page.get_by_role("heading", name=re.compile(f"profile {customer_id}$"))).to_be_visible()
+    page.get_by_role("tab", name="Events").click()
+    table = page.locator("[data-testid=stElementContainer]:has([data-testid=stDataFrame]:visible)").first
+    table.hover()
+
+    # The table's own toolbar is there (so the hover reached it), without the download that writes cells raw.
+    toolbar = table.get_by_test_id("stElementToolbar")
+    expect(toolbar.get_by_role("button", name="Search")).to_be_visible()
+    expect(toolbar.get_by_role("button", name=re.compile("download", re.IGNORECASE))).to_have_count(0)
