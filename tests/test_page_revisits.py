@@ -35,10 +35,15 @@ def test_every_page_renders_again_after_the_others(trained_db):
 def test_choosing_a_factor_redraws_its_breakdown_from_the_cached_charts(trained_db):
     app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
     app.switch_page("app_pages/dashboard.py").run()
+    app.session_state["dashboard_breakdown_chart"] = True
+    app.run()
+    breakdown_before = app.get("vega_lite_chart")[-1].proto.spec
     charts_before = len(app.get("vega_lite_chart"))
     labels = app.selectbox(key="dashboard_factor").options
     app.selectbox(key="dashboard_factor").set_value(labels[-1]).run()
     assert not app.exception
     assert app.selectbox(key="dashboard_factor").value == labels[-1]
     assert labels[-1] in " ".join(markdown.value for markdown in app.markdown)
-    assert len(app.get("vega_lite_chart")) == charts_before == 8
+    # Donut, distribution, factors and the opened breakdown, now of the chosen factor.
+    assert len(app.get("vega_lite_chart")) == charts_before == 4
+    assert app.get("vega_lite_chart")[-1].proto.spec != breakdown_before
