@@ -85,8 +85,7 @@ def influential_factors(run_id: int) -> None:
                          key="dashboard_factor")
     row = factors[factors["label"] == focus].iloc[0]
     st.markdown(f"**{plain(factors.loc[row.name, 'breakdown'])}**  \n{plain(row['description'])}")
-    # The sentence above carries the figures; its chart is drawn on request, as a chart costs as much to draw as ten
-    # other elements of the page.
+    # The sentence above carries the figures; their chart is drawn on request, as the evaluation's are.
     chart_section = st.expander("Chart of this factor in each bucket", on_change="rerun",
                                 key="dashboard_breakdown_chart")
     if chart_section.open:
@@ -112,8 +111,8 @@ st.caption(f"Measured on {evaluation['profiles']:,} held-out customers the model
 
 @st.fragment
 def evaluation_charts(evaluation: dict) -> None:
-    """Drawn once opened: four charts below the fold, as costly to draw as all the rest of the page; opening them
-    reruns this section only."""
+    """Drawn once opened: four charts below the fold, which the browser would otherwise draw at every visit (each
+    costs it as much as eight other elements); opening them reruns this section only."""
     section = st.expander("Lift, gains, calibration and expected vs actual", on_change="rerun",
                           key="dashboard_evaluation_charts")
     if not section.open:
