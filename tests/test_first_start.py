@@ -81,6 +81,19 @@ def test_a_leftover_side_file_that_is_not_a_database_is_replaced(small_demo, tmp
     _assert_finished(db)
 
 
+def test_the_first_start_keeps_the_demo_data_per_month_to_show_while_the_model_trains(small_demo, tmp_path):
+    db = tmp_path / "cai.duckdb"
+    job = bootstrap.FirstStart(store.resolve(db))
+    bootstrap.build(job)
+
+    stored = store.query_df(db, "SELECT count(*) AS events, count(DISTINCT date_trunc('month', ts)) AS months, "
+                                "count(DISTINCT event_type) AS types FROM events").iloc[0]
+    shown = job.events_per_month
+    assert shown["events"].sum() == stored["events"] > 0
+    assert shown["month"].nunique() == stored["months"]
+    assert shown["event_type"].nunique() == stored["types"]
+
+
 def test_two_tabs_opened_at_once_share_one_first_start_and_both_show_the_app(small_demo, tmp_path, monkeypatch):
     db = tmp_path / "cai.duckdb"
     monkeypatch.setenv(store.DB_ENV_VAR, str(db))

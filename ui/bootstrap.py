@@ -16,11 +16,15 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from cai import store
 from cai.errors import CaiError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 POLL_SECONDS = 0.25
 # What the pages and the first start import (pandas, scikit-learn, Altair: two seconds and more on a busy machine),
@@ -43,6 +47,8 @@ class FirstStart:
     fraction: float = 0.0
     message: str = "Starting"
     error: str | None = None
+    # The demo's events per month and type, once generated: shown while the model trains.
+    events_per_month: pd.DataFrame | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def report(self, fraction: float, message: str) -> None:
@@ -100,7 +106,7 @@ def build(job: FirstStart) -> None:
 
 
 def _build_side_file(job: FirstStart) -> None:
-    from cai import demo, instances  # not at the top: see PAGE_MODULES
+    from cai import demo, ingest, instances  # not at the top: see PAGE_MODULES
 
     profiles = DEMO_PROFILES or demo.DEFAULT_PROFILES
     side = side_file(job.db)
@@ -110,6 +116,7 @@ def _build_side_file(job: FirstStart) -> None:
     job.report(0.02, f"Generating {profiles:,} demo profiles and their events")
     summary = demo.build_demo(side, profiles=profiles)
     instances.ensure_tutorial_instance(side)
+    job.events_per_month = ingest.events_per_month(side)
     job.report(GENERATE_SHARE, f"{summary.events:,} events from {summary.first_event:%d %b %Y} to "
                                f"{summary.last_event:%d %b %Y}; training “{instances.TUTORIAL_INSTANCE}”")
     from cai import engine  # loaded by now: see PAGE_MODULES
@@ -158,10 +165,19 @@ def ensure_database(db: store.Store) -> None:
     with st.status("First start: building the demo store and training the tutorial's model…",
                    expanded=True) as box:
         bar = st.progress(job.fraction, text=job.message)
+        data_chart = st.empty()
         for module in PAGE_MODULES:
             importlib.import_module(module)
+        from ui import cached  # loaded by now: see PAGE_MODULES
+        from cai import charts
+
+        shown = None
         while not job.done.wait(POLL_SECONDS):
             bar.progress(job.fraction, text=job.message)
+            # The data the model is about to learn from, shown while it trains; the browser also loads its chart
+            # renderer here rather than when the dashboard opens.
+            if job.events_per_month is not None and shown is None:
+                shown = cached.chart(data_chart, charts.events_per_month, job.events_per_month, width="stretch")
         if job.error:
             box.update(label="The first start did not finish", state="error")
             st.error(f"{job.error} Reload the page to try again.")

@@ -88,8 +88,15 @@ def save_high_propensity_segment(page: Page, name: str) -> str:
     return card_count
 
 
+def wait_until_idle(page: Page) -> None:
+    """Until the app's script has finished running: a widget used mid-rerun can be replaced by the rerun's own,
+    and what was chosen in it is lost."""
+    expect(page.locator("[data-testid=stApp]")).to_have_attribute("data-test-script-state", "notRunning")
+
+
 def load_file(page: Page, file: Path) -> None:
     """On the Data page: choose ``file`` (events) and press Load file."""
+    wait_until_idle(page)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(file))
     expect(page.get_by_text(file.name)).to_be_visible()
     page.get_by_role("button", name="Load file").click()
