@@ -1,18 +1,11 @@
 """Customer AI: the entry script routes to the pages; on the first start it builds the demo store."""
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
 from cai.errors import CaiError
 from ui import access, bootstrap, state
-
-# scikit-learn's OpenMP threads wait for each other at every tree, by default spinning on their core: while the
-# browser or another program held the other core, that took the first start's training from 7 s to 54 s; sleeping
-# instead cost nothing measurable. OpenMP reads it once, when scikit-learn first loads: none of the modules above
-# load it, the pages and the first start's thread do.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 STATIC = Path(__file__).parent / "static"
 

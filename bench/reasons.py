@@ -34,10 +34,14 @@ class CustomerSubsetExecutor(engine.DuckDBExecutor):
         self.seed = seed
         self.share = share
 
-    def features(self, definition, snapshots, with_labels, sample_fraction=1.0) -> pd.DataFrame:
-        frame = super().features(definition, snapshots, with_labels, sample_fraction)
-        if not with_labels:
-            return frame
+    def labels(self, definition, snapshots, sample_fraction=1.0) -> pd.DataFrame:
+        return self._subset(super().labels(definition, snapshots, sample_fraction))
+
+    def features(self, definition, snapshots, with_labels, sample_fraction=1.0, rows=None) -> pd.DataFrame:
+        frame = super().features(definition, snapshots, with_labels, sample_fraction, rows)
+        return self._subset(frame) if with_labels else frame
+
+    def _subset(self, frame: pd.DataFrame) -> pd.DataFrame:
         # The seed goes into the hashed value: pandas keys only the hashes of strings.
         draw = pd.util.hash_array(frame["profile_id"].to_numpy(dtype=np.int64) + (self.seed << 32))
         return frame[(draw % 10_000) < self.share * 10_000].reset_index(drop=True)

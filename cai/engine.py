@@ -51,6 +51,10 @@ MODEL_PARAMS = {
     "early_stopping": True, "n_iter_no_change": 20,
 }
 
+# Early stopping fits on this share of the training customers (the number of trees it finds is then fitted on
+# every row): on the full share it cost most of a second fit, and its choice ranked no better (see the README).
+TREE_CHOICE_SHARE = 0.5
+
 Progress = Callable[[float, str], None]
 
 
@@ -114,19 +118,23 @@ class Scored:
 
 
 class DuckDBExecutor:
-    """Runs a run's heavy stages (features, scoring, per-profile factors) in the store's own DuckDB. The Spark
-    engine (``cai.spark_engine``) offers the same two methods."""
+    """Runs a run's heavy stages (labels, features, scoring, per-profile factors) in the store's own DuckDB. The
+    Spark engine (``cai.spark_engine``) offers the same three methods."""
 
     name = "duckdb"
 
     def __init__(self, db_path: store.Store | Path):
         self.db_path = db_path
 
+    def labels(self, definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0) -> pd.DataFrame:
+        with store.connect(self.db_path) as con:
+            return features.labels(con, definition, snapshots, sample_fraction=sample_fraction)
+
     def features(self, definition: Definition, snapshots: list[dt.date], with_labels: bool,
-                 sample_fraction: float = 1.0) -> pd.DataFrame:
+                 sample_fraction: float = 1.0, rows: pd.DataFrame | None = None) -> pd.DataFrame:
         with store.connect(self.db_path) as con:
             return features.build(con, definition, snapshots, with_labels=with_labels,
-                                  sample_fraction=sample_fraction)
+                                  sample_fraction=sample_fraction, rows=rows)
 
     def score(self, definition: Definition, as_of: dt.date, model: _Model, timings: dict) -> Scored | None:
         """Everyone eligible at ``as_of`` scored and explained; None when nobody is."""
@@ -247,6 +255,14 @@ def _validation_rows(train: pd.DataFrame) -> np.ndarray:
     return snapshots == snapshots.max()
 
 
+def _tree_choice_rows(train: pd.DataFrame, seed: int) -> np.ndarray:
+    """The rows of a random ``TREE_CHOICE_SHARE`` of the training customers (all their snapshots), drawn with the
+    seed: the rows early stopping fits on."""
+    customers, position = np.unique(train["profile_id"].to_numpy(), return_inverse=True)
+    drawn = np.random.default_rng(seed).random(len(customers)) < TREE_CHOICE_SHARE
+    return drawn[position]
+
+
 def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition, seed: int = SEED) -> _Model:
     categories = _learn_categories(train, catalog)
     names = [feature.name for feature in catalog]
@@ -259,9 +275,10 @@ def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Defini
         **MODEL_PARAMS, categorical_features=categorical if categorical.any() else None, random_state=seed)
     validation = _validation_rows(train)
     if validation.any():
-        # The latest snapshot chooses the number of trees; then every snapshot, the latest included, fits them.
-        classifier.fit(x_train[~validation], y_train[~validation],
-                       X_val=x_train[validation], y_val=y_train[validation])
+        # The latest snapshot chooses the number of trees, fitted on a share of the other rows; then every row, the
+        # latest snapshot's included, fits that many trees.
+        choosing = ~validation & _tree_choice_rows(train, seed)
+        classifier.fit(x_train[choosing], y_train[choosing], X_val=x_train[validation], y_val=y_train[validation])
         classifier.set_params(max_iter=classifier.n_iter_)
     classifier.set_params(early_stopping=False).fit(x_train, y_train)
 
@@ -309,7 +326,7 @@ def _data_fingerprint(con, as_of: dt.date) -> str:
 
 def cache_key(definition: Definition, fingerprint: str, as_of: dt.date) -> str:
     payload = json.dumps([definition.to_json(), fingerprint, as_of.isoformat(), sklearn.__version__, MODEL_PARAMS,
-                          features.FEATURES_VERSION])
+                          TREE_CHOICE_SHARE, features.FEATURES_VERSION])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -449,17 +466,25 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
         population = features.profiles_with_history(con, as_of)
     fraction = min(1.0, MAX_PROFILES_PER_SNAPSHOT / max(population, 1))
     executor = executor or DuckDBExecutor(db_path)
+    dates = [*training_dates, holdout_date]
+    # Labels first (a cheap pass), so that the features, the costly part, are built only for the training rows
+    # fitting keeps and the held-out snapshot: the same rows, so the same model, as building them all first.
+    labels = executor.labels(definition, dates, sample_fraction=fraction)
+    labelled = labels[(labels["snapshot"] != pd.Timestamp(holdout_date)).to_numpy()].reset_index(drop=True)
+    _check_examples(labelled["label"].to_numpy(dtype=bool), definition)
+    kept = _stratified(labelled, seed)
+    rows = None
+    if len(kept) < len(labelled):
+        rows = pd.concat([kept, labels[(labels["snapshot"] == pd.Timestamp(holdout_date)).to_numpy()]])
     # One pass over the events for every snapshot, the held-out one (the latest) included.
-    snapshots = executor.features(definition, [*training_dates, holdout_date], with_labels=True,
-                                  sample_fraction=fraction)
+    snapshots = executor.features(definition, dates, with_labels=True, sample_fraction=fraction, rows=rows)
     held_out = (snapshots["snapshot"] == pd.Timestamp(holdout_date)).to_numpy()
     examples, holdout = snapshots[~held_out].reset_index(drop=True), snapshots[held_out].reset_index(drop=True)
-    del snapshots
+    del snapshots, labels
     timings["training_features_s"] = time.monotonic() - clock
-    _check_examples(examples["label"].to_numpy(dtype=bool), definition)
     progress(0.35, f"Training on {len(examples):,} examples")
     clock = time.monotonic()
-    model = _fit(_stratified(examples, seed), holdout, catalog, definition, seed)
+    model = _fit(examples, holdout, catalog, definition, seed)
     model.training.update({"sample_fraction": fraction, "training_snapshots": [d.isoformat() for d in training_dates],
                            "holdout_snapshot": holdout_date.isoformat()})
     timings["train_s"] = time.monotonic() - clock

@@ -384,10 +384,12 @@ def bucket_distributions(values: pd.Series, bucket: np.ndarray, categorical: boo
                          categories: list[str] | None) -> dict:
     """Per bucket: quartiles for a numeric factor, or the share of each category for a categorical one."""
     result = {}
+    names = np.array([*(categories or []), "(none)"], dtype=object)
     for name in ("high", "medium", "low"):
         subset = values[bucket == name]
         if categorical:
-            decoded = subset.map(lambda code: categories[int(code)] if pd.notna(code) else "(none)")
+            codes = subset.to_numpy(dtype=float)
+            decoded = pd.Series(names[np.where(np.isnan(codes), len(names) - 1, codes).astype(np.int64)], dtype=object)
             shares = decoded.value_counts(normalize=True).head(8)
             result[name] = {"shares": {str(k): float(v) for k, v in shares.items()}, "profiles": int(len(subset))}
         else:

@@ -26,6 +26,8 @@ EXACT_VALUE = "CAST(value AS DECIMAL(38, 4))"
 # the days before it, a day without events counting as zero): a day still being loaded, not a quiet one.
 COMPLETE_DAY_SHARE = 0.5
 TYPICAL_DAY_WINDOW_DAYS = 28
+# The relation of (snapshot, profile_id) rows a query keeps when it is restricted to chosen rows.
+CHOSEN_ROWS = "chosen_rows"
 
 STANDARD_ACTIVITIES = [
     ("purchases", "commerce.purchases", "purchases"),
@@ -154,16 +156,32 @@ def build(
     with_labels: bool,
     sample_fraction: float = 1.0,
     profile_ids: list[int] | None = None,
+    rows: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per eligible (snapshot ``t``, profile): features from events before ``t``, and with ``with_labels``
     whether the goal was reached in ``[t, t + window)``. ``sample_fraction`` keeps a stable hash sample of
     profiles, so the same profiles are sampled in every snapshot and every run; ``profile_ids`` keeps only those
-    profiles (a profile's features do not depend on the others)."""
-    sql, params = query(definition, snapshots, with_labels, sample_fraction)
+    profiles, and ``rows`` (columns ``snapshot``, ``profile_id``) only those rows (a profile's features do not depend
+    on the others)."""
+    sql, params = query(definition, snapshots, with_labels, sample_fraction, chosen_rows=rows is not None)
     if profile_ids is not None:
         sql = f"SELECT * FROM ({sql}) WHERE list_contains($profile_ids, profile_id)"
         params["profile_ids"] = [int(profile_id) for profile_id in profile_ids]
-    return con.execute(sql, params).df()[columns(definition, with_labels)]
+    if rows is not None:
+        con.register(CHOSEN_ROWS, rows[["snapshot", "profile_id"]])
+    try:
+        return con.execute(sql, params).df()[columns(definition, with_labels)]
+    finally:
+        if rows is not None:
+            con.unregister(CHOSEN_ROWS)
+
+
+def labels(con: duckdb.DuckDBPyConnection, definition: Definition, snapshots: list[dt.date],
+           sample_fraction: float = 1.0) -> pd.DataFrame:
+    """The rows :func:`build` would give with labels, in the same order, with only ``snapshot``, ``profile_id`` and
+    ``label``: far cheaper than the features, so a caller can choose rows before computing their features."""
+    sql, params = labels_query(definition, snapshots, sample_fraction)
+    return con.execute(sql, params).df()
 
 
 def columns(definition: Definition, with_labels: bool) -> list[str]:
@@ -172,19 +190,16 @@ def columns(definition: Definition, with_labels: bool) -> list[str]:
     return ["snapshot", "profile_id"] + names + (["label"] if with_labels else [])
 
 
-def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
-          sample_fraction: float = 1.0) -> tuple[str, dict]:
-    """The DuckDB SQL of :func:`build` over the tables ``events``, ``profiles`` and ``profile_attribute_versions``,
-    and its parameters: the one definition of every feature, which the Spark engine transpiles."""
-    activities = _activities(definition)
-    params: dict = {
+def _population_sql(definition: Definition, snapshots: list[dt.date], sample_fraction: float, chosen_rows: bool,
+                    params: dict) -> str:
+    """The WITH clauses every query here starts from: the snapshots, the sampled events and the eligible population
+    (restricted to the relation ``CHOSEN_ROWS`` with ``chosen_rows``)."""
+    params.update({
         "snapshots": [d.isoformat() for d in snapshots],
         "eligible_days": definition.eligible_days,
         "passive": PASSIVE_EVENT,
-        "purchase": PURCHASE_EVENT,
         "sample": int(round(sample_fraction * SAMPLE_GRAIN)),
-        "history_days": HISTORY_DAYS,
-    }
+    })
     population_filter = ""
     if definition.population_event_type:
         params["population_event"] = definition.population_event_type
@@ -198,7 +213,54 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
             "JOIN profiles pa ON pa.profile_id = el.profile_id AND "
             + _condition_sql(condition, f"pa.{condition.field}", kind, "population_value")
         )
+    if chosen_rows:
+        profile_join += (f" JOIN {CHOSEN_ROWS} c ON CAST(c.snapshot AS DATE) = CAST(el.t AS DATE) "
+                         "AND c.profile_id = el.profile_id")
+    return f"""
+    WITH snaps AS (SELECT CAST(unnest(CAST($snapshots AS DATE[])) AS TIMESTAMP) AS t),
+    -- Never materialised: a copy of every event would set the run's peak memory. The grain is a literal, as
+    -- hash() is unsigned and a parameter would make DuckDB take every remainder in 128 bits (eight times slower).
+    sampled AS NOT MATERIALIZED (
+        SELECT profile_id, ts, event_type, value, sku, channel FROM events
+        WHERE $sample >= {SAMPLE_GRAIN} OR hash(profile_id) % {SAMPLE_GRAIN} < $sample
+    ),
+    eligible AS (
+        SELECT s.t, e.profile_id, min(epoch(s.t) - epoch(e.ts)) / 86400.0 AS last_activity_days
+        FROM snaps s JOIN sampled e
+          ON e.ts >= s.t - to_days(CAST($eligible_days AS INTEGER)) AND e.ts < s.t
+        WHERE e.event_type <> $passive {population_filter}
+        GROUP BY s.t, e.profile_id
+    ),
+    population AS (SELECT el.t, el.profile_id, el.last_activity_days FROM eligible el {profile_join})"""
 
+
+def _labels_sql(definition: Definition, params: dict) -> str:
+    """Each population row's label: whether the goal was reached in ``[t, t + window)``."""
+    params["window_days"] = definition.window_days
+    return ("SELECT el.t, el.profile_id, " + goal_sql(definition, params) + " AS label "
+            "FROM population el LEFT JOIN sampled f ON f.profile_id = el.profile_id AND f.ts >= el.t "
+            "AND f.ts < el.t + to_days(CAST($window_days AS INTEGER)) GROUP BY el.t, el.profile_id")
+
+
+def labels_query(definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0) -> tuple[str, dict]:
+    """The DuckDB SQL of :func:`labels` and its parameters."""
+    params: dict = {}
+    population = _population_sql(definition, snapshots, sample_fraction, False, params)
+    return f"""{population}
+    SELECT CAST(lab.t AS DATE) AS snapshot, lab.profile_id, lab.label
+    FROM ({_labels_sql(definition, params)}) lab
+    ORDER BY lab.t, lab.profile_id
+    """, params
+
+
+def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
+          sample_fraction: float = 1.0, chosen_rows: bool = False) -> tuple[str, dict]:
+    """The DuckDB SQL of :func:`build` over the tables ``events``, ``profiles`` and ``profile_attribute_versions``
+    (and ``CHOSEN_ROWS`` with ``chosen_rows``), and its parameters: the one definition of every feature, which the
+    Spark engine transpiles."""
+    activities = _activities(definition)
+    params: dict = {"purchase": PURCHASE_EVENT, "history_days": HISTORY_DAYS}
+    population = _population_sql(definition, snapshots, sample_fraction, chosen_rows, params)
     aggregates = []
     for index, (key, event_type, _) in enumerate(activities):
         params[f"activity_{index}"] = event_type
@@ -248,31 +310,11 @@ def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
     )""" if profile_columns else ""
     label_join, label_column = "", ""
     if with_labels:
-        params["window_days"] = definition.window_days
-        label_join = (
-            "LEFT JOIN (SELECT el.t, el.profile_id, " + goal_sql(definition, params) + " AS label "
-            "FROM population el LEFT JOIN sampled f ON f.profile_id = el.profile_id AND f.ts >= el.t "
-            "AND f.ts < el.t + to_days(CAST($window_days AS INTEGER)) GROUP BY el.t, el.profile_id) lab "
-            "ON lab.t = a.t AND lab.profile_id = a.profile_id"
-        )
+        label_join = (f"LEFT JOIN ({_labels_sql(definition, params)}) lab "
+                      "ON lab.t = a.t AND lab.profile_id = a.profile_id")
         label_column = ", coalesce(lab.label, " + ("false" if definition.will_occur else "true") + ") AS label"
 
-    sql = f"""
-    WITH snaps AS (SELECT CAST(unnest(CAST($snapshots AS DATE[])) AS TIMESTAMP) AS t),
-    -- Never materialised: a copy of every event would set the run's peak memory. The grain is a literal, as
-    -- hash() is unsigned and a parameter would make DuckDB take every remainder in 128 bits (eight times slower).
-    sampled AS NOT MATERIALIZED (
-        SELECT profile_id, ts, event_type, value, sku, channel FROM events
-        WHERE $sample >= {SAMPLE_GRAIN} OR hash(profile_id) % {SAMPLE_GRAIN} < $sample
-    ),
-    eligible AS (
-        SELECT s.t, e.profile_id, min(epoch(s.t) - epoch(e.ts)) / 86400.0 AS last_activity_days
-        FROM snaps s JOIN sampled e
-          ON e.ts >= s.t - to_days(CAST($eligible_days AS INTEGER)) AND e.ts < s.t
-        WHERE e.event_type <> $passive {population_filter}
-        GROUP BY s.t, e.profile_id
-    ),
-    population AS (SELECT el.t, el.profile_id, el.last_activity_days FROM eligible el {profile_join}),
+    sql = f"""{population},
     -- Starts from the population, so an eligible customer with no event in the last year is still a row
     -- (zero counts, empty recencies) in training, evaluation and scoring.
     history AS (

@@ -252,6 +252,12 @@ def _spark_args(params: dict) -> dict:
     return {name: list(value) if isinstance(value, (list, tuple)) else value for name, value in params.items()}
 
 
+def _with_snapshot_dates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Spark's dates as the DuckDB engine's frames hold them."""
+    frame["snapshot"] = pd.to_datetime(frame["snapshot"]).astype("datetime64[us]")
+    return frame
+
+
 SCORED_SCHEMA = ("profile_id long, raw double, `values` array<double>, effects array<double>, "
                  "rank array<int>, feature array<string>, value array<double>, typical array<double>, "
                  "effect array<double>, importance array<string>")
@@ -306,15 +312,23 @@ class SparkExecutor:
         self._folder.cleanup()
 
     def frame(self, definition: Definition, snapshots: list[dt.date], with_labels: bool,
-              sample_fraction: float = 1.0):
-        """The features as a Spark DataFrame, from the DuckDB definition transpiled."""
-        sql, params = features.query(definition, snapshots, with_labels, sample_fraction)
+              sample_fraction: float = 1.0, rows: pd.DataFrame | None = None):
+        """The features as a Spark DataFrame, from the DuckDB definition transpiled; with ``rows`` (columns
+        ``snapshot``, ``profile_id``) only those rows."""
+        sql, params = features.query(definition, snapshots, with_labels, sample_fraction, chosen_rows=rows is not None)
+        if rows is not None:
+            chosen = pd.DataFrame({"snapshot": pd.to_datetime(rows["snapshot"]).dt.date,
+                                   "profile_id": rows["profile_id"].to_numpy(dtype=np.int64)})
+            self.spark.createDataFrame(chosen).createOrReplaceTempView(features.CHOSEN_ROWS)
         return self.spark.sql(spark_sql(sql), args=_spark_args(params))
 
+    def labels(self, definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0) -> pd.DataFrame:
+        sql, params = features.labels_query(definition, snapshots, sample_fraction)
+        return _with_snapshot_dates(self.spark.sql(spark_sql(sql), args=_spark_args(params)).toPandas())
+
     def features(self, definition: Definition, snapshots: list[dt.date], with_labels: bool,
-                 sample_fraction: float = 1.0) -> pd.DataFrame:
-        frame = self.frame(definition, snapshots, with_labels, sample_fraction).toPandas()
-        frame["snapshot"] = pd.to_datetime(frame["snapshot"]).astype("datetime64[us]")
+                 sample_fraction: float = 1.0, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+        frame = _with_snapshot_dates(self.frame(definition, snapshots, with_labels, sample_fraction, rows).toPandas())
         return frame[features.columns(definition, with_labels)]
 
     def score(self, definition: Definition, as_of: dt.date, model, timings: dict) -> engine.Scored | None:

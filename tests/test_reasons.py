@@ -109,3 +109,12 @@ def test_agreement_counts_the_same_top_reason_and_a_missing_one_disagrees():
     first = pd.Series(["recent activity", "engagement", "email", None])
     second = pd.Series(["recent activity", "recent activity", "email", None])
     assert reasons.agreement(first, second) == 0.5
+
+
+def test_a_categorical_reason_shows_each_buckets_category_shares_with_missing_as_none():
+    codes = pd.Series([0.0, 1.0, 1.0, np.nan, 2.0, 2.0, 2.0, 0.0])
+    bucket = np.array(["high", "high", "high", "high", "low", "low", "low", "medium"])
+    shares = factors.bucket_distributions(codes, bucket, True, ["Bronze", "Gold", engine.OTHER_CATEGORY])
+    assert shares["high"] == {"shares": {"Gold": 0.5, "Bronze": 0.25, "(none)": 0.25}, "profiles": 4}
+    assert shares["low"] == {"shares": {engine.OTHER_CATEGORY: 1.0}, "profiles": 3}
+    assert shares["medium"] == {"shares": {"Bronze": 1.0}, "profiles": 1}

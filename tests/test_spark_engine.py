@@ -79,30 +79,42 @@ def _results(db: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_a_spark_run_equals_a_duckdb_run(spark, demo_store, tmp_path, capsys, monkeypatch):
-    """One Spark run through the command line; the feature frame it built (training snapshots and the held-out
-    one, in one pass) is compared with DuckDB's for the same call, then the stored results with a DuckDB run's."""
+    """One Spark run through the command line; the labels and the feature frame it built (training snapshots and the
+    held-out one, in one pass each) are compared with DuckDB's for the same calls, then the stored results with a
+    DuckDB run's. The training rows are capped below the demo's, so the features are built for chosen rows only."""
+    monkeypatch.setattr(engine, "MAX_TRAINING_ROWS", 20_000)
     duckdb_db, spark_db = _copy(demo_store, tmp_path / "duckdb"), _copy(demo_store, tmp_path / "spark")
     local = engine.run_instance(duckdb_db, instances.TUTORIAL_INSTANCE)
     assert local.error is None, local.error
 
-    built = []
-    spark_features = spark_engine.SparkExecutor.features
+    built, labelled = [], []
+    spark_features, spark_labels = spark_engine.SparkExecutor.features, spark_engine.SparkExecutor.labels
 
-    def recording(self, definition, snapshots, with_labels, sample_fraction=1.0):
-        frame = spark_features(self, definition, snapshots, with_labels, sample_fraction)
-        built.append(((definition, snapshots, with_labels, sample_fraction), frame))
+    def recording(self, definition, snapshots, with_labels, sample_fraction=1.0, rows=None):
+        frame = spark_features(self, definition, snapshots, with_labels, sample_fraction, rows)
+        built.append(((definition, snapshots, with_labels, sample_fraction, rows), frame))
+        return frame
+
+    def recording_labels(self, definition, snapshots, sample_fraction=1.0):
+        frame = spark_labels(self, definition, snapshots, sample_fraction)
+        labelled.append(((definition, snapshots, sample_fraction), frame))
         return frame
 
     monkeypatch.setattr(spark_engine.SparkExecutor, "features", recording)
+    monkeypatch.setattr(spark_engine.SparkExecutor, "labels", recording_labels)
     status = cli.main(["--db", str(spark_db), "run", instances.TUTORIAL_INSTANCE, "--engine", "spark",
                        "--master", "local[2]", "--json"])
     assert status == 0, capsys.readouterr().err
 
-    assert len(built) == 1 and len(built[0][0][1]) > 1
+    assert len(built) == 1 and len(built[0][0][1]) > 1 and len(labelled) == 1
     reference = engine.DuckDBExecutor(duckdb_db)
+    labels = labelled[0][1]
+    _assert_same_frames(labels, reference.labels(*labelled[0][0]))
+    rows = built[0][0][4]
+    assert rows is not None and len(labels) > len(rows) > engine.MAX_TRAINING_ROWS
     for call, frame in built:
         expected = reference.features(*call)
-        assert expected["label"].any() and not expected["label"].all()
+        assert len(expected) == len(rows) and expected["label"].any() and not expected["label"].all()
         _assert_same_frames(frame, expected)
     ours, theirs = _results(spark_db), _results(duckdb_db)
     for table in ("scores", "factors"):
