@@ -19,7 +19,8 @@ if name is None:
     st.title("Dashboard")
     st.info("No instance has a successful run yet. Open Customer AI, create or choose an instance, and run it.")
     st.stop()
-st.query_params["instance"] = name
+if st.query_params.get("instance") != name:
+    st.query_params["instance"] = name
 
 try:
     run = cached.latest_run(db, name)
@@ -84,8 +85,13 @@ def influential_factors(run_id: int) -> None:
                          key="dashboard_factor")
     row = factors[factors["label"] == focus].iloc[0]
     st.markdown(f"**{plain(factors.loc[row.name, 'breakdown'])}**  \n{plain(row['description'])}")
-    breakdown = access.shown(viewer, scores.factor_breakdown(factors[factors["label"] == focus]))
-    cached.chart(st, charts.factor_breakdown, breakdown, row["kind"], definition.propensity_type, width="stretch")
+    # The sentence above carries the figures; their chart is drawn on request, as the evaluation's are.
+    chart_section = st.expander("Chart of this factor in each bucket", on_change="rerun",
+                                key="dashboard_breakdown_chart")
+    if chart_section.open:
+        breakdown = access.shown(viewer, scores.factor_breakdown(factors[factors["label"] == focus]))
+        cached.chart(chart_section, charts.factor_breakdown, breakdown, row["kind"], definition.propensity_type,
+                     width="stretch")
 
 
 influential_factors(run["run_id"])
@@ -101,17 +107,30 @@ if evaluation.get("advice"):
     st.warning(evaluation["advice"])
 st.caption(f"Measured on {evaluation['profiles']:,} held-out customers the model never saw, whose outcome is known "
            f"(base rate {evaluation['base_rate']:.1%}).")
-deciles = pd.DataFrame(evaluation["deciles"])
-left, right = st.columns(2)
-cached.chart(left, charts.lift_chart, deciles, width="stretch")
-left.caption("Lift: how many times more conversions each tenth of customers, ranked by score, has than average.")
-cached.chart(right, charts.gains_chart, deciles, width="stretch")
-right.caption("Gains: the share of all conversions you reach by targeting the top x% of scores.")
-left, right = st.columns(2)
-cached.chart(left, charts.calibration_chart, pd.DataFrame(evaluation["calibration"]), width="stretch")
-left.caption("Calibration: points on the dashed line mean a predicted 20% really converts 20% of the time.")
-cached.chart(right, charts.expected_vs_actual, pd.DataFrame(evaluation["buckets"]), width="stretch")
-right.caption("Expected vs actual: mean predicted probability and the observed rate in each bucket.")
+
+
+@st.fragment
+def evaluation_charts(evaluation: dict) -> None:
+    """Drawn once opened: four charts below the fold, which the browser would otherwise draw at every visit (each
+    costs it as much as eight other elements); opening them reruns this section only."""
+    section = st.expander("Lift, gains, calibration and expected vs actual", on_change="rerun",
+                          key="dashboard_evaluation_charts")
+    if not section.open:
+        return
+    deciles = pd.DataFrame(evaluation["deciles"])
+    left, right = section.columns(2)
+    cached.chart(left, charts.lift_chart, deciles, width="stretch")
+    left.caption("Lift: how many times more conversions each tenth of customers, ranked by score, has than average.")
+    cached.chart(right, charts.gains_chart, deciles, width="stretch")
+    right.caption("Gains: the share of all conversions you reach by targeting the top x% of scores.")
+    left, right = section.columns(2)
+    cached.chart(left, charts.calibration_chart, pd.DataFrame(evaluation["calibration"]), width="stretch")
+    left.caption("Calibration: points on the dashed line mean a predicted 20% really converts 20% of the time.")
+    cached.chart(right, charts.expected_vs_actual, pd.DataFrame(evaluation["buckets"]), width="stretch")
+    right.caption("Expected vs actual: mean predicted probability and the observed rate in each bucket.")
+
+
+evaluation_charts(evaluation)
 
 st.subheader("Past runs: predicted vs actual")
 past = cached.performance_summary(db, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import shutil
@@ -43,6 +44,8 @@ BROWSER_PAGES = {
     "profile": ("Profiles", "Identity namespace"),
 }
 TIMEOUT_S = 300
+# Tracing slows the page down, so the work is measured in clicks of its own, fewer than the timed ones.
+WORK_REPEAT = 5
 
 
 def summary(samples_ms: list[float]) -> dict:
@@ -157,7 +160,24 @@ def concurrent_sessions(sessions: int, rounds: int) -> dict:
 
 
 # The page records when it was clicked: Playwright's click waits for the link to hold still for two frames first.
-RECORD_CLICKS = "document.addEventListener('click', () => { window.caiClickedAt = performance.now(); }, true)"
+CLICK_MARK = "cai-click"
+RECORD_CLICKS = ("document.addEventListener('click', () => { window.caiClickedAt = performance.now(); "
+                 f"performance.mark('{CLICK_MARK}'); }}, true)")
+# The page counts the messages the app sends it and their bytes.
+RECORD_MESSAGES = """window.caiMessages = {messages: 0, bytes: 0};
+window.WebSocket = class extends window.WebSocket {
+    constructor(...args) {
+        super(...args);
+        this.addEventListener("message", event => {
+            window.caiMessages.messages += 1;
+            window.caiMessages.bytes += event.data.byteLength ?? event.data.size ?? event.data.length;
+        });
+    }
+};"""
+# Main-thread work, from Chromium's trace: each task's CPU time (not its wall time, which includes waiting for a core
+# that other programs hold), so it varies far less with the machine's load than the click-to-content time does.
+TRACE_CATEGORIES = ["toplevel", "blink.user_timing", "disabled-by-default-devtools.timeline"]
+SETTLE_MS = 500
 
 
 def browser_clicks(db: Path, folder: Path, repeat: int) -> dict:
@@ -178,6 +198,59 @@ def browser_clicks(db: Path, folder: Path, repeat: int) -> dict:
                 if round_number:  # the first round warms the server's caches, as the first visitor does
                     samples[name].append(elapsed)
     return {page: summary(times) for page, times in samples.items()}
+
+
+def main_thread_cpu_ms(trace: bytes) -> tuple[float, float]:
+    """The renderer's main-thread CPU time from the click until the content showed, and until the trace's end."""
+    events = json.loads(trace)["traceEvents"]
+    marks = {event["name"]: event for event in events if event.get("name") in (CLICK_MARK, app_server.CONTENT_MARK)}
+    thread = marks[app_server.CONTENT_MARK]["pid"], marks[app_server.CONTENT_MARK]["tid"]
+    clicked, shown = marks[CLICK_MARK]["ts"], marks[app_server.CONTENT_MARK]["ts"]
+    to_content = total = 0.0
+    for event in events:
+        if event.get("name") != "RunTask" or event.get("ph") != "X" or "tdur" not in event:
+            continue
+        if (event["pid"], event["tid"]) != thread or event["ts"] + event["dur"] <= clicked:
+            continue
+        # A task under way at the click or at the content counts in proportion to its part inside.
+        share = event["tdur"] / max(event["dur"], 1)
+        start = max(event["ts"], clicked)
+        total += (event["ts"] + event["dur"] - start) * share
+        to_content += max(0, min(event["ts"] + event["dur"], shown) - start) * share
+    return to_content / 1000, total / 1000
+
+
+def browser_work(db: Path, folder: Path, repeat: int) -> dict:
+    """What the browser does for each click, in measures that hold under load: main-thread CPU time until the content
+    shows and until the page has drawn, the app's messages and their bytes, the charts and elements drawn."""
+    from playwright.sync_api import expect
+
+    work: dict[str, dict] = {}
+    with app_server.serve(db, folder / "server-work.log") as (base, _), app_server.browser_page() as page:
+        page.add_init_script(RECORD_CLICKS)
+        page.add_init_script(RECORD_MESSAGES)
+        page.goto(f"{base}/?namespace=Email&value={demo.TUTORIAL_EMAIL}")
+        expect(page.get_by_text("Customer AI").first).to_be_visible(timeout=TIMEOUT_S * 1000)
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in BROWSER_PAGES}
+        for round_number in range(repeat + 1):
+            for name, (link, content) in BROWSER_PAGES.items():
+                page.evaluate("window.caiMessages = {messages: 0, bytes: 0}")
+                page.context.browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
+                page.get_by_role("link", name=link, exact=True).click()
+                app_server.wait_for_text(page, content, TIMEOUT_S * 1000)
+                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=TIMEOUT_S * 1000)
+                page.wait_for_timeout(SETTLE_MS)  # charts draw after the script ends
+                cpu = main_thread_cpu_ms(page.context.browser.stop_tracing())
+                if round_number:
+                    samples[name].append(cpu)
+                work[name] = {
+                    **page.evaluate("window.caiMessages"),
+                    "charts": page.get_by_test_id("stVegaLiteChart").count(),
+                    "elements": page.get_by_test_id("stElementContainer").count()}
+        for name, cpu in samples.items():
+            work[name] = {"main_thread_cpu_to_content_ms": summary([to_content for to_content, _ in cpu]),
+                          "main_thread_cpu_ms": summary([total for _, total in cpu]), **work[name]}
+    return work
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             browser_copy = folder / "browser.duckdb"
             shutil.copy(db, browser_copy)
             pages["browser_click_ms"] = browser_clicks(browser_copy, folder, args.repeat)
+            log(f"Browser work per click (traced), {WORK_REPEAT} times per page")
+            pages["browser_work"] = browser_work(browser_copy, folder, WORK_REPEAT)
         results.save_section("pages", pages, args.out)
         sessions = {**conditions, "rounds": args.rounds}
         for count in (int(value) for value in args.sessions.split(",")):
@@ -237,6 +312,14 @@ def report(pages: dict, sessions: dict) -> str:
         click = clicks.get(page)
         lines.append(f"  {page:<18}{render['p50']:>12.0f}{render['p95']:>10.0f}"
                      + (f"{click['p50']:>12.0f}{click['p95']:>10.0f}" if click else ""))
+    work = pages.get("browser_work", {})
+    if work:
+        lines += ["", "  browser work per click (p50)", f"  {'page':<18}{'CPU to content':>16}{'CPU in all':>12}"
+                  f"{'messages':>10}{'bytes':>9}{'charts':>8}{'elements':>10}"]
+        for page, figures in work.items():
+            lines.append(f"  {page:<18}{figures['main_thread_cpu_to_content_ms']['p50']:>13.0f} ms"
+                         f"{figures['main_thread_cpu_ms']['p50']:>9.0f} ms{figures['messages']:>10}"
+                         f"{figures['bytes']:>9,}{figures['charts']:>8}{figures['elements']:>10}")
     counts = [key for key in sessions if key.isdigit()]
     lines += ["", "  simultaneous sessions, p50 / p95 ms", f"  {'page':<18}" + "".join(f"{n:>16}" for n in counts)]
     for page in PAGES:

@@ -90,8 +90,24 @@ def test_dashboard_shows_cards_charts_and_evaluation(trained_db):
     assert not app.exception
     assert app.title[0].value == instances.TUTORIAL_INSTANCE
     labels = [metric.label for metric in app.metric]
-    assert labels.count("Profiles") == 3 and "AUC" in labels
-    assert len(app.get("vega_lite_chart")) == 8
+    assert labels.count("Profiles") == 3 and "AUC" in labels and "Quality" in labels
+    # Donut, distribution and factors; the chosen factor's breakdown chart and the evaluation's four wait until opened.
+    assert len(app.get("vega_lite_chart")) == 3
+    assert not [caption for caption in app.caption if caption.value.startswith("Lift:")]
+    assert [expander.label for expander in app.expander] == [
+        "Chart of this factor in each bucket", "Lift, gains, calibration and expected vs actual",
+        "Show more: definition, data and model"]
+
+
+def test_opening_the_evaluation_charts_draws_them(trained_db):
+    app = _page("app_pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
+    app.session_state["dashboard_evaluation_charts"] = True
+    app.run()
+    assert not app.exception
+    assert len(app.get("vega_lite_chart")) == 3 + 4
+    captions = [caption.value for caption in app.caption]
+    assert all(any(caption.startswith(f"{name}:") for caption in captions)
+               for name in ("Lift", "Gains", "Calibration", "Expected vs actual"))
 
 
 def test_dashboard_of_an_untrained_instance_says_what_to_do(trained_db):

@@ -3,6 +3,9 @@ does (Streamlit forgets the values of widgets that were not on screen), and cach
 
 from __future__ import annotations
 
+import json
+
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -35,10 +38,40 @@ def test_every_page_renders_again_after_the_others(trained_db):
 def test_choosing_a_factor_redraws_its_breakdown_from_the_cached_charts(trained_db):
     app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
     app.switch_page("app_pages/dashboard.py").run()
+    app.session_state["dashboard_breakdown_chart"] = True
+    app.run()
+    breakdown_before = app.get("vega_lite_chart")[-1].proto.spec
     charts_before = len(app.get("vega_lite_chart"))
     labels = app.selectbox(key="dashboard_factor").options
     app.selectbox(key="dashboard_factor").set_value(labels[-1]).run()
     assert not app.exception
     assert app.selectbox(key="dashboard_factor").value == labels[-1]
     assert labels[-1] in " ".join(markdown.value for markdown in app.markdown)
-    assert len(app.get("vega_lite_chart")) == charts_before == 8
+    # Donut, distribution, factors and the opened breakdown, now of the chosen factor.
+    assert len(app.get("vega_lite_chart")) == charts_before == 4
+    assert app.get("vega_lite_chart")[-1].proto.spec != breakdown_before
+
+
+def _chart_rows(chart) -> list[str]:
+    return sorted(json.dumps(pa.ipc.open_stream(dataset.data.data).read_all().to_pylist(), sort_keys=True)
+                  for dataset in chart.proto.datasets)
+
+
+def test_a_cached_chart_sends_the_rows_streamlit_sends_for_the_chart_itself():
+    def script():
+        import pandas as pd
+        import streamlit as st
+
+        from cai import charts
+        from ui import cached
+
+        deciles = pd.DataFrame({"decile": [1, 2, 3], "lift": [2.5, 1.1, 0.4], "rate": [0.3, 0.12, 0.05],
+                                "profiles": [10, 10, 9]})
+        cached.chart(st, charts.lift_chart, deciles)
+        st.altair_chart(charts.lift_chart(deciles))
+
+    app = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert not app.exception
+    cached_chart, drawn_chart = app.get("vega_lite_chart")
+    assert len(cached_chart.proto.datasets) == 2
+    assert _chart_rows(cached_chart) == _chart_rows(drawn_chart)

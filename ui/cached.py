@@ -9,6 +9,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import streamlit as st
+from streamlit import dataframe_util
 
 from cai import charts, ingest, instances, performance, scores, segments
 
@@ -87,6 +88,11 @@ def _chart_spec(builder: str, *args) -> dict:
     view = spec.get("config", {}).get("view", {})
     for setting in ("continuousWidth", "continuousHeight"):
         view.pop(setting, None)
+    # Streamlit sends each dataset as Arrow and converts rows to Arrow on every draw (a quarter of the dashboard's
+    # render) unless they already are: converted once here, with Streamlit's own conversion, so the bytes are the same.
+    datasets = spec.get("datasets", {})
+    for name, rows in datasets.items():
+        datasets[name] = dataframe_util.convert_anything_to_arrow_bytes(rows)
     return spec
 
 

@@ -59,6 +59,14 @@ def test_tutorial_walkthrough(app_page: Page, app_server):
     shot(page, "dashboard")
     # "Hover on the influential factors to view the further breakdown of data distribution."
     _hover_top_factor(page)
+    # The breakdown's and the evaluation's charts are drawn when opened, not with the page.
+    charts = page.locator("[data-testid=stVegaLiteChart]")
+    expect(charts).to_have_count(3)
+    page.get_by_text("Chart of this factor in each bucket").click()
+    page.get_by_text("Lift, gains, calibration and expected vs actual").click()
+    expect(page.get_by_text("Calibration: points on the dashed line")).to_be_visible()
+    expect(charts).to_have_count(3 + 1 + 4)
+    no_exception(page)
 
     # "Click on the Create Segment button on the propensity cards."
     card_count = save_high_propensity_segment(page, SEGMENT)
