@@ -13,7 +13,7 @@ from cai.attributes import NUMERIC as NUMERIC_ATTRIBUTES
 from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
 
 # Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
-FEATURES_VERSION = 5
+FEATURES_VERSION = 6
 HISTORY_DAYS = 365
 COUNT_WINDOWS_DAYS = (7, 30, 90)
 PASSIVE_EVENT = "directMarketing.emailSent"
@@ -204,15 +204,31 @@ def _population_sql(definition: Definition, snapshots: list[dt.date], sample_fra
     if definition.population_event_type:
         params["population_event"] = definition.population_event_type
         population_filter += " AND e.event_type = $population_event"
-    profile_join = ""
+    profile_join, population_where, population_values = "", "", ""
     if definition.population_attribute:
         condition = definition.population_attribute
         params["population_value"] = condition.value
+        params["population_attribute"] = condition.field
         kind = "number" if condition.field in ("loyalty_points", "birth_year") else "text"
-        profile_join = (
-            "JOIN profiles pa ON pa.profile_id = el.profile_id AND "
-            + _condition_sql(condition, f"pa.{condition.field}", kind, "population_value")
-        )
+        # The attribute as each snapshot saw it (its dated versions), not today's value, which past snapshots
+        # would leak: before a profile's first version its first value is assumed (a file loaded without dates
+        # holds from its load, and would otherwise leave every past snapshot empty); a profile without any
+        # version of it has its current value.
+        population_values = """,
+    population_values AS (
+        SELECT el.t, el.profile_id,
+               CASE WHEN count(*) FILTER (WHERE v.valid_from <= el.t) > 0
+                    THEN arg_max(v.value, v.valid_from) FILTER (WHERE v.valid_from <= el.t)
+                    ELSE arg_min(v.value, v.valid_from) END AS value
+        FROM eligible el JOIN profile_attribute_versions v
+          ON v.profile_id = el.profile_id AND v.attribute = $population_attribute
+        GROUP BY el.t, el.profile_id
+    )"""
+        profile_join = ("JOIN profiles pa ON pa.profile_id = el.profile_id "
+                        "LEFT JOIN population_values pv ON pv.t = el.t AND pv.profile_id = el.profile_id")
+        population_where = "WHERE " + _condition_sql(
+            condition, f"CASE WHEN pv.profile_id IS NULL THEN CAST(pa.{condition.field} AS VARCHAR) ELSE pv.value END",
+            kind, "population_value")
     if chosen_rows:
         profile_join += (f" JOIN {CHOSEN_ROWS} c ON CAST(c.snapshot AS DATE) = CAST(el.t AS DATE) "
                          "AND c.profile_id = el.profile_id")
@@ -230,8 +246,10 @@ def _population_sql(definition: Definition, snapshots: list[dt.date], sample_fra
           ON e.ts >= s.t - to_days(CAST($eligible_days AS INTEGER)) AND e.ts < s.t
         WHERE e.event_type <> $passive {population_filter}
         GROUP BY s.t, e.profile_id
-    ),
-    population AS (SELECT el.t, el.profile_id, el.last_activity_days FROM eligible el {profile_join})"""
+    ){population_values},
+    population AS (
+        SELECT el.t, el.profile_id, el.last_activity_days FROM eligible el {profile_join} {population_where}
+    )"""
 
 
 def _labels_sql(definition: Definition, params: dict) -> str:

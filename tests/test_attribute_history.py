@@ -10,14 +10,20 @@ import duckdb
 import pandas as pd
 import pytest
 
-from cai import attributes, demo, features, ingest, instances, store
+from cai import attributes, demo, features, ingest, instances, profiles, store
 from cai.errors import ValidationError
-from cai.instances import Definition, Goal
+from cai.instances import Condition, Definition, Goal
 
 pytestmark = pytest.mark.both_backends
 
 TIER = Definition(name="tier", goals=(Goal("commerce.purchases"),), eligible_days=365,
                   profile_attributes=("loyalty_tier",))
+
+
+def _eligible(db, definition: Definition, snapshot: str) -> set[int]:
+    with store.connect(db) as con:
+        frame = features.build(con, definition, [dt.date.fromisoformat(snapshot)], with_labels=False)
+    return set(frame["profile_id"].tolist())
 
 
 def _load_profiles(db, rows: list[dict], name: str) -> None:
@@ -141,3 +147,36 @@ def test_an_older_store_gets_each_profile_attribute_as_one_version_dated_at_its_
     assert rows.values.tolist() == [[1, "loyalty_points", pd.Timestamp("2025-03-04 05:06:07"), "120"],
                                     [1, "loyalty_tier", pd.Timestamp("2025-03-04 05:06:07"), "gold"]]
 
+
+
+def test_an_eligibility_condition_on_an_attribute_reads_the_value_each_snapshot_saw(demo_db):
+    """The tutorial's customer is gold from sign-up and platinum from June: a past snapshot's "gold members" are
+    who was gold then, not who is gold today."""
+    _load_profiles(demo_db, [{"email": demo.TUTORIAL_EMAIL, "loyalty_tier": "platinum", "valid_from": "2026-06-01"}],
+                   "june.csv")
+    gold = replace(TIER, population_attribute=Condition("loyalty_tier", "=", "gold"))
+    platinum = replace(TIER, population_attribute=Condition("loyalty_tier", "=", "platinum"))
+    everyone = _eligible(demo_db, TIER, "2026-04-01")
+    assert 1 in everyone and 1 in _eligible(demo_db, TIER, "2026-07-01")
+
+    assert 1 in _eligible(demo_db, gold, "2026-04-01") and 1 not in _eligible(demo_db, platinum, "2026-04-01")
+    assert 1 in _eligible(demo_db, platinum, "2026-07-01") and 1 not in _eligible(demo_db, gold, "2026-07-01")
+    # Every other customer's tier never changed: the gold population is everyone active who is gold today.
+    with store.connect(demo_db) as con:
+        gold_today = {row[0] for row in con.execute("SELECT profile_id FROM profiles WHERE loyalty_tier = 'gold'"
+                                                     ).fetchall()}
+    assert _eligible(demo_db, gold, "2026-04-01") == (everyone & gold_today) | {1}
+
+
+def test_an_eligibility_condition_on_an_attribute_loaded_without_dates_holds_before_its_load(empty_db):
+    events = ["timestamp,event_type,email"] + [
+        f"2026-{month:02d}-10T10:00:00Z,commerce.productViews,{who}@example.com"
+        for month in range(1, 11) for who in ("ana", "bo")]
+    ingest.ingest_bytes(empty_db, "\n".join(events).encode(), "events.csv")
+    ingest.ingest_bytes(empty_db, b"email,loyalty_tier\nana@example.com,gold\nbo@example.com,silver\n",
+                        "undated.csv", kind="profiles", now=dt.datetime(2026, 9, 15, 12))
+    gold = replace(TIER, population_attribute=Condition("loyalty_tier", "=", "gold"))
+    ana = profiles.find(empty_db, "Email", "ana@example.com")
+
+    assert _eligible(empty_db, gold, "2026-05-01") == {ana}
+    assert _eligible(empty_db, gold, "2026-10-01") == {ana}
