@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cai.attributes import NUMERIC as NUMERIC_ATTRIBUTES
-from cai.instances import CONDITION_FIELDS, OPERATORS, Condition, Definition
+from cai.instances import CONDITION_FIELDS, OPERATORS, PROFILE_CONDITION_FIELDS, Condition, Definition
 
 # Part of every model's cache key: raise it whenever a feature's meaning changes, so no stale model is reused.
 FEATURES_VERSION = 6
@@ -209,7 +209,7 @@ def _population_sql(definition: Definition, snapshots: list[dt.date], sample_fra
         condition = definition.population_attribute
         params["population_value"] = condition.value
         params["population_attribute"] = condition.field
-        kind = "number" if condition.field in ("loyalty_points", "birth_year") else "text"
+        kind = PROFILE_CONDITION_FIELDS[condition.field]
         # The attribute as each snapshot saw it (its dated versions), not today's value, which past snapshots
         # would leak: before a profile's first version its first value is assumed (a file loaded without dates
         # holds from its load, and would otherwise leave every past snapshot empty); a profile without any

@@ -171,13 +171,14 @@ def ensure_database(db: store.Store) -> None:
         from ui import cached  # loaded by now: see PAGE_MODULES
         from cai import charts
 
-        shown = None
+        chart_drawn = False
         while not job.done.wait(POLL_SECONDS):
             bar.progress(job.fraction, text=job.message)
             # The data the model is about to learn from, shown while it trains; the browser also loads its chart
             # renderer here rather than when the dashboard opens.
-            if job.events_per_month is not None and shown is None:
-                shown = cached.chart(data_chart, charts.events_per_month, job.events_per_month, width="stretch")
+            if job.events_per_month is not None and not chart_drawn:
+                cached.chart(data_chart, charts.events_per_month, job.events_per_month, width="stretch")
+                chart_drawn = True
         if job.error:
             box.update(label="The first start did not finish", state="error")
             st.error(f"{job.error} Reload the page to try again.")
