@@ -536,21 +536,34 @@ def postgres_execute(con: duckdb.DuckDBPyConnection, statement: str) -> None:
 
 
 def _migrate(con: duckdb.DuckDBPyConnection, postgres: bool) -> None:
-    current = schema_version(con)
-    if current > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"This database was written by a newer version of Customer AI (schema {current}; this app knows "
-            f"up to {SCHEMA_VERSION}). Upgrade the app, or point it at another database."
-        )
-    if current == SCHEMA_VERSION:
-        return
+    while True:
+        current = schema_version(con)
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"This database was written by a newer version of Customer AI (schema {current}; this app knows "
+                f"up to {SCHEMA_VERSION}). Upgrade the app, or point it at another database."
+            )
+        if current == SCHEMA_VERSION:
+            return
+        try:
+            _apply_migrations(con, postgres, current)
+            return
+        except duckdb.Error:
+            if not postgres:
+                raise
+            # Replicas starting together: the lock makes the others wait until the first has upgraded, but their
+            # transaction's snapshot (the extension's is REPEATABLE READ) was taken before the wait and does not see
+            # its tables, so they fail redoing its work. A new transaction sees it done.
+            con.execute("CALL pg_clear_cache()")
+            if schema_version(con) == current:
+                raise
+
+
+def _apply_migrations(con: duckdb.DuckDBPyConnection, postgres: bool, current: int) -> None:
     con.begin()
     try:
         if postgres:
-            # Replicas starting together: the first upgrades, the others wait here and then find nothing to do.
             postgres_execute(con, f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
-            con.execute("CALL pg_clear_cache()")
-            current = schema_version(con)
         if current == 0:
             con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
         for version in range(current + 1, SCHEMA_VERSION + 1):
