@@ -3,6 +3,7 @@ database, and work (a run, a delivery) cut off by a container that stops; the ne
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import duckdb
 
 from cai import store
+from ui import bootstrap
 from tests.conftest import ROOT
 
 REPLICAS = 3
@@ -49,3 +51,18 @@ def test_replicas_starting_together_on_an_empty_database_all_start(pg_url):
     assert [version for (version,) in versions] == list(range(1, store.SCHEMA_VERSION + 1))
     holder.close()
     watcher.close()
+
+
+def test_a_first_start_that_another_replica_finished_first_keeps_that_store(trained_db_template, pg_url, tmp_path):
+    """Two replicas on one empty database both build the demo; the second to copy it in finds the first's there and
+    reports the demo ready (it used to fail with 'duplicate key value violates unique constraint')."""
+    store.release(trained_db_template)
+    store.copy(trained_db_template, pg_url)
+    with store.connect(pg_url) as con:
+        before = con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM runs)").fetchall()
+    side = tmp_path / "demo.duckdb.first-start"
+    shutil.copy(trained_db_template, side)
+    bootstrap._move_into_place(side, store.resolve(pg_url))
+    assert not side.exists()
+    with store.connect(pg_url) as con:
+        assert con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM runs)").fetchall() == before

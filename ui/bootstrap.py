@@ -132,7 +132,14 @@ def _build_side_file(job: FirstStart) -> None:
 def _move_into_place(side: Path, db: store.Store) -> None:
     store.release(side)
     if db.is_postgres:
-        store.copy(side, db)
+        try:
+            store.copy(side, db)
+        except CaiError:
+            # Replicas starting together on one empty database each build the demo (the lock above is one
+            # machine's); the first copy in wins and the others' is refused: theirs is the same demo.
+            if store.is_empty(db):
+                raise
+            log.info("Another server built the store first; its copy is kept.")
         side.unlink()
         return
     db = db.path
