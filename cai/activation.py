@@ -22,6 +22,8 @@ IDENTITIES = {"crmid": ("CRMID", False), "email": ("Email", False), "email_sha25
               "ecid": ("ECID", False)}
 OPTIONAL_COLUMNS = ("score", "bucket", "probability", "percentile")
 SUCCESS, FAILED, SENDING, SUPERSEDED = "success", "failed", "sending", "superseded"
+# What a delivery cut off by its process or machine stopping says (recover_interrupted_deliveries).
+INTERRUPTED = "It was cut off: its process or machine stopped before it finished (a restart, say)."
 
 _sending_here: set[int] = set()
 
@@ -85,15 +87,17 @@ def forget_segments(con, segment_ids: list[int]) -> None:
 
 
 def list_activations(db_path: Path, segment: str | None = None) -> pd.DataFrame:
-    """Every activation (or one segment's) with its destination and its latest delivery."""
+    """Every activation (or one segment's) with its destination, its instance's current run and its latest
+    delivery."""
     return store.query_df(
         db_path,
         """
         SELECT a.activation_id, s.name AS segment, d.name AS destination, d.kind, a.identity,
                array_to_string(CAST(a.columns AS VARCHAR[]), ',') AS columns, a.active,
-               l.run_id AS last_run, l.status AS last_status, l.finished_at AS last_delivered_at,
-               l.members, l.added, l.removed, l.error
+               i.current_run_id AS current_run, l.run_id AS last_run, l.status AS last_status,
+               l.finished_at AS last_delivered_at, l.members, l.added, l.removed, l.error
         FROM activations a JOIN segments s USING (segment_id) JOIN destinations d USING (destination_id)
+        JOIN instances i ON i.instance_id = s.instance_id
         LEFT JOIN (SELECT * FROM deliveries QUALIFY row_number() OVER (PARTITION BY activation_id
                                                                        ORDER BY delivery_id DESC) = 1) l
                USING (activation_id)
@@ -159,8 +163,7 @@ def _claim(con, activation: dict, mode: str, postgres: bool) -> int | None:
                        [activation["activation_id"], activation["run_id"]]).fetchall()
     if rows:
         delivery_id, status, pid, host = rows[0]
-        if status == SUCCESS or (status == SENDING and store.worker_alive(
-                con, "deliveries", "delivery_id", delivery_id, pid, host, postgres, _sending_here.__contains__)):
+        if status == SUCCESS or (status == SENDING and _being_sent(con, delivery_id, pid, host, postgres)):
             return None
         con.execute("UPDATE deliveries SET status = ?, attempts = attempts + 1, pid = ?, host = ?, error = NULL, "
                     "started_at = current_timestamp, heartbeat_at = current_timestamp, finished_at = NULL "
@@ -172,6 +175,24 @@ def _claim(con, activation: dict, mode: str, postgres: bool) -> int | None:
                 [delivery_id, activation["activation_id"], activation["run_id"], SENDING, mode, os.getpid(),
                  store.this_host()])
     return delivery_id
+
+
+def _being_sent(con, delivery_id: int, pid: int | None, host: str | None, postgres: bool) -> bool:
+    return store.worker_alive(con, "deliveries", "delivery_id", delivery_id, pid, host, postgres,
+                              _sending_here.__contains__)
+
+
+def recover_interrupted_deliveries(con, postgres: bool) -> int:
+    """Inside the caller's transaction, marks deliveries whose process (or, on PostgreSQL, machine) is gone as failed
+    with ``INTERRUPTED``, so the page says what happened instead of "sending" for good; the next delivery of their
+    activation sends them again (a webhook's after its last acknowledged batch)."""
+    stale = [delivery_id for delivery_id, pid, host in con.execute(
+        "SELECT delivery_id, pid, host FROM deliveries WHERE status = ?", [SENDING]).fetchall()
+        if not _being_sent(con, delivery_id, pid, host, postgres)]
+    for delivery_id in stale:
+        con.execute("UPDATE deliveries SET status = ?, pid = NULL, finished_at = current_timestamp, error = ? "
+                    "WHERE delivery_id = ?", [FAILED, INTERRUPTED, delivery_id])
+    return len(stale)
 
 
 def _diff(current: pd.DataFrame, previous: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

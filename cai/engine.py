@@ -377,7 +377,8 @@ def _run_alive(con, run: tuple[int, int | None, str | None], postgres: bool) -> 
 
 def recover_interrupted_runs(db_path: Path) -> int:
     """Marks runs whose process (or, on PostgreSQL, machine) is gone as interrupted, and gives their instance back
-    its last good state."""
+    its last good state; deliveries cut off the same way are marked failed (see
+    ``activation.recover_interrupted_deliveries``). Returns the runs marked."""
     postgres = store.resolve(db_path).is_postgres
 
     def work(con):
@@ -393,6 +394,7 @@ def recover_interrupted_runs(db_path: Path) -> int:
                 "WHERE instance_id = ? AND status = ?",
                 [ERROR, SUCCESS, instance_id, TRAINING],
             )
+        activation.recover_interrupted_deliveries(con, postgres)
         return len(stale)
 
     return store.write(db_path, work)

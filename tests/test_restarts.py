@@ -3,20 +3,41 @@ database, and work (a run, a delivery) cut off by a container that stops; the ne
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import duckdb
+import pytest
+from streamlit.testing.v1 import AppTest
 
-from cai import store
-from ui import bootstrap
+from cai import activation, destinations, engine, instances, segments, store
 from tests.conftest import ROOT
+from ui import bootstrap
 
 REPLICAS = 3
 # Upgrades the schema of the database in argv[1], as every replica does when it starts.
 START_A_REPLICA = "import sys; from cai import store; store.migrate(sys.argv[1])"
+SEGMENT = "Sent before the restart"
+TUTORIAL = instances.TUTORIAL_INSTANCE
+# The container stops (SIGKILL, no clean-up) the moment the delivery opens the members file.
+STOP_WHILE_DELIVERING = """
+import os, signal, sys
+from fsspec.implementations import local
+local.LocalFileSystem._open = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+from cai import activation
+activation.deliver_pending(sys.argv[1])
+"""
+# The container stops once the run's results are swapped in, before the run delivers its segments.
+STOP_BEFORE_DELIVERING = """
+import datetime as dt, os, signal, sys
+from cai import activation, engine
+activation.deliver_after_run = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+engine.run_instance(sys.argv[1], sys.argv[2], as_of=dt.date.fromisoformat(sys.argv[3]))
+"""
 
 
 def _raw(url: str) -> duckdb.DuckDBPyConnection:
@@ -66,3 +87,66 @@ def test_a_first_start_that_another_replica_finished_first_keeps_that_store(trai
     assert not side.exists()
     with store.connect(pg_url) as con:
         assert con.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM runs)").fetchall() == before
+
+
+@pytest.fixture
+def activated(trained_db, tmp_path) -> str:
+    """The tutorial's high bucket activated to a folder, not delivered yet."""
+    definition = instances.get_instance(trained_db, TUTORIAL).definition
+    segments.create_segment(trained_db, SEGMENT, segments.bucket_rule(
+        TUTORIAL, "high", definition.low_threshold, definition.high_threshold))
+    destinations.create_destination(trained_db, destinations.Destination("share", "folder", str(tmp_path / "share")))
+    activation.activate(trained_db, SEGMENT, "share")
+    store.release(trained_db)
+    return SEGMENT
+
+
+def _stopped(script: str, *args: str) -> None:
+    child = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=ROOT, timeout=180)
+    assert child.returncode == -signal.SIGKILL
+
+
+def _activation_page() -> AppTest:
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    app.run().switch_page("app_pages/segments.py").run()
+    assert not app.exception
+    return app
+
+
+@pytest.mark.both_backends
+def test_a_delivery_cut_off_by_a_restart_says_so_and_is_sent_once(trained_db, activated, tmp_path):
+    """It showed "sending" for good; the next start marks it failed with the reason, and Deliver now sends it."""
+    _stopped(STOP_WHILE_DELIVERING, trained_db)
+    assert activation.list_activations(trained_db).iloc[0]["last_status"] == activation.SENDING
+
+    engine.recover_interrupted_runs(trained_db)  # what every start of a page does
+    [row] = activation.list_activations(trained_db).to_dict("records")
+    assert (row["last_status"], row["error"]) == (activation.FAILED, activation.INTERRUPTED)
+    app = _activation_page()
+    assert any("cut off" in warning.value and "Deliver now" in warning.value for warning in app.warning)
+
+    app.button(key="activation_deliver").click().run()
+    assert not app.exception
+    assert any(f"{SEGMENT} -> share" in message.value and "success" in message.value for message in app.success)
+    history = activation.delivery_history(trained_db, SEGMENT)
+    assert history[["status", "attempts"]].values.tolist() == [[activation.SUCCESS, 2]]
+    assert len(list((tmp_path / "share").rglob("manifest.json"))) == 1
+
+
+@pytest.mark.both_backends
+def test_a_run_stopped_before_it_delivered_is_shown_undelivered_until_sent(trained_db, activated):
+    """The run's results are in, its delivery never started: the page says the destination is behind (it said
+    nothing), and Deliver now catches up."""
+    [delivered] = activation.deliver_pending(trained_db, segment=SEGMENT)
+    _stopped(STOP_BEFORE_DELIVERING, trained_db, TUTORIAL, dt.date(2026, 10, 25))
+    current_run = instances.get_instance(trained_db, TUTORIAL).current_run_id
+    assert current_run != delivered.run_id
+
+    app = _activation_page()
+    [behind] = [warning.value for warning in app.warning if "not delivered" in warning.value]
+    assert f"Run {current_run}, the instance's latest" in behind and f"holds run {delivered.run_id}" in behind
+    app.button(key="activation_deliver").click().run()
+    assert not app.exception
+    app.run()
+    assert not [warning for warning in app.warning if "not delivered" in warning.value]
+    assert activation.list_activations(trained_db).iloc[0]["last_run"] == current_run

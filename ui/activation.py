@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from cai import activation, destinations
 from cai.errors import CaiError
 from ui import access
+from ui.components import plain
 
 IDENTITY_LABELS = {"crmid": "CRMID", "email": "Email", "email_sha256": "Email, SHA-256 of the lower-cased address",
                    "ecid": "ECID"}
@@ -30,8 +32,13 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
     else:
         st.dataframe(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
         for row in table[table["last_status"] == activation.FAILED].itertuples():
-            st.warning(f"The last delivery to {row.destination} failed: {row.error} It is retried by the next "
-                       "`run-due`, or now with Deliver now.")
+            st.warning(f"The last delivery to {plain(row.destination)} failed: {plain(row.error)} It is retried by "
+                       "the next `run-due`, or now with Deliver now.")
+        for row in _owing_the_current_run(table).itertuples():
+            last = "nothing yet" if pd.isna(row.last_run) else f"run {int(row.last_run)}"
+            st.warning(f"Run {int(row.current_run)}, the instance's latest, is not delivered to "
+                       f"{plain(row.destination)} yet (it holds {last}): that run has just finished, or the app "
+                       "stopped before sending it (a restart, say). Deliver now sends it; so does the next `run-due`.")
         with st.expander("Delivery history"):
             st.dataframe(activation.delivery_history(db, segment), hide_index=True, key="activation_history")
         if st.button("Deliver now", key="activation_deliver", disabled=not viewer.can_edit,
@@ -58,6 +65,14 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
     if viewer.can_edit:
         with st.expander("New destination"):
             _destination_form(db, viewer)
+
+
+def _owing_the_current_run(table: pd.DataFrame) -> pd.DataFrame:
+    """Active activations whose latest delivery is neither of the instance's current run, nor failed (said
+    already), nor in flight."""
+    behind = table["current_run"].notna() & (table["last_run"] != table["current_run"])
+    settled = ~table["last_status"].isin([activation.FAILED, activation.SENDING])
+    return table[table["active"] & behind & settled]
 
 
 def _destination_form(db: Path, viewer: access.Viewer) -> None:
