@@ -936,12 +936,19 @@ atexit.register(_stop_heartbeats)
 def worker_alive(con: duckdb.DuckDBPyConnection, table: str, key_column: str, key: int, pid: int | None,
                  host: str | None, postgres: bool, working_here: Callable[[int], bool]) -> bool:
     """Whether the process working on a row (a run, a delivery) still is: one on another machine sharing a
-    PostgreSQL store while its heartbeat is recent; one of this machine while it runs; this very process while
-    ``working_here(key)`` says so (a process id is reused once the work ends, by the next unit of work here)."""
+    PostgreSQL store while its heartbeat is recent; one of this machine while it runs (and, on PostgreSQL, beats);
+    this very process while ``working_here(key)`` says so (a process id is reused once the work ends, by the next
+    unit of work here)."""
     if postgres and host not in (None, this_host()):
-        return bool(con.execute(
-            f"SELECT count(*) FROM {table} WHERE {key_column} = ? AND coalesce(heartbeat_at, started_at) "
-            "> current_timestamp::TIMESTAMP - to_seconds(?)", [key, RUN_STALE_SECONDS]).fetchall()[0][0])
+        return _beating(con, table, key_column, key)
     if pid == os.getpid():
         return working_here(key)
-    return process_alive(pid)
+    # A container restarted under the same host name numbers its processes again from 1, so the id may now be
+    # another process's: on PostgreSQL, where every worker beats, a silent heartbeat says the worker is gone.
+    return process_alive(pid) and (not postgres or _beating(con, table, key_column, key))
+
+
+def _beating(con: duckdb.DuckDBPyConnection, table: str, key_column: str, key: int) -> bool:
+    return bool(con.execute(
+        f"SELECT count(*) FROM {table} WHERE {key_column} = ? AND coalesce(heartbeat_at, started_at) "
+        "> current_timestamp::TIMESTAMP - to_seconds(?)", [key, RUN_STALE_SECONDS]).fetchall()[0][0])

@@ -150,3 +150,38 @@ def test_a_run_stopped_before_it_delivered_is_shown_undelivered_until_sent(train
     app.run()
     assert not [warning for warning in app.warning if "not delivered" in warning.value]
     assert activation.list_activations(trained_db).iloc[0]["last_run"] == current_run
+
+
+
+def _a_run_held_by(db, pid: int, heartbeat_age_minutes: int) -> None:
+    """The tutorial's instance in Training, by a run of process ``pid`` of this machine last heard from then."""
+    def work(con):
+        [(instance_id,)] = con.execute("SELECT instance_id FROM instances WHERE name = ?", [TUTORIAL]).fetchall()
+        con.execute("UPDATE runs SET status = 'error' WHERE status = 'running'")
+        con.execute(
+            "INSERT INTO runs (run_id, instance_id, status, as_of, started_at, pid, host, heartbeat_at) "
+            "SELECT max(run_id) + 1, $instance, 'running', DATE '2026-11-01', $heard, $pid, $host, $heard FROM runs",
+            {"instance": instance_id, "pid": pid, "host": store.this_host(),
+             "heard": dt.datetime.now() - dt.timedelta(minutes=heartbeat_age_minutes)})
+        con.execute("UPDATE instances SET status = ? WHERE instance_id = ?", [instances.TRAINING, instance_id])
+
+    store.write(db, work)
+
+
+def test_a_run_whose_process_id_went_to_another_process_after_a_restart_is_marked_interrupted(trained_db_template,
+                                                                                               pg_url):
+    """A container restarted under the same host name numbers its processes from 1 again: the killed run's process
+    id may belong to a live, unrelated process. Its silent heartbeat tells (it stayed in Training for good)."""
+    store.release(trained_db_template)
+    store.copy(trained_db_template, pg_url)
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _a_run_held_by(pg_url, unrelated.pid, heartbeat_age_minutes=0)
+        assert engine.recover_interrupted_runs(pg_url) == 0  # a process that beats is still working
+        _a_run_held_by(pg_url, unrelated.pid, heartbeat_age_minutes=10)
+        assert engine.recover_interrupted_runs(pg_url) == 1
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+    instance = instances.get_instance(pg_url, TUTORIAL)
+    assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
