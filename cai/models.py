@@ -100,5 +100,6 @@ def load(location, cache_key: str) -> tuple[object | None, str]:
     expected = _signature(signing_key(target), cache_key, version, bytes(payload))
     if not hmac.compare_digest(expected, signature):
         log.warning("The stored model %s does not carry this app's signature; refusing to load it.", cache_key[:12])
-        return None, "cached model failed its signature check and was not loaded; retrained"
+        note = "cached model failed its signature check and was not loaded; retrained"
+        return None, note if target.model_key else f"{note}. {store.NO_MODEL_KEY}"
     return joblib.load(io.BytesIO(bytes(payload))), "reused cached model"

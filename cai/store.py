@@ -26,6 +26,11 @@ from cai.errors import CaiError, SchemaTooNew, StoreBusy
 DEFAULT_DB_PATH = Path("data") / "cai.duckdb"
 DB_ENV_VAR = "CAI_DB"
 MODEL_KEY_ENV_VAR = "CAI_MODEL_KEY"
+# Why models signed elsewhere are retrained when no key is configured: each account's key file is its own, and a
+# restarted Community Cloud container starts without the last one's.
+NO_MODEL_KEY = ("No model key is set, so every machine (every new or restarted container on Streamlit Community "
+                "Cloud too) signs models with a key of its own and retrains them instead of reusing them: set "
+                "[cai] model_key in the secrets, or CAI_MODEL_KEY.")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # The name the PostgreSQL database gets inside DuckDB; every query runs with it as the default catalog.
 POSTGRES_CATALOG = "cai_pg"

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai import activation, destinations, engine, instances, segments, store
+from cai import activation, destinations, engine, instances, models, scores, segments, store
 from tests.conftest import ROOT
 from ui import bootstrap
 
@@ -185,3 +185,26 @@ def test_a_run_whose_process_id_went_to_another_process_after_a_restart_is_marke
         unrelated.wait()
     instance = instances.get_instance(pg_url, TUTORIAL)
     assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
+
+
+def test_without_a_model_key_a_restarted_container_says_why_it_retrains(trained_db_template, pg_url, tmp_path,
+                                                                         monkeypatch):
+    """No model key on PostgreSQL: the restarted container's key file is new, so the stored model is not loaded. The
+    run's note said only that it 'failed its signature check' (as if tampered with); it now says what to set, and
+    the sidebar says it before anyone runs."""
+    store.release(trained_db_template)
+    store.copy(trained_db_template, pg_url)
+    monkeypatch.delenv(store.MODEL_KEY_ENV_VAR, raising=False)
+    monkeypatch.setenv(models.KEY_FILE_ENV_VAR, str(tmp_path / "restarted-container" / "model-key"))
+    monkeypatch.setenv(store.DB_ENV_VAR, pg_url)
+    engine.run_instance(pg_url, TUTORIAL)
+    note = scores.latest_run(pg_url, TUTORIAL)["details"]["cache"]
+    assert "retrained" in note and "[cai] model_key" in note
+
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not app.exception
+    assert [warning.value for warning in app.sidebar.warning if "[cai] model_key" in warning.value]
+    app.secrets["cai"] = {"model_key": "the deployment's secret"}
+    app.run()
+    assert not app.exception
+    assert not [warning.value for warning in app.sidebar.warning if "[cai] model_key" in warning.value]

@@ -162,7 +162,9 @@ def _holds_data(db: store.Store) -> bool:
 
 def ensure_database(db: store.Store) -> None:
     """Runs the first start if ``db`` is empty, showing its progress; otherwise marks the runs of processes that
-    died as interrupted (a millisecond)."""
+    died as interrupted (a millisecond). Warns in the sidebar when a PostgreSQL store has no model key."""
+    if db.is_postgres and not db.model_key:
+        st.sidebar.warning(store.NO_MODEL_KEY)
     if _holds_data(db):
         from cai import engine  # see PAGE_MODULES
 
