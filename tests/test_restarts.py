@@ -153,6 +153,15 @@ def test_a_run_stopped_before_it_delivered_is_shown_undelivered_until_sent(train
 
 
 
+@pytest.fixture
+def unrelated_process():
+    """A live process of this machine that has nothing to do with the app."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
 def _a_run_held_by(db, pid: int, heartbeat_age_minutes: int) -> None:
     """The tutorial's instance in Training, by a run of process ``pid`` of this machine last heard from then."""
     def work(con):
@@ -168,21 +177,16 @@ def _a_run_held_by(db, pid: int, heartbeat_age_minutes: int) -> None:
     store.write(db, work)
 
 
-def test_a_run_whose_process_id_went_to_another_process_after_a_restart_is_marked_interrupted(trained_db_template,
-                                                                                               pg_url):
+def test_a_run_whose_process_id_went_to_another_process_after_a_restart_is_marked_interrupted(
+        trained_db_template, pg_url, unrelated_process):
     """A container restarted under the same host name numbers its processes from 1 again: the killed run's process
     id may belong to a live, unrelated process. Its silent heartbeat tells (it stayed in Training for good)."""
     store.release(trained_db_template)
     store.copy(trained_db_template, pg_url)
-    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        _a_run_held_by(pg_url, unrelated.pid, heartbeat_age_minutes=0)
-        assert engine.recover_interrupted_runs(pg_url) == 0  # a process that beats is still working
-        _a_run_held_by(pg_url, unrelated.pid, heartbeat_age_minutes=10)
-        assert engine.recover_interrupted_runs(pg_url) == 1
-    finally:
-        unrelated.kill()
-        unrelated.wait()
+    _a_run_held_by(pg_url, unrelated_process.pid, heartbeat_age_minutes=0)
+    assert engine.recover_interrupted_runs(pg_url) == 0  # a process that beats is still working
+    _a_run_held_by(pg_url, unrelated_process.pid, heartbeat_age_minutes=10)
+    assert engine.recover_interrupted_runs(pg_url) == 1
     instance = instances.get_instance(pg_url, TUTORIAL)
     assert instance.status == instances.SUCCESS and "interrupted" in instance.status_reason
 
@@ -208,3 +212,20 @@ def test_without_a_model_key_a_restarted_container_says_why_it_retrains(trained_
     app.run()
     assert not app.exception
     assert not [warning.value for warning in app.sidebar.warning if "[cai] model_key" in warning.value]
+
+
+def test_an_instance_found_interrupted_after_the_page_cached_it_as_training_is_shown_interrupted(
+        trained_db, unrelated_process):
+    """The list of instances is cached for minutes; a run whose process died after it was read stayed "Training"
+    there, while the summary below already said it was interrupted."""
+    _a_run_held_by(trained_db, unrelated_process.pid, heartbeat_age_minutes=0)
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not app.exception
+    assert instances.TRAINING in [text.value for text in app.text]
+    unrelated_process.kill()
+    unrelated_process.wait()
+    app.run()
+    assert not app.exception
+    assert instances.TRAINING not in [text.value for text in app.text]
+    assert instances.SUCCESS in [text.value for text in app.text]
+    assert any("interrupted" in warning.value for warning in app.warning)

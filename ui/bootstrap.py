@@ -167,8 +167,11 @@ def ensure_database(db: store.Store) -> None:
         st.sidebar.warning(store.NO_MODEL_KEY)
     if _holds_data(db):
         from cai import engine  # see PAGE_MODULES
+        from ui import cached
 
-        engine.recover_interrupted_runs(db)
+        if engine.recover_interrupted_runs(db):
+            # A run found interrupted now (its machine fell silent minutes ago) is still Training in cached reads.
+            cached.invalidate()
         return
     job = first_start(db)
     with st.status("First start: building the demo store and training the tutorial's model…",
