@@ -350,8 +350,14 @@ def _start_run(db_path: Path, name: str, as_of: dt.date, actor: str) -> tuple[in
         instance_id, status = rows[0]
         running = con.execute("SELECT run_id, pid, host FROM runs WHERE instance_id = ? AND status = 'running'",
                               [instance_id]).fetchall()
-        if status == TRAINING and any(_run_alive(con, run, postgres) for run in running):
-            raise CaiError(f"{name!r} is already being trained. Wait for that run to finish.")
+        alive = [run for run in running if _run_alive(con, run, postgres)]
+        if status == TRAINING and alive:
+            host = alive[0][2]
+            elsewhere = f" on {host}" if postgres and host not in (None, store.this_host()) else ""
+            raise CaiError(
+                f"{name!r} is already being trained{elsewhere}. Wait for that run to finish; if its machine stopped "
+                f"(a restart, say), it is marked interrupted once it has been silent for "
+                f"{store.RUN_STALE_SECONDS / 60:g} minutes.")
         run_id = store.next_id(con, "runs", "run_id")
         con.execute(
             "INSERT INTO runs (run_id, instance_id, status, as_of, started_at, pid, host, heartbeat_at) "

@@ -42,11 +42,14 @@ def _wait_for_recovery(db, seconds: float = 60.0) -> int:
     return recovered
 
 
-def test_a_run_in_another_process_blocks_a_second_run_until_it_is_gone(trained_db, run_held_elsewhere,
+def test_a_run_in_another_process_blocks_a_second_run_until_it_is_gone(trained_db, run_held_elsewhere, backend,
                                                                          monkeypatch):
     as_of = dt.date(2026, 11, 1)
-    with pytest.raises(CaiError, match="already being trained"):
+    with pytest.raises(CaiError, match="already being trained") as refused:
         engine._start_run(trained_db, TUTORIAL, as_of, "machine-b")
+    # On PostgreSQL the other machine is named, and what happens if it stopped is said.
+    assert ("on machine-a" in str(refused.value)) == (backend == "postgres")
+    assert "marked interrupted once it has been silent for 2 minutes" in str(refused.value)
     assert engine.recover_interrupted_runs(trained_db) == 0
     assert instances.get_instance(trained_db, TUTORIAL).status == instances.TRAINING
 
