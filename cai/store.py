@@ -51,6 +51,11 @@ DEFAULT_MEMORY_LIMIT = "1GB"
 # across machines); one silent for RUN_STALE_SECONDS is taken for a machine that died.
 RUN_HEARTBEAT_SECONDS = 15.0
 RUN_STALE_SECONDS = 120.0
+# A container that vanished without closing its connection (its machine died) leaves its transaction open on the
+# PostgreSQL server, holding its locks, until the server's TCP keepalive gives up (about two hours by default), and
+# every writer of a row it holds waits that long. Our transactions there end on the server once idle (waiting for
+# the client) for this long, and their statements wait for a lock at most BUSY_WAIT_SECONDS before being retried.
+IDLE_IN_TRANSACTION_SECONDS = 300.0
 
 T = TypeVar("T")
 
@@ -425,7 +430,8 @@ def _is_write_conflict(error: duckdb.Error) -> bool:
     if isinstance(error, (duckdb.TransactionException, duckdb.ConstraintException)):
         return True
     text = str(error).lower()
-    return any(sign in text for sign in ("duplicate key value", "could not serialize", "deadlock detected"))
+    return any(sign in text for sign in ("duplicate key value", "could not serialize", "deadlock detected",
+                                         "lock timeout"))
 
 
 def _open_file(path: Path) -> duckdb.DuckDBPyConnection:
@@ -568,6 +574,8 @@ def _apply_migrations(con: duckdb.DuckDBPyConnection, postgres: bool, current: i
     con.begin()
     try:
         if postgres:
+            # No lock timeout: another replica's upgrade may take a while, and waiting for it is the point.
+            _limit_waits(con, lock_timeout=False)
             postgres_execute(con, f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         if current == 0:
             con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
@@ -718,14 +726,25 @@ def is_empty(location: Store | str | os.PathLike) -> bool:
 @contextmanager
 def transaction(location: Store | str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection inside one transaction: everything it writes lands together, or nothing does."""
-    with connect(location) as con:
+    target = resolve(location)
+    with connect(target) as con:
         con.begin()
         try:
+            if target.is_postgres:
+                _limit_waits(con, lock_timeout=True)
             yield con
             con.commit()
         except BaseException:
             con.rollback()
             raise
+
+
+def _limit_waits(con: duckdb.DuckDBPyConnection, lock_timeout: bool) -> None:
+    """Inside a PostgreSQL transaction: see IDLE_IN_TRANSACTION_SECONDS."""
+    postgres_execute(con, "SET LOCAL idle_in_transaction_session_timeout = "
+                          f"'{int(IDLE_IN_TRANSACTION_SECONDS * 1000)}ms'")
+    if lock_timeout:
+        postgres_execute(con, f"SET LOCAL lock_timeout = '{int(BUSY_WAIT_SECONDS * 1000)}ms'")
 
 
 def write(location: Store | str | os.PathLike, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:

@@ -8,13 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai import activation, destinations, engine, instances, models, scores, segments, store
+from cai import activation, destinations, engine, identity, instances, models, scores, segments, store
+from cai.errors import StoreBusy
 from tests.conftest import ROOT
 from ui import bootstrap
 
@@ -23,6 +25,18 @@ REPLICAS = 3
 START_A_REPLICA = "import sys; from cai import store; store.migrate(sys.argv[1])"
 SEGMENT = "Sent before the restart"
 TUTORIAL = instances.TUTORIAL_INSTANCE
+# A container in the middle of a load that merges profiles, gone silent without closing its connection (its machine
+# died): its transaction stays open on the server, holding the row every load and run swap writes.
+VANISH_MID_LOAD = """
+import sys, time
+from cai import identity, store
+store.IDLE_IN_TRANSACTION_SECONDS = 2
+def hold(con):
+    identity.claim_profile_set(con)
+    print("holding", flush=True)
+    time.sleep(600)
+store.write(sys.argv[1], hold)
+"""
 # The container stops (SIGKILL, no clean-up) the moment the delivery opens the members file.
 STOP_WHILE_DELIVERING = """
 import os, signal, sys
@@ -229,3 +243,47 @@ def test_an_instance_found_interrupted_after_the_page_cached_it_as_training_is_s
     assert instances.TRAINING not in [text.value for text in app.text]
     assert instances.SUCCESS in [text.value for text in app.text]
     assert any("interrupted" in warning.value for warning in app.warning)
+
+
+def _within(seconds: float, work):
+    """``work()``'s result, failing the test if it is still waiting after ``seconds`` (it would wait for hours)."""
+    outcome = {}
+
+    def attempt():
+        try:
+            outcome["result"] = work()
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_a_container_that_vanished_mid_load_blocks_other_writers_only_briefly(pg_url, monkeypatch):
+    """Its open transaction held the row every load and run swap write, and the next container's load waited for
+    it until the server's TCP keepalive gave up (hours). Now the waiting writer hears "busy" after a few seconds,
+    and the server ends the silent transaction, so the next attempt goes through."""
+    store.migrate(pg_url)
+    vanished = subprocess.Popen([sys.executable, "-c", VANISH_MID_LOAD, pg_url], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert vanished.stdout.readline().strip() == "holding"
+        monkeypatch.setattr(store, "BUSY_WAIT_SECONDS", 1.0)
+        with pytest.raises(StoreBusy):
+            _within(30, lambda: store.write(pg_url, identity.claim_profile_set))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _within(30, lambda: store.write(pg_url, identity.claim_profile_set))
+                break
+            except StoreBusy:
+                assert time.monotonic() < deadline
+        assert vanished.poll() is None  # its process still runs: the server ended its transaction, not the process
+    finally:
+        vanished.kill()
+        vanished.wait()
