@@ -25,6 +25,8 @@ PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"
 _KEY_COLUMNS = ("namespace", "attribute")
 _VALUE_COLUMNS = ("identity", "id_value", "value")
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+# Where a spreadsheet may start a cell inside one text: at its start, after a ';' or a line break.
+_FORMULA_STARTS = re.compile(r"(?:^|(?<=[;\n\r]))(?=[" + re.escape("".join(FORMULA_LEADS)) + "])")
 
 
 def is_contact_name(name: str) -> bool:
@@ -116,12 +118,26 @@ def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return masked
 
 
+def _text_cells(values: pd.Series) -> bool:
+    """Whether a column can hold text: any but numbers, booleans and dates (categories and objects included)."""
+    return not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+                or pd.api.types.is_datetime64_any_dtype(values))
+
+
+def _formula_free(value):
+    if not isinstance(value, str):
+        return value
+    return _FORMULA_STARTS.sub("'", value)
+
+
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose text cells cannot run as spreadsheet formulas: a cell starting with ``=``, ``+``, ``-``, ``@``,
-    a tab or a carriage return gets a leading apostrophe (OWASP's rule for CSV injection). Numbers are untouched."""
-    safe = frame.copy()
+    """A copy whose text cells and headers cannot run as spreadsheet formulas: a cell starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading apostrophe (OWASP's rule for CSV injection), and so does
+    each part of a cell after a ``;`` or a line break: a spreadsheet set to a locale whose list separator is ``;``
+    (most of Europe) splits a comma-separated file there, quotes or not, and each part becomes a cell of its own
+    (two emails of one member are exported as ``a@x.com;b@y.com``). Numbers are untouched."""
+    safe = frame.rename(columns=_formula_free)
     for column in safe.columns:
-        if pd.api.types.is_string_dtype(safe[column]) or safe[column].dtype == object:
-            safe[column] = safe[column].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_LEADS) else v)
+        if _text_cells(safe[column]):
+            safe[column] = safe[column].astype(object).map(_formula_free)
     return safe
