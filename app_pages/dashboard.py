@@ -26,7 +26,7 @@ try:
     run = cached.latest_run(db, name)
 except NotFound as error:
     st.title("Dashboard")
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 definition = run["definition"]
 st.title(plain(name))

@@ -9,6 +9,7 @@ import streamlit as st
 from cai import activation, destinations
 from cai.errors import CaiError
 from ui import access
+from ui.components import plain
 
 IDENTITY_LABELS = {"crmid": "CRMID", "email": "Email", "email_sha256": "Email, SHA-256 of the lower-cased address",
                    "ecid": "ECID"}
@@ -18,7 +19,8 @@ TARGET_HINTS = {"folder": "/mnt/exports", "s3": "s3://bucket/prefix", "webhook":
 
 def _show_results(results: list[activation.DeliveryResult]) -> None:
     for result in results:
-        (st.error if result.status == activation.FAILED else st.success)(result.line())
+        # A line names the destination and quotes the error, a webhook's answer included.
+        (st.error if result.status == activation.FAILED else st.success)(plain(result.line()))
 
 
 def section(db: Path, viewer: access.Viewer, segment: str) -> None:
@@ -30,8 +32,8 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
     else:
         st.dataframe(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
         for row in table[table["last_status"] == activation.FAILED].itertuples():
-            st.warning(f"The last delivery to {row.destination} failed: {row.error} It is retried by the next "
-                       "`run-due`, or now with Deliver now.")
+            st.warning(f"The last delivery to {plain(row.destination)} failed: {plain(row.error)} It is retried by "
+                       "the next `run-due`, or now with Deliver now.")
         with st.expander("Delivery history"):
             st.dataframe(activation.delivery_history(db, segment), hide_index=True, key="activation_history")
         if st.button("Deliver now", key="activation_deliver", disabled=not viewer.can_edit,
@@ -52,7 +54,7 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
             try:
                 activation.activate(db, segment, destination, identity, tuple(columns), actor=viewer.actor)
             except CaiError as error:
-                st.error(str(error))
+                st.error(plain(error))
             else:
                 _show_results(activation.deliver_pending(db, segment=segment, actor=viewer.actor))
     if viewer.can_edit:
@@ -74,7 +76,7 @@ def _destination_form(db: Path, viewer: access.Viewer) -> None:
             destinations.create_destination(db, destinations.Destination(name, kind, target, options),
                                             actor=viewer.actor)
         except CaiError as error:
-            st.error(str(error))
+            st.error(plain(error))
         else:
             st.rerun()
 
