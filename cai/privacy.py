@@ -1,5 +1,5 @@
 """Masking of direct identifiers (emails, phone numbers, postal addresses) for people allowed to view but not to see
-identities, and neutralising of spreadsheet formulas in CSV exports.
+identities, and neutralising of spreadsheet formulas in CSV exports and of control sequences in terminal output.
 
 A value is personal by what it is, wherever it sits: any email address, and any phone number written as one (with a
 leading ``+`` or as ``(555) 123-4567``), inside any text. A value is also personal by where it came from: everything
@@ -164,3 +164,26 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
         if _text_cells(safe[column]):
             safe[column] = safe[column].astype(object).map(_formula_free)
     return safe
+
+
+# Every C0 and C1 control character but the tab and the line feed: ESC and CSI start the sequences by which a
+# terminal makes a link (OSC 8), rewrites the screen or renames its window; a carriage return overwrites a line.
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` for a terminal: control characters from the data are written as escapes (``\\x1b``), not obeyed."""
+    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
+
+
+class TerminalSafe:
+    """A text stream (``sys.stdout``) through which no control sequence from the data reaches the terminal."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(terminal_text(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
