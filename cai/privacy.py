@@ -126,7 +126,8 @@ def mask_value(value):
 
 def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy with emails and phone numbers masked: whole columns named for contact details, values beside a
-    ``namespace`` or ``attribute`` that names contact details, and any email or phone number in any other text."""
+    ``namespace`` or ``attribute`` that names contact details, and any email or phone number in any other text or
+    header."""
     masked = frame.copy()
     key_column = next((column for column in _KEY_COLUMNS if column in masked.columns), None)
     for column in masked.columns:
@@ -138,7 +139,8 @@ def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
                               for key, v in zip(frame[key_column], values)]
         elif _text_cells(values):
             masked[column] = values.astype(object).map(mask_value)
-    return masked
+    # Headers too: a table pivoted by a value from the data (an event type) is headed by it.
+    return masked.rename(columns=mask_value)
 
 
 def _text_cells(values: pd.Series) -> bool:

@@ -312,6 +312,13 @@ def test_a_viewer_cannot_rebuild_a_masked_name_by_searching_the_audit_log(traine
     assert len(app.dataframe[0].value) >= 2
 
 
+def test_a_table_headed_by_values_from_the_data_or_holding_categories_is_masked_throughout():
+    frame = pd.DataFrame({"promo for ann.lee@x.org": [3], "segment": pd.Categorical(["Buyers of bo@x.org"])})
+    masked = privacy.mask_frame(frame)
+    assert masked.columns.tolist() == ["promo for a•••@x.org", "segment"]
+    assert masked["segment"].tolist() == ["Buyers of b•••@x.org"]
+
+
 @pytest.mark.parametrize("name", ["homeAddress", "shippingAddress", "street1", "postalCode", "zip", "zipCode"])
 def test_a_postal_address_is_contact_details(name):
     assert privacy.is_contact_name(name)
