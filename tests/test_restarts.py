@@ -141,7 +141,8 @@ def test_a_delivery_cut_off_by_a_restart_says_so_and_is_sent_once(trained_db, ac
 
     app.button(key="activation_deliver").click().run()
     assert not app.exception
-    assert any(f"{SEGMENT} -> share" in message.value and "success" in message.value for message in app.success)
+    assert any(f"{SEGMENT} -> share" in message.value.replace("\\", "") and "success" in message.value
+               for message in app.success)
     history = activation.delivery_history(trained_db, SEGMENT)
     assert history[["status", "attempts"]].values.tolist() == [[activation.SUCCESS, 2]]
     assert len(list((tmp_path / "share").rglob("manifest.json"))) == 1
