@@ -288,3 +288,4 @@ def test_a_container_that_vanished_mid_load_blocks_other_writers_only_briefly(pg
     finally:
         vanished.kill()
         vanished.wait()
+        vanished.stdout.close()
