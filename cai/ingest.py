@@ -113,6 +113,11 @@ class _Upload:
     part_starts: list[int] = field(default_factory=list)  # the first row of each part, once its rows are read
     first_row: int = 1  # the number of a part's first row (2 in a table, after its header)
 
+    def release_data(self) -> None:
+        """Lets the parts' bytes go once their rows are read (the names still label rows): a large file is then
+        not held while it is written."""
+        self.parts = [(name, b"") for name, _ in self.parts]
+
     def row_label(self, row: int) -> str:
         if len(self.parts) < 2 or not self.part_starts:
             return f"Row {row}"
@@ -851,11 +856,13 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
         rows = rows.drop(columns=["known_profile_id"], errors="ignore")
         rows.insert(1, "profile_id", pd.array(profile_ids, dtype="Int64"))
         rows["batch_id"] = batch_id
+        # Stored in profile and time order; sorted here, where it moves pointers, since a sort in the database would
+        # hold another copy of every event (its raw record included) at once.
+        rows = rows.sort_values(["profile_id", "ts"], kind="stable")
         con.register("incoming_events", rows)
         con.execute(
             "INSERT INTO events SELECT xdm_id, profile_id, ts, event_type, value, order_id, sku, product_name, "
-            "quantity, price_total, channel, page_name, tracking_code, batch_id, raw FROM incoming_events "
-            "ORDER BY profile_id, ts"
+            "quantity, price_total, channel, page_name, tracking_code, batch_id, raw FROM incoming_events"
         )
         con.unregister("incoming_events")
         report.rows_accepted = len(rows)
@@ -1143,7 +1150,12 @@ def _load_events(upload: _Upload, report: BatchReport, now: dt.datetime):
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
         raise _problem_report(problems, report.rows_total, "Row", upload)
-    clean["xdm_id"] = clean["xdm_id"].where(clean["xdm_id"].notna(), _content_ids(clean, parsed.identities))
+    # Only events without an id need one made: hashing every event's content would briefly hold a second copy of
+    # the whole file in memory.
+    missing = np.flatnonzero(clean["xdm_id"].isna().to_numpy())
+    if len(missing):
+        clean.loc[clean.index[missing], "xdm_id"] = _content_ids(clean.iloc[missing],
+                                                                 [parsed.identities[i] for i in missing])
     return clean, parsed
 
 
@@ -1227,8 +1239,11 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
             )
         return _unpacked(data, file_name)
 
-    inner_name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
-    return _ingest(db_path, file_name, Path(inner_name).stem, parts, kind, dataset, now, actor)
+    return _ingest(db_path, file_name, _dataset_name(file_name), parts, kind, dataset, now, actor)
+
+
+def _dataset_name(file_name: str) -> str:
+    return Path(file_name[:-3] if file_name.lower().endswith(".gz") else file_name).stem
 
 
 def _ingest(db_path: Path, file_name: str, default_dataset: str, read_parts, kind: str | None, dataset: str | None,
@@ -1249,6 +1264,7 @@ def _ingest(db_path: Path, file_name: str, default_dataset: str, read_parts, kin
                 clean, parsed = _load_events(upload, report, now)
             else:
                 attributes, keys, primaries, problems = _load_profiles(upload, report, now)
+            upload.release_data()
         except (CaiError, StoreBusy):
             raise
         except (ValueError, TypeError, OverflowError, RecursionError, KeyError, IndexError, MemoryError) as error:
@@ -1278,7 +1294,9 @@ def ingest_file(db_path: Path, path: Path, kind: str | None = None, dataset: str
         raise ValidationError(
             f"{path.name} is {path.stat().st_size / 1e6:,.0f} MB; the limit is {MAX_FILE_BYTES / 1e6:,.0f} MB."
         )
-    return ingest_bytes(db_path, path.read_bytes(), path.name, kind=kind, dataset=dataset, actor=actor)
+    # The file is read inside the load, so its bytes can be let go once parsed rather than held by this frame.
+    return _ingest(db_path, path.name, _dataset_name(path.name), lambda: _unpacked(path.read_bytes(), path.name),
+                   kind, dataset, None, actor)
 
 
 def datasets_overview(db_path: Path) -> pd.DataFrame:

@@ -180,7 +180,7 @@ def identities(record: dict) -> tuple[list[tuple[str, object]], tuple[str, objec
 
 
 # Top-level fields with an underscore that are Adobe's, not a tenant's custom field groups.
-ADOBE_UNDERSCORE_FIELDS = {"_id", "_experience", "_repo", "_dc", "_schema"}
+ADOBE_UNDERSCORE_FIELDS = {"_id", "_experience", "_repo", "_dc", "_schema", "_acp_system_metadata"}
 
 
 def tenant_identities(record: dict) -> list[tuple[str, object]]:
