@@ -320,4 +320,5 @@ def test_a_parquet_identity_map_that_names_a_namespace_twice_keeps_the_identitie
     sink = io.BytesIO()
     pq.write_table(table, sink)
     ingest.ingest_bytes(empty_db, sink.getvalue(), "export.parquet", now=NOW)
-    assert _rows(empty_db, "SELECT namespace, id_value FROM identities ORDER BY 2") == [("ECID", "E-1"), ("ECID", "E-2")]
+    assert _rows(empty_db, "SELECT namespace, id_value FROM identities ORDER BY 2") == [("ECID", "E-1"),
+                                                                                         ("ECID", "E-2")]
