@@ -95,8 +95,12 @@ class _Model:
         return self.trees.logit(matrix)
 
     def probability(self, matrix: np.ndarray) -> np.ndarray:
+        return self.calibrated(self.logit(matrix))
+
+    def calibrated(self, logit: np.ndarray) -> np.ndarray:
+        """The probabilities of raw log-odds, through the Platt scaling fitted on the held-out snapshot."""
         slope, intercept = self.calibration
-        return 1.0 / (1.0 + np.exp(-(slope * self.logit(matrix) + intercept)))
+        return 1.0 / (1.0 + np.exp(-(slope * logit + intercept)))
 
 
 def _noop(_: float, __: str) -> None:
@@ -527,8 +531,7 @@ def run_instance(db_path: Path, name: str, as_of: dt.date | None = None, progres
                 "before it. Widen the eligible population or choose another score date."
             )
         clock = time.monotonic()
-        slope, intercept = model.calibration
-        probability = 1.0 / (1.0 + np.exp(-(slope * scored.raw + intercept)))
+        probability = model.calibrated(scored.raw)
         base_rate = float(probability.mean())
         anchor = reference_rate(db_path, name) or base_rate
         score = evaluation.scores_from_probabilities(probability, anchor)
