@@ -11,7 +11,6 @@ import logging
 import math
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,6 @@ MAX_PROBLEMS_REPORTED = 10
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 EARLIEST_TIMESTAMP = pd.Timestamp("1990-01-01")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
-TABLE_SUFFIXES = (".csv", ".parquet")
 GZIP_MAGIC = b"\x1f\x8b"
 # Parquet record batches turned into Python objects at a time: bounds the memory of one step of reading.
 PARQUET_BATCH_ROWS = 10_000
@@ -232,20 +230,28 @@ def _parquet_records(data: bytes, file_name: str):
 
 
 def _upload_records(upload: _Upload):
-    """Yields (row number, record or None, problem or None) for every record of every part, numbered across parts."""
+    """Yields (row number, record or None, problem or None) for every record of every part, numbered across parts.
+
+    A compressed Parquet file can hold far more than its size: its records may add up to at most what a JSON upload
+    may hold (their text, as compact JSON), so a Parquet load takes no more memory than the largest JSON load."""
     upload.part_starts = []
-    number = 0
+    number, decoded = 0, 0
     for name, data in upload.parts:
         upload.part_starts.append(number + 1)
-        if Path(name).suffix.lower() in JSON_SUFFIXES:
-            records = _xdm_records(_decode(data, name), name)
-        else:
-            records = _parquet_records(data, name)
+        is_json = Path(name).suffix.lower() in JSON_SUFFIXES
+        records = _xdm_records(_decode(data, name), name) if is_json else _parquet_records(data, name)
+        decoded += len(data) if is_json else 0
         for _, record, problem in records:
             number += 1
             if number > MAX_ROWS:
                 raise ValidationError(f"{upload.name} holds more than {MAX_ROWS:,} records; the limit per load is "
                                       f"{MAX_ROWS:,}. Load its parts in smaller groups.")
+            if not is_json:
+                decoded += len(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str))
+            if decoded > MAX_FILE_BYTES:
+                raise ValidationError(
+                    f"{upload.name} decodes to more than {MAX_FILE_BYTES / 1e6:,.0f} MB of records (as JSON), the "
+                    f"limit of one load, by row {number:,}. Load its parts, or a shorter period, in smaller groups.")
             yield number, record, problem
 
 

@@ -322,3 +322,13 @@ def test_a_parquet_identity_map_that_names_a_namespace_twice_keeps_the_identitie
     ingest.ingest_bytes(empty_db, sink.getvalue(), "export.parquet", now=NOW)
     assert _rows(empty_db, "SELECT namespace, id_value FROM identities ORDER BY 2") == [("ECID", "E-1"),
                                                                                          ("ECID", "E-2")]
+
+
+def test_a_small_parquet_whose_records_decode_past_the_upload_limit_is_refused(empty_db, monkeypatch):
+    monkeypatch.setattr(ingest, "MAX_FILE_BYTES", 20_000)
+    day = dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)
+    data = _parquet([_purchase(number, day, "ECID-1") for number in range(200)])
+    assert len(data) < 20_000
+    with pytest.raises(ValidationError, match=r"decodes to more than 0 MB of records \(as JSON\).*by row \d+"):
+        ingest.ingest_bytes(empty_db, data, "export.parquet", now=NOW)
+    assert _rows(empty_db, "SELECT count(*) FROM events") == [(0,)]
