@@ -161,13 +161,16 @@ def test_a_parquet_profile_export_maps_its_blocks_and_is_dated_by_its_modify_dat
                            "(SELECT count(*) FROM profile_attribute_versions)") == [(2, 5, 6)]
 
 
-def test_an_older_profile_export_loaded_after_a_newer_one_does_not_replace_its_values(empty_db):
+def test_an_older_profile_export_loaded_after_a_newer_one_does_not_replace_its_values_nor_a_reload_add_any(empty_db):
     def export(tier: str, modified: dt.datetime) -> bytes:
         return json.dumps({"identityMap": {"Email": [{"id": "ann@shop.test"}]}, "loyalty": {"tier": tier},
                            "_repo": {"modifyDate": modified.isoformat() + "Z"}}).encode()
 
     ingest.ingest_bytes(empty_db, export("gold", dt.datetime(2026, 3, 1)), "march.json", now=NOW)
     ingest.ingest_bytes(empty_db, export("silver", dt.datetime(2026, 1, 1)), "january.json", now=NOW)
+    # The March export again, a day later, replaces its own version instead of adding a second one.
+    ingest.ingest_bytes(empty_db, export("gold", dt.datetime(2026, 3, 1)), "march.json",
+                        now=NOW + dt.timedelta(days=1))
     assert _rows(empty_db, "SELECT loyalty_tier FROM profiles") == [("gold",)]
     assert _rows(empty_db, "SELECT valid_from::DATE::VARCHAR, value FROM profile_attribute_versions ORDER BY 1") == [
         ("2026-01-01", "silver"), ("2026-03-01", "gold")]
