@@ -37,5 +37,8 @@ try:
     bootstrap.ensure_database(state.db_path())
     navigation.run()
 except CaiError as error:
-    # A busy database, or an instance someone else just deleted, is a message to act on, never a traceback.
-    st.error(str(error))
+    # A busy database, or an instance someone else just deleted, is a message to act on, never a traceback; it may
+    # quote a name from the address bar or another user, so it is shown as literal text.
+    from ui.components import plain
+
+    st.error(plain(error))

@@ -11,7 +11,9 @@ from ui.components import plain
 db = state.db_path()
 viewer = access.current()
 table = cached.instances_table(db)
-name = st.query_params.get("instance")
+requested = st.query_params.get("instance")
+# An unknown name is kept, so that the page says there is no such instance.
+name = access.resolve(requested, table["name"]) or requested
 if not name:
     succeeded = table[table["last_run_date"].notna()]["name"]
     name = succeeded.iloc[0] if len(succeeded) else None
@@ -19,14 +21,15 @@ if name is None:
     st.title("Dashboard")
     st.info("No instance has a successful run yet. Open Customer AI, create or choose an instance, and run it.")
     st.stop()
-if st.query_params.get("instance") != name:
-    st.query_params["instance"] = name
+address = access.reference(viewer, name, table["name"])
+if requested != address:
+    st.query_params["instance"] = address
 
 try:
     run = cached.latest_run(db, name)
 except NotFound as error:
     st.title("Dashboard")
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 definition = run["definition"]
 st.title(plain(name))
@@ -62,7 +65,7 @@ for card, row in zip(cards, summary.itertuples()):
         st.caption(f"Mean probability {row.mean_probability:.1%}  \nExpected conversions "
                    f"{row.expected_conversions:,.0f}" if row.profiles else "No profiles in this bucket  \n ")
         if st.button("Create Segment", key=f"dashboard_segment_{row.bucket}", disabled=not row.profiles):
-            st.switch_page("app_pages/segment_builder.py", query_params={"instance": name, "bucket": row.bucket})
+            st.switch_page("app_pages/segment_builder.py", query_params={"instance": address, "bucket": row.bucket})
 
 st.subheader("Distribution of scores")
 cached.chart(st, charts.score_histogram, cached.score_distribution(db, run["run_id"]), definition.propensity_type,
@@ -75,8 +78,8 @@ def influential_factors(run_id: int) -> None:
     """Choosing a factor reruns this section only, not the whole page with its other charts."""
     st.subheader("Influential factors")
     factors = cached.influential_factors(db, run_id).copy()
-    factors["breakdown"] = [access.shown_text(viewer, scores.factor_sentence(row))
-                            for row in factors.to_dict("records")]
+    factors["breakdown"] = [scores.factor_sentence(row) for row in factors.to_dict("records")]
+    factors = access.shown(viewer, factors)
     event = cached.chart(st, charts.factor_bars, factors, width="stretch", on_select="rerun", key="dashboard_factors")
     selected = [point.get("label") for point in (event.selection.get("factor") or [])] if event else []
     labels = factors["label"].tolist()
@@ -89,7 +92,7 @@ def influential_factors(run_id: int) -> None:
     chart_section = st.expander("Chart of this factor in each bucket", on_change="rerun",
                                 key="dashboard_breakdown_chart")
     if chart_section.open:
-        breakdown = access.shown(viewer, scores.factor_breakdown(factors[factors["label"] == focus]))
+        breakdown = scores.factor_breakdown(factors[factors["label"] == focus])
         cached.chart(chart_section, charts.factor_breakdown, breakdown, row["kind"], definition.propensity_type,
                      width="stretch")
 

@@ -30,17 +30,15 @@ per_month = cached.events_per_month(db)
 if per_month.empty:
     st.info("No events yet. Upload a file below.")
 else:
-    cached.chart(st, charts.events_per_month, access.shown(viewer, per_month), width="stretch")
+    cached.chart(st, charts.events_per_month, per_month, width="stretch")
 
 st.subheader("Datasets")
-st.dataframe(access.shown(viewer, cached.datasets_overview(db)), hide_index=True, key="data_datasets",
-             column_config=tables.DATASET_COLUMNS)
+tables.show(cached.datasets_overview(db), hide_index=True, key="data_datasets", column_config=tables.DATASET_COLUMNS)
 with st.expander("Files loaded and their problems"):
-    st.dataframe(access.shown(viewer, ingest.batches(db)), hide_index=True, key="data_batches",
-                 column_config=tables.BATCH_COLUMNS)
+    tables.show(ingest.batches(db), hide_index=True, key="data_batches", column_config=tables.BATCH_COLUMNS)
     st.caption("Events per type in the latest files; “inferred” counts events typed from their XDM field groups "
                "because they had no `eventType` (“unspecified” when none applies).")
-    st.dataframe(access.shown(viewer, ingest.batch_event_types(db)), hide_index=True, key="data_batch_event_types")
+    tables.show(ingest.batch_event_types(db), hide_index=True, key="data_batch_event_types")
 
 st.subheader("Upload a file")
 st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too) or Parquet as Experience Platform "

@@ -26,9 +26,10 @@ else:
     for row in table.itertuples():
         cells = st.columns(COLUMN_WIDTHS)
         with cells[0].container(key=f"instances_link_{row.Index}"):
-            st.page_link("app_pages/dashboard.py", label=plain(row.name), query_params={"instance": row.name})
+            st.page_link("app_pages/dashboard.py", label=plain(row.name),
+                         query_params={"instance": access.reference(viewer, row.name, table["name"])})
         cells[1].text(row.propensity_type.capitalize())
-        cells[2].text(row.goal)
+        cells[2].text(access.shown_text(viewer, row.goal))
         cells[3].text(row.status)
         cells[4].text(f"{row.last_run_date:%d %b %Y}" if pd.notna(row.last_run_date) else "—")
         cells[5].text(f"{int(row.profiles_scored):,}" if pd.notna(row.profiles_scored) else "—")
@@ -39,7 +40,7 @@ else:
 st.divider()
 names = table["name"].tolist()
 if names:
-    chosen = st.selectbox("Instance", names, key="instances_selected")
+    chosen = st.selectbox("Instance", names, key="instances_selected", format_func=access.option_labels(viewer, names))
     run = scores.latest_run(db, chosen)
     definition = run["definition"]
     summary, actions = st.columns([3, 2])
@@ -86,8 +87,8 @@ if names:
                 state.flash(f"Deleted “{plain(chosen)}”.")
                 st.rerun()
     with st.expander("Run history"):
-        st.dataframe(instances.run_history(db, chosen), hide_index=True, key="instances_history",
-                     column_config=tables.RUN_HISTORY_COLUMNS)
+        tables.show(instances.run_history(db, chosen), hide_index=True, key="instances_history",
+                    column_config=tables.RUN_HISTORY_COLUMNS)
     with st.expander("Edit the set-up", expanded=False):
         if not viewer.can_edit:
             st.info(access.VIEW_ONLY)

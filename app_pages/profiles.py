@@ -9,15 +9,10 @@ from ui.components import plain
 
 EVENTS_PAGE = 50
 NAMESPACES = [*identity.KNOWN_NAMESPACES, profiles.PROFILE_ID]
-EXAMPLE = "hbirkenshawa@businessweek.com"
-
 db = state.db_path()
 viewer = access.current()
-
-
-def shown(text: str) -> str:
-    """Text from data or from a person, masked for this viewer and escaped so it reads as text."""
-    return plain(access.shown_text(viewer, text))
+# The tutorial's customer: a demo store's real profile, so masked for a viewer like any other.
+EXAMPLE = access.shown_text(viewer, "hbirkenshawa@businessweek.com")
 
 
 st.title("Profiles")
@@ -47,7 +42,7 @@ if opened is None:
                                       by_prefix=access.may_search_by_prefix(viewer, viewed_namespace),
                                       personal_hits=viewer.sees_identities)
             if results.empty:
-                st.warning(f"No profile has the {viewed_namespace} identity “{shown(viewed_value)}”, and no identity "
+                st.warning(f"No profile has the {viewed_namespace} identity “{plain(viewed_value)}”, and no identity "
                            "or name starts with it.")
             else:
                 picked = components.profile_results(access.shown(viewer, results))
@@ -62,7 +57,7 @@ if opened is None:
         if direct_value.strip():
             found = profiles.find(db, direct_namespace, direct_value)
             if found is None:
-                st.warning(f"No profile has exactly the {direct_namespace} identity “{shown(direct_value.strip())}”. "
+                st.warning(f"No profile has exactly the {direct_namespace} identity “{plain(direct_value.strip())}”. "
                            "Browse finds close matches.")
             else:
                 st.query_params["profile"] = str(found)
@@ -76,24 +71,24 @@ if not attributes:
 if st.button("← Back to the results", type="tertiary", key="profiles_back"):
     del st.query_params["profile"]
     st.rerun()
-st.subheader(shown(f"{attributes.get('first_name') or ''} {attributes.get('last_name') or ''} · profile {opened}"))
+st.subheader(plain(f"{attributes.get('first_name') or ''} {attributes.get('last_name') or ''} · profile {opened}"))
 outputs = profiles.customer_ai(db, opened)
 tab_attributes, tab_history, tab_events, tab_segments = st.tabs(["Attributes", "Score history", "Events", "Segments"])
 with tab_attributes:
     st.markdown("**Attributes**")
-    st.dataframe(access.shown(viewer, components.attribute_rows(attributes, outputs)), hide_index=True,
-                 height="content", key="profiles_attributes",
-                 column_config={"attribute": st.column_config.TextColumn("Attribute", width="large"), "value": "Value"})
+    tables.show(components.attribute_rows(attributes, outputs), hide_index=True, height="content",
+                key="profiles_attributes",
+                column_config={"attribute": st.column_config.TextColumn("Attribute", width="large"), "value": "Value"})
     st.markdown("**Identities**")
-    st.dataframe(access.shown(viewer, profiles.identities(db, opened)), hide_index=True, key="profiles_identities",
-                 column_config={"namespace": "Namespace", "identity": st.column_config.TextColumn("Identity",
-                                                                                                  width="large"),
-                                "primary": "Primary"})
+    tables.show(profiles.identities(db, opened), hide_index=True, key="profiles_identities",
+                column_config={"namespace": "Namespace",
+                               "identity": st.column_config.TextColumn("Identity", width="large"),
+                               "primary": "Primary"})
     if not outputs:
         st.info("No Customer AI instance scored this profile in its latest run (it may not be eligible).")
     for output in outputs:
         with st.container(border=True, key=f"profiles_cai_{output['run_id']}"):
-            st.markdown(f"**Customer AI · {shown(output['instance'])}** ({output['propensity_type']}), scored on "
+            st.markdown(f"**Customer AI · {plain(output['instance'])}** ({output['propensity_type']}), scored on "
                         f"{output['score_date']:%d %b %Y}")
             cells = st.columns(4)
             cells[0].metric("Propensity score", f"{output['score']:.1f}")
@@ -101,7 +96,7 @@ with tab_attributes:
             cells[2].metric("Percentile", output["percentile"])
             cells[3].metric("Bucket", output["bucket"].capitalize())
             for factor in output["factors"]:
-                st.markdown(f"- {shown(factor['sentence'])} *(importance {factor['importance']})*")
+                st.markdown(f"- {plain(factor['sentence'])} *(importance {factor['importance']})*")
 with tab_history:
     history = profiles.score_history(db, opened)
     if history.empty:
@@ -112,19 +107,19 @@ with tab_history:
         if moves:
             st.markdown("**Why the score moved**")
             for move in moves:
-                st.markdown(f"- {shown(move.sentence())}")
+                st.markdown(f"- {plain(move.sentence())}")
 with tab_events:
     total = profiles.total_events(db, opened)
-    counts = access.shown(viewer, profiles.event_counts(db, opened))
+    counts = profiles.event_counts(db, opened)
     if not counts.empty:
         cached.chart(st, charts.event_timeline, counts, width="stretch")
     offset = components.page_offset(total, EVENTS_PAGE, "profiles_events_page", "events")
-    st.dataframe(access.shown(viewer, profiles.events(db, opened, EVENTS_PAGE, offset)),
-                 hide_index=True, key="profiles_events", column_config=tables.EVENT_COLUMNS)
+    tables.show(profiles.events(db, opened, EVENTS_PAGE, offset), hide_index=True, key="profiles_events",
+                column_config=tables.EVENT_COLUMNS)
 with tab_segments:
     member_of = profiles.profile_segments(db, opened)
     if member_of:
         for name in member_of:
-            st.markdown(f"- {shown(name)}")
+            st.markdown(f"- {plain(name)}")
     else:
         st.info("This profile is in no saved segment.")

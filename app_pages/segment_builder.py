@@ -17,7 +17,9 @@ if not scored:
     st.stop()
 
 params = st.query_params
-instance = params.get("instance") if params.get("instance") in scored else scored[0]
+instance = access.resolve(params.get("instance"), scored) or scored[0]
+if "instance" in params and params["instance"] != access.reference(viewer, instance, scored):
+    params["instance"] = access.reference(viewer, instance, scored)
 bucket = params.get("bucket") if params.get("bucket") in segments.BUCKET_LABELS else "high"
 if st.session_state.get("builder_origin") != (instance, bucket) or "builder_range" not in st.session_state:
     # A new Create Segment click pre-fills the form; later edits by the user are kept. Streamlit forgets a
@@ -27,10 +29,10 @@ if st.session_state.get("builder_origin") != (instance, bucket) or "builder_rang
     st.session_state.update({
         "builder_origin": (instance, bucket), "builder_instance": instance, "builder_field": "score",
         "builder_range": (float(rule.minimum or 0), float(rule.maximum or 100)),
-        "builder_name": segments.suggested_name(instance, bucket),
+        "builder_name": access.shown_text(viewer, segments.suggested_name(instance, bucket)),
     })
 
-instance = st.selectbox("Instance", scored, key="builder_instance")
+instance = st.selectbox("Instance", scored, key="builder_instance", format_func=access.option_labels(viewer, scored))
 field = st.radio("Filter on", list(segments.RANGE_FIELDS), horizontal=True, key="builder_field")
 top = 1.0 if field == "probability" else 100.0
 low, high = st.session_state.get("builder_range", (0.0, top))
@@ -43,7 +45,7 @@ country = columns[0].text_input("Country (optional, exact)", key="builder_countr
 tier = columns[1].text_input("Loyalty tier (optional, exact)", key="builder_tier").strip() or None
 rule = segments.Rule(instance=instance, field=field, minimum=low if low > 0 else None,
                      maximum=high if high < top else None, country=country, loyalty_tier=tier)
-st.code(rule.text(), language=None)
+st.code(access.shown_text(viewer, rule.text()), language=None)
 
 figures_slot = st.container(border=True)
 with st.expander("Expected return (optional): value per conversion and cost per contact"):

@@ -19,19 +19,19 @@ table = cached.list_segments(db)
 if table.empty:
     st.info("No segments yet. Open an instance's dashboard and press Create Segment on a propensity card.")
     st.stop()
-st.dataframe(access.shown(viewer, table), hide_index=True, key="segments_table", column_config=tables.SEGMENT_COLUMNS)
+tables.show(table, hide_index=True, key="segments_table", column_config=tables.SEGMENT_COLUMNS)
 
 names = table["name"].tolist()
-requested = st.query_params.get("segment")
+requested = access.resolve(st.query_params.get("segment"), names)
 if requested in names and requested != st.session_state.get("segments_shown"):
     # Arriving from Save in the segment builder (or from a shared link): open that segment.
     st.session_state["segments_selected"] = requested
-chosen = st.selectbox("Open segment", names, key="segments_selected")
+chosen = st.selectbox("Open segment", names, key="segments_selected", format_func=access.option_labels(viewer, names))
 st.session_state["segments_shown"] = chosen
-st.query_params["segment"] = chosen
+st.query_params["segment"] = access.reference(viewer, chosen, names)
 segment = segments.get_segment(db, chosen)
 st.subheader(plain(chosen))
-st.code(segment["rule_text"], language=None)
+st.code(access.shown_text(viewer, segment["rule_text"]), language=None)
 if segment["description"]:
     st.markdown(plain(segment["description"]))
 st.caption(f"Evaluated against the latest successful run of “{plain(segment['instance'])}” (run "
@@ -43,17 +43,17 @@ members_tab, overlap_tab, export_tab, activation_tab, edit_tab = st.tabs(
 with members_tab:
     size = int(table.loc[table["name"] == chosen, "size_now"].fillna(0).iloc[0])
     offset = components.page_offset(size, PAGE_SIZE, "segments_page")
-    st.dataframe(access.shown(viewer, segments.members(db, chosen, PAGE_SIZE, offset)),
-                 hide_index=True, key="segments_members", column_config=tables.MEMBER_COLUMNS)
+    tables.show(segments.members(db, chosen, PAGE_SIZE, offset), hide_index=True, key="segments_members",
+                column_config=tables.MEMBER_COLUMNS)
 with overlap_tab:
     shared = segments.overlap(db, chosen)
     if shared.empty:
         st.info("There are no other segments to compare with.")
     else:
-        st.dataframe(shared, hide_index=True, key="segments_overlap",
-                     column_config={"segment": "Other segment", "shared_profiles": "Shared profiles",
-                                    "share_of_this_segment": st.column_config.ProgressColumn(
-                         "Share of this segment", format="percent", min_value=0, max_value=1)})
+        tables.show(shared, hide_index=True, key="segments_overlap",
+                    column_config={"segment": "Other segment", "shared_profiles": "Shared profiles",
+                                   "share_of_this_segment": st.column_config.ProgressColumn(
+                        "Share of this segment", format="percent", min_value=0, max_value=1)})
 with export_tab:
     st.caption("Every member with all identities, probability, score, percentile, bucket, score date and factors.")
     if not viewer.sees_identities:
@@ -68,8 +68,11 @@ with activation_tab:
     activation.section(db, viewer, chosen)
 with edit_tab:
     access.view_only_note(viewer)
-    new_name = st.text_input("Name", chosen, max_chars=segments.MAX_NAME_CHARS, key="segments_new_name")
-    description = st.text_area("Description", segment["description"] or "", key="segments_description")
+    # Prefilled as this viewer may see them: only those who see identities may edit.
+    new_name = st.text_input("Name", access.shown_text(viewer, chosen), max_chars=segments.MAX_NAME_CHARS,
+                             key="segments_new_name")
+    description = st.text_area("Description", access.shown_text(viewer, segment["description"] or ""),
+                               key="segments_description")
     if st.button("Save changes", key="segments_save", disabled=not viewer.can_edit):
         try:
             segments.update_segment(db, chosen, new_name, description, actor=viewer.actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from cai import (backtest, demo, engine, ingest, instances, online_retail, performance, profiles, scores,
                  segments, spark_engine, store)
-from cai import activation, destinations
+from cai import activation, destinations, privacy
 from cai.errors import CaiError, ValidationError
 from cai.instances import Condition, Definition, Goal
 
@@ -509,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Names and values from files and other people are printed: none of their control characters may steer the
+    # terminal (a hidden link, a rewritten screen).
+    with (contextlib.redirect_stdout(privacy.TerminalSafe(sys.stdout)),
+          contextlib.redirect_stderr(privacy.TerminalSafe(sys.stderr))):
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.db = store.resolve_db_path(args.db)
     try:

@@ -1,10 +1,11 @@
-"""Masking of direct identifiers (emails and phone numbers) for people allowed to view but not to see identities,
-and neutralising of spreadsheet formulas in CSV exports.
+"""Masking of direct identifiers (emails, phone numbers, postal addresses) for people allowed to view but not to see
+identities, and neutralising of spreadsheet formulas in CSV exports and of control sequences in terminal output.
 
 A value is personal by what it is, wherever it sits: any email address, and any phone number written as one (with a
 leading ``+`` or as ``(555) 123-4567``), inside any text. A value is also personal by where it came from: everything
 in an identity namespace, column or JSON attribute whose name says it holds contact details (``Email``,
-``EmailAddress``, ``Phone_E.164``, ``mobile``, ``tel`` ...), whatever its shape."""
+``EmailAddress``, ``Phone_E.164``, ``mobile``, ``tel``, ``homeAddress``, ``street1``, ``postalCode`` ...), whatever
+its shape. A postal address has no shape of its own, so it is found only by such a name."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import re
 
 import pandas as pd
 
-_CONTACT_NAME = re.compile(r"mail|phone|mobile|msisdn|whatsapp|fax|(^|[^a-z])(tel|cell|sms)([^a-z]|$)", re.IGNORECASE)
-_EMAIL_TEXT = r"[^\s@:;,'\"<>()\[\]{}]+@[^\s@:;,'\"<>()\[\]{}]+"
+_CONTACT_NAME = re.compile(r"mail|phone|mobile|msisdn|whatsapp|fax|address|street|postal|post_?code|zip_?code"
+                           r"|(^|[^a-z])(tel|cell|sms|zip)([^a-z]|$)", re.IGNORECASE)
+# An address as it is written, or percent-encoded in a link (a page URL's ``?email=jane%40doe.com``).
+_EMAIL_TEXT = r"[^\s@:;,'\"<>()\[\]{}]+@[^\s@:;,'\"<>()\[\]{}]+|[\w.+-]+%40[\w.-]+"
 _PHONE_TEXT = r"\+\d[\d ().-]{5,}\d|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4}\b"
 _EMAIL = re.compile(_EMAIL_TEXT)
 _PHONE = re.compile(_PHONE_TEXT)
+_LETTER = re.compile(r"[^\W\d_]")
 _LABELLED_PHONE = re.compile(r"(Phone:\s*)(\+?[\d ()./-]+\d)", re.IGNORECASE)
 # The same shapes for DuckDB's regexp_matches (RE2), so SQL can leave personal-looking values out of a search.
 PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"
@@ -25,6 +29,8 @@ PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"
 _KEY_COLUMNS = ("namespace", "attribute")
 _VALUE_COLUMNS = ("identity", "id_value", "value")
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+# Where a spreadsheet may start a cell inside one text: at its start, after a ';' or a line break.
+_FORMULA_STARTS = re.compile(r"(?:^|(?<=[;\n\r]))(?=[" + re.escape("".join(FORMULA_LEADS)) + "])")
 
 
 def is_contact_name(name: str) -> bool:
@@ -39,8 +45,9 @@ def looks_personal(value: str) -> bool:
 def mask_email(value: str) -> str:
     """``hbirkenshawa@businessweek.com`` → ``h•••@businessweek.com``: the domain stays, as it tells a business
     customer from a private one without naming anybody."""
-    local, _, domain = value.partition("@")
-    return f"{local[:1]}•••@{domain}" if domain else "•••"
+    at = "@" if "@" in value else "%40"
+    local, _, domain = value.partition(at)
+    return f"{local[:1]}•••{at}{domain}" if domain else "•••"
 
 
 def mask_phone(value: str) -> str:
@@ -50,41 +57,59 @@ def mask_phone(value: str) -> str:
 
 def mask_contact(value: str) -> str:
     """A value from a contact namespace or column: all of it is personal, whatever it looks like. A value holding
-    several addresses (``a@x.com; b@y.com``, a list) has each of them masked, not only the first."""
+    several addresses (``a@x.com; b@y.com``, a list) has each of them masked, not only the first; a JSON object (a
+    postal address's lines) has each of its values masked."""
+    parsed = _json_container(value)
+    if parsed is not None:
+        return json.dumps(_mask_contact_json(parsed), ensure_ascii=False)
     if len(_EMAIL.findall(value)) > 1:
         return _PHONE.sub(lambda match: mask_phone(match.group(0)),
                           _EMAIL.sub(lambda match: mask_email(match.group(0)), value))
-    return mask_email(value) if "@" in value else mask_phone(value)
+    if "@" in value:
+        return mask_email(value)
+    # A number keeps its last two digits, as phone numbers do; a street line keeps nothing.
+    return "•••" if _LETTER.search(value) else mask_phone(value)
 
 
 def _mask_contact_json(data):
     """Every value under a contact key, however deeply it is nested (a list of addresses, an object of them)."""
     if isinstance(data, dict):
-        return {key: _mask_contact_json(value) for key, value in data.items()}
+        return {mask_text(key): _mask_contact_json(value) for key, value in data.items()}
     if isinstance(data, list):
         return [_mask_contact_json(item) for item in data]
-    return None if data is None else mask_contact(str(data))
+    if data is None or isinstance(data, bool):
+        return data
+    return mask_contact(str(data))
 
 
 def _mask_json(data):
     if isinstance(data, dict):
-        return {key: _mask_contact_json(value) if is_contact_name(key) else _mask_json(value)
+        # Keys are data too: an object of referrals or contacts keyed by their addresses.
+        return {mask_text(key): _mask_contact_json(value) if is_contact_name(key) else _mask_json(value)
                 for key, value in data.items()}
     if isinstance(data, list):
         return [_mask_json(item) for item in data]
     return mask_text(data) if isinstance(data, str) else data
 
 
+def _json_container(text: str):
+    """``text`` read as a JSON object or array, else None."""
+    stripped = text.strip()
+    if stripped[:1] in "{[" and stripped[-1:] in "}]":
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+    return None
+
+
 def mask_text(text: str) -> str:
     """Masks every email and every phone number inside free text (a name, a file name, a batch error quoting a
     rejected value); in a JSON object also every value under a contact key. Bare digits are left alone: they are
     dates, amounts and ids far more often than phone numbers."""
-    stripped = text.strip()
-    if stripped[:1] in "{[" and stripped[-1:] in "}]":
-        try:
-            return json.dumps(_mask_json(json.loads(stripped)), ensure_ascii=False)
-        except ValueError:
-            pass
+    parsed = _json_container(text)
+    if parsed is not None:
+        return json.dumps(_mask_json(parsed), ensure_ascii=False)
     text = _EMAIL.sub(lambda match: mask_email(match.group(0)), text)
     text = _LABELLED_PHONE.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
     return _PHONE.sub(lambda match: mask_phone(match.group(0)), text)
@@ -101,7 +126,8 @@ def mask_value(value):
 
 def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy with emails and phone numbers masked: whole columns named for contact details, values beside a
-    ``namespace`` or ``attribute`` that names contact details, and any email or phone number in any other text."""
+    ``namespace`` or ``attribute`` that names contact details, and any email or phone number in any other text or
+    header."""
     masked = frame.copy()
     key_column = next((column for column in _KEY_COLUMNS if column in masked.columns), None)
     for column in masked.columns:
@@ -111,17 +137,55 @@ def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
         elif key_column and column in _VALUE_COLUMNS:
             masked[column] = [mask_identity(str(key), v) if isinstance(v, str) else mask_value(v)
                               for key, v in zip(frame[key_column], values)]
-        elif pd.api.types.is_string_dtype(values) or values.dtype == object:
-            masked[column] = values.map(mask_value)
-    return masked
+        elif _text_cells(values):
+            masked[column] = values.astype(object).map(mask_value)
+    # Headers too: a table pivoted by a value from the data (an event type) is headed by it.
+    return masked.rename(columns=mask_value)
+
+
+def _text_cells(values: pd.Series) -> bool:
+    """Whether a column can hold text: any but numbers, booleans and dates (categories and objects included)."""
+    return not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+                or pd.api.types.is_datetime64_any_dtype(values))
+
+
+def _formula_free(value):
+    if not isinstance(value, str):
+        return value
+    return _FORMULA_STARTS.sub("'", value)
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose text cells cannot run as spreadsheet formulas: a cell starting with ``=``, ``+``, ``-``, ``@``,
-    a tab or a carriage return gets a leading apostrophe (OWASP's rule for CSV injection). Numbers are untouched."""
-    safe = frame.copy()
+    """A copy whose text cells and headers cannot run as spreadsheet formulas: a cell starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading apostrophe (OWASP's rule for CSV injection), and so does
+    each part of a cell after a ``;`` or a line break: a spreadsheet set to a locale whose list separator is ``;``
+    (most of Europe) splits a comma-separated file there, quotes or not, and each part becomes a cell of its own
+    (two emails of one member are exported as ``a@x.com;b@y.com``). Numbers are untouched."""
+    safe = frame.rename(columns=_formula_free)
     for column in safe.columns:
-        if pd.api.types.is_string_dtype(safe[column]) or safe[column].dtype == object:
-            safe[column] = safe[column].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_LEADS) else v)
+        if _text_cells(safe[column]):
+            safe[column] = safe[column].astype(object).map(_formula_free)
     return safe
+
+
+# Every C0 and C1 control character but the tab and the line feed: ESC and CSI start the sequences by which a
+# terminal makes a link (OSC 8), rewrites the screen or renames its window; a carriage return overwrites a line.
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` for a terminal: control characters from the data are written as escapes (``\\x1b``), not obeyed."""
+    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
+
+
+class TerminalSafe:
+    """A text stream (``sys.stdout``) through which no control sequence from the data reaches the terminal."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(terminal_text(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)

@@ -181,16 +181,26 @@ def test_a_person_without_a_verified_email_is_recorded_under_their_subject_id(tr
     assert not app.sidebar.warning
 
 
-def test_csv_exports_neutralise_formulas_and_parquet_keeps_raw_values(trained_db, tmp_path):
+FORMULAS = ['=HYPERLINK("http://evil.example","x")@a.com', "+cmd@b.com", "-2+3@c.com", "@SUM(A1)@d.com"]
+
+
+def _member_with_formula_emails(db) -> None:
+    """One scored member whose emails are formulas, and a segment 'All' holding every member."""
     from cai import ingest, scores, store
 
-    run_id = scores.latest_run(trained_db, instances.TUTORIAL_INSTANCE)["run_id"]
-    crmid = store.query_df(trained_db, "SELECT min(id_value) AS crmid FROM identities JOIN scores USING (profile_id) "
+    run_id = scores.latest_run(db, instances.TUTORIAL_INSTANCE)["run_id"]
+    crmid = store.query_df(db, "SELECT min(id_value) AS crmid FROM identities JOIN scores USING (profile_id) "
                            "WHERE namespace = 'CRMID' AND run_id = ?", [run_id])["crmid"][0]
-    formulas = ['=HYPERLINK("http://evil.example","x")@a.com', "+cmd@b.com", "-2+3@c.com", "@SUM(A1)@d.com"]
-    frame = pd.DataFrame({"crmid": [crmid] * len(formulas), "email": formulas})
-    ingest.ingest_bytes(trained_db, frame.to_csv(index=False).encode(), "formulas.csv", kind="profiles")
-    segments.create_segment(trained_db, "All", segments.Rule(instance=instances.TUTORIAL_INSTANCE))
+    frame = pd.DataFrame({"crmid": [crmid] * len(FORMULAS), "email": FORMULAS})
+    ingest.ingest_bytes(db, frame.to_csv(index=False).encode(), "formulas.csv", kind="profiles")
+    segments.create_segment(db, "All", segments.Rule(instance=instances.TUTORIAL_INSTANCE))
+
+
+def test_csv_exports_neutralise_formulas_and_parquet_keeps_raw_values(trained_db, tmp_path):
+    from cai import scores
+
+    _member_with_formula_emails(trained_db)
+    formulas = FORMULAS
     exports = {"segment": lambda out: segments.export(trained_db, "All", out),
                "scores": lambda out: scores.export_scores(trained_db, instances.TUTORIAL_INSTANCE, out)}
     for export in exports.values():
@@ -209,10 +219,29 @@ def test_csv_exports_neutralise_formulas_and_parquet_keeps_raw_values(trained_db
         assert pd.to_numeric(csv["score"]).between(0, 100).all()
 
 
+def test_a_csv_export_opened_where_lists_are_separated_by_semicolons_holds_no_formula(trained_db, tmp_path):
+    """Excel in most European locales splits a .csv at every ';', inside quotes or not; a member's emails are
+    exported joined by ';', so each part must be as safe as a cell's start."""
+    _member_with_formula_emails(trained_db)
+    segments.export(trained_db, "All", tmp_path / "out.csv")
+    parts = [part for line in (tmp_path / "out.csv").read_text().splitlines() for part in line.split(";")]
+    assert any("+cmd@b.com" in part for part in parts)
+    assert [part for part in parts if part.startswith(privacy.FORMULA_LEADS)] == []
+
+
 @pytest.mark.parametrize("cell, safe", [
     ("=1+1", "'=1+1"), ("+1-555-0100", "'+1-555-0100"), ("-3", "'-3"), ("@SUM(A1)", "'@SUM(A1)"),
     ("\tTAB", "'\tTAB"), ("\rCR", "'\rCR"), ("a=b", "a=b"), ("", ""),
+    ("a@x.com;=1+1", "a@x.com;'=1+1"), ("+1-555-0100;+1-555-0101", "'+1-555-0100;'+1-555-0101"),
+    ("x\n@SUM(A1)", "x\n'@SUM(A1)"), ("a; =1", "a; =1"),
 ])
 def test_spreadsheet_safe_cells(cell, safe):
     frame = pd.DataFrame({"text": [cell], "number": [-3.5]})
     assert privacy.spreadsheet_safe(frame).iloc[0].tolist() == [safe, -3.5]
+
+
+def test_spreadsheet_safe_covers_headers_and_category_columns():
+    frame = pd.DataFrame({"=cmd": pd.Categorical(["=1+1", "ok"]), "score": [-1.0, 2.0]})
+    safe = privacy.spreadsheet_safe(frame)
+    assert safe.columns.tolist() == ["'=cmd", "score"]
+    assert safe["'=cmd"].tolist() == ["'=1+1", "ok"] and safe["score"].tolist() == [-1.0, 2.0]

@@ -71,3 +71,17 @@ def test_the_real_command_prints_no_traceback(empty_db):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "python -m cai run: argument --as-of: '2026-02-30' is not a date; write it as YYYY-MM-DD, e.g. 2026-10-15"]
+
+
+def test_control_sequences_in_names_and_data_are_printed_not_obeyed(capsys, trained_db):
+    """A name with a terminal's hidden-link sequence (OSC 8) or an event field with a screen-clearing one is
+    printed as escapes, in tables and in error messages alike."""
+    from cai import instances, segments
+
+    link = "\x1b]8;;http://evil.test/\x07click me\x1b]8;;\x07"
+    segments.create_segment(trained_db, f"Buyers {link}", segments.Rule(instance=instances.TUTORIAL_INSTANCE))
+    assert cli.main(["--db", str(trained_db), "segments", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Buyers \\x1b]8;;http://evil.test/\\x07click me" in out and "\x1b" not in out and "\x07" not in out
+    code, lines = _run(capsys, "--db", str(trained_db), "run", f"\x1b[2J{link}")
+    assert code == 2 and "\\x1b[2J" in lines[0] and not any("\x1b" in line for line in lines)

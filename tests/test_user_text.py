@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cai import audit, engine, ingest, instances, profiles, segments, store
+from cai import activation, audit, destinations, engine, ingest, instances, profiles, segments, store
 from cai.instances import Condition, Definition, Goal
 
 HOSTILE = ["'; DROP TABLE events; --", "%", "_", "\" OR 1=1 --", "Ünïcødé ✓ 名前", "a'b\"c\\d"]
@@ -65,6 +65,10 @@ def _seed_hostile_text(db) -> None:
     instances.create_instance(db, Definition(name=LINK, description=" ".join(MARKUP), goals=(Goal(PIXEL),)))
     segments.create_segment(db, PIXEL, segments.Rule(instance=instances.TUTORIAL_INSTANCE), description=HTML)
     segments.create_segment(db, HTML, segments.Rule(instance=instances.TUTORIAL_INSTANCE, minimum=75))
+    # A destination another editor named, whose failed delivery (no secret set) quotes that name.
+    destinations.create_destination(db, destinations.Destination(LINK, "webhook", "https://hooks.invalid/x"))
+    activation.activate(db, PIXEL, LINK)
+    activation.deliver_pending(db, segment=PIXEL)
 
 
 def _markdown_texts(app) -> list[str]:
@@ -92,6 +96,8 @@ def test_text_from_data_never_forms_links_images_or_html_on_any_page(trained_db)
     apps = {
         "instances": _page("app_pages/instances.py"),
         "dashboard": _page("app_pages/dashboard.py", instance=LINK),
+        # A link someone sent, naming no instance: the page says so, quoting the name.
+        "unknown instance": _page("app_pages/dashboard.py", instance=f"{PIXEL} {LINK}"),
         "builder": _page("app_pages/segment_builder.py", instance=instances.TUTORIAL_INSTANCE, bucket="high"),
         "segments": _page("app_pages/segments.py", segment=PIXEL),
         "browse": _page("app_pages/profiles.py"),
@@ -112,3 +118,6 @@ def test_text_from_data_never_forms_links_images_or_html_on_any_page(trained_db)
     assert "Claim your prize" in apps["dashboard"].title[0].value
     assert "Claim your prize" in apps["profile"].subheader[0].value
     assert any("pixel" in text for text in _markdown_texts(apps["segments"]))
+    assert any("Claim your prize" in error.value for error in apps["unknown instance"].error)
+    assert any("Claim your prize" in warning.value and "failed" in warning.value
+               for warning in apps["segments"].warning)

@@ -96,9 +96,10 @@ def sidebar(viewer: Viewer) -> None:
     role = "editor" if viewer.can_edit else "viewer" + ("" if viewer.sees_identities else ", identities masked")
     if not viewer.email_verified:
         role = "viewer, identities masked: your sign-in carries no verified email"
-    from ui.components import plain
+    from ui.components import literal
 
-    st.sidebar.caption(f"Signed in as {plain(viewer.email or viewer.subject)} ({role})")
+    # The person's own address, unmasked: only they see their sidebar.
+    st.sidebar.caption(f"Signed in as {literal(viewer.email or viewer.subject)} ({role})")
     st.sidebar.button("Sign out", key="access_logout", on_click=st.logout)
 
 
@@ -114,6 +115,47 @@ def shown_text(viewer: Viewer, text) -> str:
     from cai import privacy
 
     return str(text) if viewer.sees_identities else privacy.mask_text(str(text))
+
+
+def _option_labels(values, masked: bool) -> dict:
+    from cai import privacy
+
+    labels, taken = {}, {}
+    for value in dict.fromkeys(values):
+        label = privacy.mask_text(str(value)) if masked else str(value)
+        taken[label] = taken.get(label, 0) + 1
+        labels[value] = label if taken[label] == 1 else f"{label} ({taken[label]})"
+    return labels
+
+
+def option_labels(viewer: Viewer, values):
+    """A ``format_func`` for choices that come from data or from other people (instance, segment and destination
+    names, factors): masked for this viewer, and told apart when masking makes two read alike, since a choice must
+    name one option."""
+    labels = _option_labels(values, not viewer.sees_identities)
+    return lambda value: labels.get(value, shown_text(viewer, value))
+
+
+def reference(viewer: Viewer, name: str, names) -> str:
+    """How a name goes into the page's address (the address bar, the history, a shared link): as this viewer sees it
+    in the page's choices."""
+    return option_labels(viewer, names)(name)
+
+
+def resolve(reference_text: str | None, names) -> str | None:
+    """The name a page address refers to: the name itself, or the one a viewer sees as ``reference_text``."""
+    names = list(names)
+    if reference_text in names:
+        return reference_text
+    return {label: name for name, label in _option_labels(names, True).items()}.get(reference_text)
+
+
+def containing_as_shown(viewer: Viewer, frame: pd.DataFrame, column: str, text: str) -> pd.DataFrame:
+    """The rows of a search by ``text`` that this viewer can see match it: a search on the raw value would tell a
+    viewer, one typed character at a time, what a masked name hides."""
+    if viewer.sees_identities or not text:
+        return frame
+    return frame[shown(viewer, frame[[column]])[column].str.lower().str.contains(text.lower(), regex=False)]
 
 
 def may_search_by_prefix(viewer: Viewer, namespace: str) -> bool:

@@ -8,7 +8,8 @@ import streamlit as st
 
 from cai import activation, destinations
 from cai.errors import CaiError
-from ui import access
+from ui import access, tables
+from ui.components import plain
 
 IDENTITY_LABELS = {"crmid": "CRMID", "email": "Email", "email_sha256": "Email, SHA-256 of the lower-cased address",
                    "ecid": "ECID"}
@@ -18,7 +19,8 @@ TARGET_HINTS = {"folder": "/mnt/exports", "s3": "s3://bucket/prefix", "webhook":
 
 def _show_results(results: list[activation.DeliveryResult]) -> None:
     for result in results:
-        (st.error if result.status == activation.FAILED else st.success)(result.line())
+        # A line names the destination and quotes the error, a webhook's answer included.
+        (st.error if result.status == activation.FAILED else st.success)(plain(result.line()))
 
 
 def section(db: Path, viewer: access.Viewer, segment: str) -> None:
@@ -28,12 +30,12 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
         st.info("This segment is not sent anywhere yet. Activate it below: it is delivered now and again after "
                 "every successful run of its instance.")
     else:
-        st.dataframe(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
+        tables.show(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
         for row in table[table["last_status"] == activation.FAILED].itertuples():
-            st.warning(f"The last delivery to {row.destination} failed: {row.error} It is retried by the next "
-                       "`run-due`, or now with Deliver now.")
+            st.warning(f"The last delivery to {plain(row.destination)} failed: {plain(row.error)} It is retried by "
+                       "the next `run-due`, or now with Deliver now.")
         with st.expander("Delivery history"):
-            st.dataframe(activation.delivery_history(db, segment), hide_index=True, key="activation_history")
+            tables.show(activation.delivery_history(db, segment), hide_index=True, key="activation_history")
         if st.button("Deliver now", key="activation_deliver", disabled=not viewer.can_edit,
                      help="Sends the latest run wherever it has not been delivered yet; a run is never sent twice."):
             _show_results(activation.deliver_pending(db, segment=segment, actor=viewer.actor))
@@ -42,7 +44,8 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
     if names:
         with st.form("activation_form"):
             st.markdown("**Activate**")
-            destination = st.selectbox("Destination", names, key="activation_destination")
+            destination = st.selectbox("Destination", names, key="activation_destination",
+                                       format_func=access.option_labels(viewer, names))
             identity = st.selectbox("Identity to send", list(IDENTITY_LABELS), format_func=IDENTITY_LABELS.get,
                                     key="activation_identity")
             columns = st.multiselect("Columns to send", list(activation.OPTIONAL_COLUMNS), ["score", "bucket"],
@@ -52,7 +55,7 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
             try:
                 activation.activate(db, segment, destination, identity, tuple(columns), actor=viewer.actor)
             except CaiError as error:
-                st.error(str(error))
+                st.error(plain(error))
             else:
                 _show_results(activation.deliver_pending(db, segment=segment, actor=viewer.actor))
     if viewer.can_edit:
@@ -74,7 +77,7 @@ def _destination_form(db: Path, viewer: access.Viewer) -> None:
             destinations.create_destination(db, destinations.Destination(name, kind, target, options),
                                             actor=viewer.actor)
         except CaiError as error:
-            st.error(str(error))
+            st.error(plain(error))
         else:
             st.rerun()
 
@@ -85,7 +88,7 @@ def choose_on_save(db: Path, viewer: access.Viewer) -> list[str]:
     if not names:
         return []
     return st.multiselect("Activate to, right after saving (optional)", names, key="builder_activate_to",
-                          disabled=not viewer.can_edit)
+                          disabled=not viewer.can_edit, format_func=access.option_labels(viewer, names))
 
 
 def activate_saved(db: Path, viewer: access.Viewer, segment: str, chosen: list[str]) -> str:

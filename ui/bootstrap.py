@@ -181,6 +181,8 @@ def ensure_database(db: store.Store) -> None:
                 chart_drawn = True
         if job.error:
             box.update(label="The first start did not finish", state="error")
-            st.error(f"{job.error} Reload the page to try again.")
+            from ui.components import plain  # loaded by now: see PAGE_MODULES
+
+            st.error(f"{plain(job.error)} Reload the page to try again.")
             st.stop()
         box.update(label=job.message, state="complete", expanded=False)

@@ -12,6 +12,7 @@ import streamlit as st
 from streamlit import dataframe_util
 
 from cai import charts, ingest, instances, performance, scores, segments
+from ui import access
 
 TTL_SECONDS = 300
 CHART_SPECS = 256
@@ -102,4 +103,7 @@ def chart(where, builder: Callable[..., alt.Chart], *args, **options):
     page's queries, under a lock Streamlit holds for every session at once. ``options`` go to the chart element."""
     if builder.__module__ != charts.__name__:
         raise ValueError(f"{builder.__name__} is not a chart builder of cai.charts")
+    # The data behind a chart reaches the browser whole (tooltips, legends, axis labels): masked as tables are.
+    viewer = access.current()
+    args = tuple(access.shown(viewer, arg) if isinstance(arg, pd.DataFrame) else arg for arg in args)
     return where.vega_lite_chart(spec=_chart_spec(builder.__name__, *args), **options)

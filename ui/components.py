@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import string
 
@@ -10,6 +11,7 @@ import streamlit as st
 
 from cai import engine, instances
 from cai.instances import Condition, Definition, Goal
+from ui import access
 
 NO_CONDITION = "(none)"
 # Streamlit renders titles, captions, messages, labels and markdown as Markdown: every ASCII punctuation mark can be
@@ -22,10 +24,16 @@ _AUTOLINK_STARTS = re.compile(r"(?<=[:@])|(?<=www)(?=\.)", re.IGNORECASE)
 WORD_JOINER = "\u2060"
 
 
-def plain(value) -> str:
-    """Text from data or from other people (names, cities, event types, file names) as literal text in Markdown."""
+def literal(value) -> str:
+    """Text as literal text in Markdown: no link, image, HTML, directive or formula of Streamlit's can form."""
     text = str(value).translate(_LINE_BREAKS)
     return _AUTOLINK_STARTS.sub(WORD_JOINER, text).translate(_MARKDOWN_ESCAPES)
+
+
+def plain(value) -> str:
+    """Text from data or from other people (names, cities, event types, file names, messages quoting them) for a
+    Markdown sink (title, caption, message, label): masked for a viewer who may not see identities, and literal."""
+    return literal(access.shown_text(access.current(), value))
 
 
 def page_offset(total: int, page_size: int, key: str, counted: str = "") -> int:
@@ -137,6 +145,9 @@ def _attribute_text(value) -> str:
         return "—"
     if hasattr(value, "strftime"):
         return f"{value:%d %b %Y}"
+    if isinstance(value, (dict, list)):
+        # As JSON, which masking reads key by key (a nested `mobile`, an address block); Python's repr it cannot.
+        return json.dumps(value, ensure_ascii=False, default=str)
     return str(value)
 
 

@@ -41,3 +41,10 @@ EVENT_COLUMNS = {
     "value": st.column_config.NumberColumn("Value", format="%.2f"), "product_name": "Product", "sku": "SKU",
     "quantity": "Quantity", "channel": "Channel", "page_name": "Page", "tracking_code": "Campaign",
 }
+
+
+def show(frame, where=st, **options):
+    """Every table the pages draw: as this viewer may see it (identities masked), then ``st.dataframe``'s options."""
+    from ui import access
+
+    return where.dataframe(access.shown(access.current(), frame), **options)
