@@ -41,11 +41,12 @@ with st.expander("Files loaded and their problems"):
     tables.show(ingest.batch_event_types(db), hide_index=True, key="data_batch_event_types")
 
 st.subheader("Upload a file")
-st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too), or CSV/Parquet with `timestamp`, `event_type` and "
+st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too) or Parquet as Experience Platform "
+           "exports them (a .zip of an export's part files loads as one), or CSV/Parquet with `timestamp`, `event_type` and "
            "identity columns; profile files with identity and attribute columns. A file is loaded whole or not at all.")
 access.view_only_note(viewer)
 with st.form("data_upload", clear_on_submit=True):
-    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet", "gz"], key="data_file")
+    upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet", "gz", "zip"], key="data_file")
     kind = st.radio("It holds", ["events", "profiles"], horizontal=True, key="data_kind")
     dataset = st.text_input("Dataset name (optional)", key="data_dataset")
     submitted = st.form_submit_button("Load file", type="primary", disabled=not viewer.can_edit)

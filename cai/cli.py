@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="also run the tutorial's instance")
     p.set_defaults(handler=cmd_demo)
 
-    p = commands.add_parser("ingest", help="load an events or profiles file (XDM JSON, CSV, Parquet)")
+    p = commands.add_parser("ingest", help="load an events or profiles file (XDM JSON, CSV, Parquet, a .zip of "
+                                           "export part files) or a folder of export part files, as one batch")
     p.add_argument("file")
     p.add_argument("--kind", choices=["events", "profiles"])
     p.add_argument("--dataset", help="dataset name (default: the file name)")

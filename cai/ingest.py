@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cai import attributes as attribute_versions
@@ -42,6 +44,10 @@ FUTURE_TOLERANCE = dt.timedelta(days=1)
 EARLIEST_TIMESTAMP = pd.Timestamp("1990-01-01")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 GZIP_MAGIC = b"\x1f\x8b"
+# Parquet record batches turned into Python objects at a time: bounds the memory of one step of reading.
+PARQUET_BATCH_ROWS = 10_000
+# Experience Platform's columns that make a Parquet file an XDM export rather than a flat table.
+XDM_TOP_LEVEL_FIELDS = {"eventtype", "identitymap", "enduserids"}
 
 EVENT_COLUMNS = ["xdm_id", "ts", "event_type", "value", "order_id", "sku", "product_name", "quantity",
                  "price_total", "channel", "page_name", "tracking_code", "raw"]
@@ -95,6 +101,175 @@ class _Parsed:
 # --- Reading files -------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Upload:
+    """The files one upload holds, each un-gzipped: the file itself, or the part files of an export (a .zip or a
+    folder), loaded together as one batch with rows numbered across the parts in name order."""
+
+    name: str
+    parts: list[tuple[str, bytes]]
+    part_starts: list[int] = field(default_factory=list)  # the first row of each part, once its rows are read
+    first_row: int = 1  # the number of a part's first row (2 in a table, after its header)
+
+    def release_data(self) -> None:
+        """Lets the parts' bytes go once their rows are read (the names still label rows): a large file is then
+        not held while it is written."""
+        self.parts = [(name, b"") for name, _ in self.parts]
+
+    def row_label(self, row: int) -> str:
+        if len(self.parts) < 2 or not self.part_starts:
+            return f"Row {row}"
+        index = max(i for i, start in enumerate(self.part_starts) if start <= row)
+        return f"Row {row:,} ({self.parts[index][0]}, row {row - self.part_starts[index] + self.first_row:,})"
+
+
+def _unpacked(data: bytes, file_name: str) -> list[tuple[str, bytes]]:
+    if file_name.lower().endswith(".zip"):
+        return _zip_parts(data, file_name)
+    inner_name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
+    # Gzip is told by its content too: exports and downloads often keep `.json` on a compressed file.
+    if inner_name != file_name or data[:2] == GZIP_MAGIC:
+        data = _gunzip(data, file_name)
+    return [(inner_name, data)]
+
+
+def _is_export_part(path: str) -> bool:
+    """A data file of an export; Spark's `_SUCCESS` and `.crc` files, hidden files and macOS's zip extras are not."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return bool(name) and not name.startswith(("_", ".")) and not name.endswith(".crc") and "__MACOSX/" not in path
+
+
+def _zip_parts(data: bytes, file_name: str) -> list[tuple[str, bytes]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = sorted((info for info in archive.infolist() if not info.is_dir() and _is_export_part(info.filename)),
+                         key=lambda info: info.filename)
+        parts, size = [], 0
+        for info in members:
+            with archive.open(info) as member:
+                content = member.read(MAX_FILE_BYTES + 1 - size)
+            size += len(content)
+            if size > MAX_FILE_BYTES:
+                raise _expands_too_far(file_name)
+            parts.extend(_unpacked(content, info.filename.rsplit("/", 1)[-1]))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, EOFError, OSError) as error:
+        # RuntimeError is what zipfile raises for an encrypted member.
+        raise ValidationError(f"{file_name} is not a zip file we can read ({error}). Zip the export's files again, "
+                              "without a password.") from None
+    _check_upload_size(parts, file_name)
+    if not parts:
+        raise ValidationError(f"{file_name} holds no data files (.json, .json.gz, .parquet or .csv).")
+    return parts
+
+
+def _expands_too_far(file_name: str) -> ValidationError:
+    return ValidationError(f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to "
+                           "the uncompressed content too. Split it into smaller files.")
+
+
+def _check_upload_size(parts: list[tuple[str, bytes]], file_name: str) -> None:
+    if sum(len(data) for _, data in parts) > MAX_FILE_BYTES:
+        raise _expands_too_far(file_name)
+
+
+def _folder_parts(folder: Path) -> list[tuple[str, bytes]]:
+    """The export part files of a folder and its subfolders (an export writes one per `exportTime=...`)."""
+    files = sorted(path for path in folder.rglob("*")
+                   if path.is_file() and _is_export_part(path.relative_to(folder).as_posix()))
+    if sum(path.stat().st_size for path in files) > MAX_FILE_BYTES:
+        raise ValidationError(f"The files of {folder.name} add up to more than {MAX_FILE_BYTES / 1e6:,.0f} MB. "
+                              "Load its part files in smaller groups.")
+    parts = [part for path in files for part in _unpacked(path.read_bytes(), path.name)]
+    _check_upload_size(parts, folder.name)
+    if not parts:
+        raise ValidationError(f"The folder {folder.name} holds no data files (.json, .json.gz, .parquet or .csv).")
+    return parts
+
+
+def _is_record_part(name: str, data: bytes) -> bool:
+    """Whether a part holds XDM records (JSON, or Parquet with nested fields as Experience Platform exports it)
+    rather than a flat table."""
+    suffix = Path(name).suffix.lower()
+    if suffix in JSON_SUFFIXES:
+        return True
+    if suffix != ".parquet" or not data.startswith(b"PAR1"):
+        return False
+    try:
+        schema = pq.ParquetFile(io.BytesIO(data)).schema_arrow
+    except (ValueError, OSError, pa.ArrowException):
+        return False
+    names = {name.lower() for name in schema.names}
+    return "event_type" not in names and (
+        bool(names & XDM_TOP_LEVEL_FIELDS) or any(pa.types.is_nested(column.type) for column in schema))
+
+
+def _upload_format(upload: _Upload) -> str:
+    """"records" or "table"; an upload whose parts mix both is refused."""
+    kinds = {_is_record_part(name, data) for name, data in upload.parts}
+    if len(kinds) > 1:
+        raise ValidationError(f"{upload.name} mixes XDM files (JSON or nested Parquet) with flat tables (CSV or "
+                              "flat Parquet). Load each kind on its own.")
+    return "records" if kinds.pop() else "table"
+
+
+def _parquet_records(data: bytes, file_name: str):
+    """Yields (row number, record with plain keys, None) for each row of an XDM Parquet export, a batch of rows at a
+    time, each as its JSON export would have it (`identityMap` a map of namespaces, times as ISO 8601 text)."""
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        _check_table_size(parquet.metadata.num_rows, parquet.metadata.num_columns, file_name)
+        number = 0
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, xdm.normalise(xdm.from_parquet(row)), None
+    except CaiError:
+        raise
+    except (ValueError, OSError, OverflowError, pa.ArrowException) as error:
+        raise ValidationError(f"{file_name} is a Parquet file we cannot read ({str(error)[:200]}).") from None
+
+
+def _upload_records(upload: _Upload):
+    """Yields (row number, record or None, problem or None) for every record of every part, numbered across parts.
+
+    A compressed Parquet file can hold far more than its size: its records may add up to at most what a JSON upload
+    may hold (their text, as compact JSON), so a Parquet load takes no more memory than the largest JSON load."""
+    upload.part_starts = []
+    number, decoded = 0, 0
+    for name, data in upload.parts:
+        upload.part_starts.append(number + 1)
+        is_json = Path(name).suffix.lower() in JSON_SUFFIXES
+        records = _xdm_records(_decode(data, name), name) if is_json else _parquet_records(data, name)
+        decoded += len(data) if is_json else 0
+        for _, record, problem in records:
+            number += 1
+            if number > MAX_ROWS:
+                raise ValidationError(f"{upload.name} holds more than {MAX_ROWS:,} records; the limit per load is "
+                                      f"{MAX_ROWS:,}. Load its parts in smaller groups.")
+            if not is_json:
+                decoded += len(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str))
+            if decoded > MAX_FILE_BYTES:
+                raise ValidationError(
+                    f"{upload.name} decodes to more than {MAX_FILE_BYTES / 1e6:,.0f} MB of records (as JSON), the "
+                    f"limit of one load, by row {number:,}. Load its parts, or a shorter period, in smaller groups.")
+            yield number, record, problem
+
+
+def _upload_table(upload: _Upload) -> pd.DataFrame:
+    """The flat tables of an upload's parts, one under the other (the parts of one export share their columns)."""
+    tables = [_read_table(data, name) for name, data in upload.parts]
+    columns = [list(table.columns) for table in tables]
+    if any(names != columns[0] for names in columns):
+        odd = next(name for (name, _), names in zip(upload.parts, columns) if names != columns[0])
+        raise ValidationError(f"{odd} has other columns than {upload.parts[0][0]}; the parts of one load must have "
+                              "the same columns.")
+    table = tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+    _check_table_size(len(table), len(table.columns), upload.name)
+    upload.first_row = 2
+    upload.part_starts = list(np.cumsum([0, *(len(part) for part in tables[:-1])]) + upload.first_row)
+    return table
+
+
 def _gunzip(data: bytes, file_name: str) -> bytes:
     """The content of a gzip file, every member of it (concatenated gzip files are one file), refused once it would
     grow past the upload limit (a gzip bomb stops there) or when it is cut short."""
@@ -108,9 +283,7 @@ def _gunzip(data: bytes, file_name: str) -> bytes:
         size += len(part)
         parts.append(part)
         if size > MAX_FILE_BYTES or inflater.unconsumed_tail:
-            raise ValidationError(
-                f"{file_name} expands to more than {MAX_FILE_BYTES / 1e6:,.0f} MB; the limit applies to the "
-                "uncompressed content too. Split it into smaller files.")
+            raise _expands_too_far(file_name)
         if not inflater.eof:
             raise ValidationError(f"{file_name} is a gzip file cut short (its end is missing); nothing was loaded. "
                                   "Download or export it again.")
@@ -225,6 +398,13 @@ def _clean_identities(pairs, row: int, problems: list[tuple[int, str]]) -> list[
     return list(dict.fromkeys(keys))
 
 
+def _with_tenant_identities(record: dict, keys: list[identity.IdentityKey]) -> list[identity.IdentityKey]:
+    """The record's identities and those of its tenant fields named after a namespace that hold a real identity."""
+    guessed = [(namespace, identity.identity_value(namespace, value)[0])
+               for namespace, value in xdm.tenant_identities(record)]
+    return list(dict.fromkeys([*keys, *((namespace, value) for namespace, value in guessed if value is not None)]))
+
+
 def _cleaned_primary(primary, row_keys: list[identity.IdentityKey]) -> identity.IdentityKey | None:
     """The identity a record marks primary, as stored (an email lower-case), if it is one of the record's."""
     if primary is None:
@@ -279,10 +459,11 @@ def _item_sum(values: list, whole: bool):
     return sum(number for number, _ in numbers)
 
 
-def _parse_xdm(text: str, file_name: str) -> _Parsed:
+def _parse_xdm(records) -> _Parsed:
+    """The events of (row number, record, problem) triples, as `_upload_records` yields them."""
     rows, keys, primaries, problems, unreadable = [], [], [], [], set()
     columns = [*EVENT_COLUMNS, "type_inferred"]
-    for number, record, problem in _xdm_records(text, file_name):
+    for number, record, problem in records:
         if record is None:
             problems.append((number, problem))
             unreadable.add(number)
@@ -293,7 +474,7 @@ def _parse_xdm(text: str, file_name: str) -> _Parsed:
         event = _xdm_event(record)
         rows.append(tuple(event[column] for column in columns))  # a tuple costs a fraction of the dict
         pairs, primary = xdm.identities(record)
-        record_keys = _clean_identities(pairs, number, problems)
+        record_keys = _with_tenant_identities(record, _clean_identities(pairs, number, problems))
         keys.append(record_keys)
         primaries.append(_cleaned_primary(primary, record_keys))
     # Object columns keep None (absent) apart from NaN (a value the file wrote, refused later).
@@ -448,6 +629,44 @@ def _numbers(series: pd.Series, column: str, whole: bool, rows, problems) -> pd.
     return pd.Series(converted, index=series.index, dtype=float)
 
 
+def _epoch_unit(value) -> str | None:
+    """The unit of an epoch number, told by its size (seconds, milliseconds, microseconds or nanoseconds since 1970,
+    for the years 1973-5138 each); None for a value that is not a number. Digit strings count from 9 digits on:
+    eight are a date (20260301)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not (len(value.strip()) >= 9 and value.strip().isdigit()):
+            return None
+        value = int(value)
+    if isinstance(value, np.number):
+        value = value.item()
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    size = abs(value)
+    return "s" if size < 1e11 else "ms" if size < 1e14 else "us" if size < 1e17 else "ns"
+
+
+def _timestamp_text(value) -> str | None:
+    """A timestamp as ISO 8601 text, epoch numbers included."""
+    if value is None:
+        return None
+    unit = _epoch_unit(value)
+    if unit:
+        try:
+            number = int(value) if isinstance(value, str) else value  # ints stay exact to the nanosecond
+            return pd.Timestamp(number, unit=unit, tz="UTC").isoformat()
+        except (OverflowError, ValueError):
+            return str(value)
+    return str(value)
+
+
+def _as_given(given, when: pd.Timestamp) -> str:
+    """A timestamp as the file wrote it, with the date it was read as when that is not plain to see (an epoch)."""
+    text = str(given)[:40]
+    return f"{text} (read as {when:%Y-%m-%d %H:%M} UTC)" if _epoch_unit(given) else text
+
+
 def _coerce_events(parsed: _Parsed, now: dt.datetime) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
     frame = parsed.frame
     problems = list(parsed.problems)
@@ -467,17 +686,21 @@ def _coerce_events(parsed: _Parsed, now: dt.datetime) -> tuple[pd.DataFrame, lis
     missing_ts = (raw_ts.isna() | (raw_ts.astype(str).str.strip() == "")) & ~nested_ts
     flag(missing_ts, "no timestamp")
     as_text = raw_ts.where(~missing_ts, None).astype(object)
-    parsed_ts = pd.to_datetime(as_text.map(lambda value: None if value is None else str(value)), utc=True,
-                               errors="coerce", format="ISO8601")
+    parsed_ts = pd.to_datetime(as_text.map(_timestamp_text), utc=True, errors="coerce", format="ISO8601")
     bad_ts = ~missing_ts & ~nested_ts & parsed_ts.isna()
     for row, value in zip(rows[bad_ts.to_numpy()][:MAX_PROBLEMS_REPORTED], as_text[bad_ts].head(MAX_PROBLEMS_REPORTED)):
-        reason = "timestamp is a number, not a date" if isinstance(value, (int, float)) or pd.notna(
+        reason = "timestamp is a number too large for a date" if isinstance(value, (int, float)) or pd.notna(
             pd.to_numeric(value, errors="coerce")) else f"unparseable timestamp {str(value)[:40]!r}"
         problems.append((int(row), reason))
     ts = parsed_ts.dt.tz_convert("UTC").dt.tz_localize(None)
     future = ts > pd.Timestamp(now + FUTURE_TOLERANCE)
-    flag(future, "timestamp is in the future")
-    flag(ts < EARLIEST_TIMESTAMP, "timestamp is before 1990")
+    for row, given, when in zip(rows[future.to_numpy()][:MAX_PROBLEMS_REPORTED], as_text[future], ts[future]):
+        problems.append((int(row), f"timestamp {_as_given(given, when)} is in the future (after "
+                                   f"{now + FUTURE_TOLERANCE:%Y-%m-%d}); the event cannot have happened yet"))
+    early = ts < EARLIEST_TIMESTAMP
+    for row, given, when in zip(rows[early.to_numpy()][:MAX_PROBLEMS_REPORTED], as_text[early], ts[early]):
+        problems.append((int(row), f"timestamp {_as_given(given, when)} is before 1990, so it is not a real event "
+                                   "time (a missing date is often exported as 1970-01-01)"))
 
     no_identity = np.array([not keys for keys in parsed.identities], dtype=bool)
     known = None
@@ -523,10 +746,12 @@ def _coerce_events(parsed: _Parsed, now: dt.datetime) -> tuple[pd.DataFrame, lis
     return clean, problems
 
 
-def _problem_report(problems: list[tuple[int, str]], total: int, noun: str) -> ValidationError:
+def _problem_report(problems: list[tuple[int, str]], total: int, noun: str,
+                    upload: _Upload | None = None) -> ValidationError:
     problems = sorted(set(problems))
     bad_rows = sorted({row for row, _ in problems})
-    lines = [f"{noun} {row}: {reason}" for row, reason in problems[:MAX_PROBLEMS_REPORTED]]
+    lines = [f"{upload.row_label(row) if upload else f'{noun} {row}'}: {reason}"
+             for row, reason in problems[:MAX_PROBLEMS_REPORTED]]
     message = (
         f"This file was not loaded: {len(bad_rows):,}{'+' if len(problems) > MAX_PROBLEMS_REPORTED else ''} of "
         f"{total:,} {noun.lower()}s have problems. Fix them and upload the file again; nothing was changed."
@@ -637,11 +862,13 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
         rows = rows.drop(columns=["known_profile_id"], errors="ignore")
         rows.insert(1, "profile_id", pd.array(profile_ids, dtype="Int64"))
         rows["batch_id"] = batch_id
+        # Stored in profile and time order; sorted here, where it moves pointers, since a sort in the database would
+        # hold another copy of every event (its raw record included) at once.
+        rows = rows.sort_values(["profile_id", "ts"], kind="stable")
         con.register("incoming_events", rows)
         con.execute(
             "INSERT INTO events SELECT xdm_id, profile_id, ts, event_type, value, order_id, sku, product_name, "
-            "quantity, price_total, channel, page_name, tracking_code, batch_id, raw FROM incoming_events "
-            "ORDER BY profile_id, ts"
+            "quantity, price_total, channel, page_name, tracking_code, batch_id, raw FROM incoming_events"
         )
         con.unregister("incoming_events")
         report.rows_accepted = len(rows)
@@ -719,18 +946,29 @@ def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], f
     return _profile_attributes(table, id_columns), keys, primaries
 
 
-def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]]):
+def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]], now: dt.datetime):
     """Profile columns, identities and primaries of XDM Individual Profile records."""
     rows, keys, primaries = [], [], []
     for number, record in enumerate(records, start=1):
         row, found, primary = xdm.profile_row(record)
         rows.append(row)
-        row_keys = _clean_identities(found, number, problems)
+        row_keys = _with_tenant_identities(record, _clean_identities(found, number, problems))
         keys.append(row_keys)
         primaries.append(_cleaned_primary(primary, row_keys) or (row_keys[0] if row_keys else None))
     frame = pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object)
-    frame["valid_from"] = None
+    frame["valid_from"] = _modify_dates(records, now)
     return frame, keys, primaries
+
+
+def _modify_dates(records: list[dict], now: dt.datetime) -> pd.Series:
+    """When each record's values were last changed (`_repo.modifyDate`), so an older export loaded after a newer one
+    fills history instead of replacing current values, and loading an export again replaces its own versions. The
+    date is repository metadata, not the customer's data: one that is unreadable or in the future is not used, and
+    the load's time stands instead, as for a file without it."""
+    given = pd.Series([_timestamp_text(xdm.dig(record, "_repo", "modifyDate")) for record in records], dtype=object)
+    dates = pd.to_datetime(given, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+    usable = dates.notna() & (dates <= pd.Timestamp(now + FUTURE_TOLERANCE))
+    return dates.astype(object).where(usable, None)
 
 
 def _dates(values: pd.Series, column: str, rows: np.ndarray, problems: list[tuple[int, str]]) -> pd.Series:
@@ -805,15 +1043,16 @@ def _one_row_per_profile(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([ordered[~repeated], combined.reset_index()], ignore_index=True)
 
 
-def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, first_row: int,
+def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, problems, upload: _Upload,
                     report: BatchReport, started, actor: str, now: dt.datetime) -> BatchReport:
+    first_row = upload.first_row
     for index, row_keys in enumerate(keys):
         if not row_keys:
             problems.append((index + first_row, "no identity (email, ecid, phone, crmid or loyaltyid)"))
     attributes = _typed_profile_attributes(attributes, problems, first_row, now)
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
-        raise _problem_report(problems, len(attributes), "Row")
+        raise _problem_report(problems, len(attributes), "Row", upload)
 
     def work(con):
         dataset_id = _dataset_id(con, report.dataset, "profiles")
@@ -869,16 +1108,21 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
     return report
 
 
-def _detect_kind(file_name: str, data: bytes) -> str:
-    """A CSV/Parquet file with a `timestamp` column holds events; JSON is told by its first record."""
-    if Path(file_name).suffix.lower() in JSON_SUFFIXES:
+def _first_record(upload: _Upload):
+    return next(_upload_records(upload), (None, None, None))[1]
+
+
+def _detect_kind(upload: _Upload) -> str:
+    """A table with a `timestamp` column holds events; XDM records (JSON or nested Parquet) are told by the first."""
+    name, data = upload.parts[0]
+    if _is_record_part(name, data):
         try:
-            first = next(_xdm_records(_decode(data, file_name), file_name), (None, None, None))[1]
+            first = _first_record(upload)
         except CaiError:
             return "events"  # the events path names what is wrong with the file
         is_event = not isinstance(first, dict) or "timestamp" in first or "eventType" in first
         return "events" if is_event else "profiles"
-    return "events" if "timestamp" in _table_column_names(data, file_name) else "profiles"
+    return "events" if "timestamp" in _table_column_names(data, name) else "profiles"
 
 
 def _table_column_names(data: bytes, file_name: str) -> set[str]:
@@ -895,28 +1139,29 @@ def _table_column_names(data: bytes, file_name: str) -> set[str]:
     return {str(name).strip().lower() for name in names}
 
 
-def _first_record_is_profile(data: bytes, file_name: str) -> bool:
-    if Path(file_name).suffix.lower() not in JSON_SUFFIXES:
-        return False
-    first = next(_xdm_records(_decode(data, file_name), file_name), (None, None, None))[1]
+def _first_record_is_profile(upload: _Upload) -> bool:
+    first = _first_record(upload)
     return isinstance(first, dict) and "eventType" not in first and xdm.is_profile_shape(first)
 
 
-def _load_events(data: bytes, file_name: str, report: BatchReport, now: dt.datetime):
-    if Path(file_name).suffix.lower() in JSON_SUFFIXES:
-        parsed = _parse_xdm(_decode(data, file_name), file_name)
-    else:
-        parsed = _parse_event_table(_read_table(data, file_name))
+def _load_events(upload: _Upload, report: BatchReport, now: dt.datetime):
+    records = _upload_format(upload) == "records"
+    parsed = _parse_xdm(_upload_records(upload)) if records else _parse_event_table(_upload_table(upload))
     report.rows_total = len(parsed.frame)
     if report.rows_total == 0:
-        raise ValidationError(f"{file_name} has no events.")
-    if parsed.frame["ts"].isna().all() and _first_record_is_profile(data, file_name):
-        raise _wrong_kind(file_name, "profiles")
+        raise ValidationError(f"{upload.name} has no events.")
+    if records and parsed.frame["ts"].isna().all() and _first_record_is_profile(upload):
+        raise _wrong_kind(upload.name, "profiles")
     clean, problems = _coerce_events(parsed, now)
     if problems:
         report.rows_rejected = len({row for row, _ in problems})
-        raise _problem_report(problems, report.rows_total, "Row")
-    clean["xdm_id"] = clean["xdm_id"].where(clean["xdm_id"].notna(), _content_ids(clean, parsed.identities))
+        raise _problem_report(problems, report.rows_total, "Row", upload)
+    # Only events without an id need one made: hashing every event's content would briefly hold a second copy of
+    # the whole file in memory.
+    missing = np.flatnonzero(clean["xdm_id"].isna().to_numpy())
+    if len(missing):
+        clean.loc[clean.index[missing], "xdm_id"] = _content_ids(clean.iloc[missing],
+                                                                 [parsed.identities[i] for i in missing])
     return clean, parsed
 
 
@@ -961,62 +1206,71 @@ def _wrong_kind(file_name: str, holds: str) -> ValidationError:
                            "Nothing was changed: load it as profiles.")
 
 
-def _load_profiles(data: bytes, file_name: str, report: BatchReport):
+def _load_profiles(upload: _Upload, report: BatchReport, now: dt.datetime):
     problems: list[tuple[int, str]] = []
-    if Path(file_name).suffix.lower() in JSON_SUFFIXES:
+    if _upload_format(upload) == "records":
         records = []
-        for number, record, problem in _xdm_records(_decode(data, file_name), file_name):
+        for number, record, problem in _upload_records(upload):
             if record is None:
                 problems.append((number, problem))
             records.append(record or {})
         if any(records) and all(_is_event_record(record) for record in records if record):
-            raise _wrong_kind(file_name, "events")
+            raise _wrong_kind(upload.name, "events")
         if any(xdm.is_profile_shape(record) for record in records):
-            attributes, keys, primaries = _profiles_from_xdm(records, problems)
+            attributes, keys, primaries = _profiles_from_xdm(records, problems, now)
         else:
             table = pd.DataFrame(records)
-            _refuse_case_twins(table.columns, file_name)
+            _refuse_case_twins(table.columns, upload.name)
             attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
-        first_row = 1
     else:
-        table = _read_table(data, file_name)
+        table = _upload_table(upload)
         if {"timestamp", "event_type"} <= {str(column).strip().lower() for column in table.columns}:
-            raise _wrong_kind(file_name, "events")
-        attributes, keys, primaries = _profiles_from_table(table, problems, first_row=2)
-        first_row = 2
+            raise _wrong_kind(upload.name, "events")
+        attributes, keys, primaries = _profiles_from_table(table, problems, first_row=upload.first_row)
     report.rows_total = len(attributes)
     if report.rows_total == 0:
-        raise ValidationError(f"{file_name} has no profiles.")
-    return attributes, keys, primaries, problems, first_row
+        raise ValidationError(f"{upload.name} has no profiles.")
+    return attributes, keys, primaries, problems
 
 
 def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = None,
                  dataset: str | None = None, now: dt.datetime | None = None, actor: str = "local") -> BatchReport:
-    """Validates and loads one file as one batch; raises ValidationError (and logs a failed batch) if it is bad."""
+    """Validates and loads one file (or a .zip of an export's part files) as one batch; raises ValidationError (and
+    logs a failed batch) if it is bad."""
+    def parts():
+        if len(data) > MAX_FILE_BYTES:
+            raise ValidationError(
+                f"{file_name} is {len(data) / 1e6:,.0f} MB; the upload limit is {MAX_FILE_BYTES / 1e6:,.0f} MB. "
+                "Split it into smaller files."
+            )
+        return _unpacked(data, file_name)
+
+    return _ingest(db_path, file_name, _dataset_name(file_name), parts, kind, dataset, now, actor)
+
+
+def _dataset_name(file_name: str) -> str:
+    return Path(file_name[:-3] if file_name.lower().endswith(".gz") else file_name).stem
+
+
+def _ingest(db_path: Path, file_name: str, default_dataset: str, read_parts, kind: str | None, dataset: str | None,
+            now: dt.datetime | None, actor: str) -> BatchReport:
     started = dt.datetime.now()
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     if kind not in (None, "events", "profiles"):
         raise CaiError(f"Unknown kind {kind!r}: choose events or profiles.")
-    inner_name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
-    report = BatchReport(file_name=file_name, dataset=dataset or Path(inner_name).stem, kind=kind or "events",
+    report = BatchReport(file_name=file_name, dataset=dataset or default_dataset, kind=kind or "events",
                          status="failed")
     try:
         try:
-            if len(data) > MAX_FILE_BYTES:
-                raise ValidationError(
-                    f"{file_name} is {len(data) / 1e6:,.0f} MB; the upload limit is {MAX_FILE_BYTES / 1e6:,.0f} MB. "
-                    "Split it into smaller files."
-                )
-            # Gzip is told by its content too: exports and downloads often keep `.json` on a compressed file.
-            if inner_name != file_name or data[:2] == GZIP_MAGIC:
-                data = _gunzip(data, file_name)
-            if not data.strip():
+            upload = _Upload(file_name, [(name, data) for name, data in read_parts() if data and not data.isspace()])
+            if not upload.parts:
                 raise ValidationError(f"{file_name} is empty.")
-            report.kind = kind = kind or _detect_kind(inner_name, data)
+            report.kind = kind = kind or _detect_kind(upload)
             if kind == "events":
-                clean, parsed = _load_events(data, inner_name, report, now)
+                clean, parsed = _load_events(upload, report, now)
             else:
-                attributes, keys, primaries, problems, first_row = _load_profiles(data, inner_name, report)
+                attributes, keys, primaries, problems = _load_profiles(upload, report, now)
+            upload.release_data()
         except (CaiError, StoreBusy):
             raise
         except (ValueError, TypeError, OverflowError, RecursionError, KeyError, IndexError, MemoryError) as error:
@@ -1027,8 +1281,7 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
                 "check that it is an events or profiles file in one of the supported formats.") from None
         if kind == "events":
             return _write_events(db_path, clean, parsed, report, started, actor)
-        return _write_profiles(db_path, attributes, keys, primaries, problems, first_row, report, started, actor,
-                               now)
+        return _write_profiles(db_path, attributes, keys, primaries, problems, upload, report, started, actor, now)
     except ValidationError as error:
         report.problems = [str(error), *error.problems]
         _record_failed_batch(db_path, report, started)
@@ -1037,14 +1290,19 @@ def ingest_bytes(db_path: Path, data: bytes, file_name: str, kind: str | None = 
 
 def ingest_file(db_path: Path, path: Path, kind: str | None = None, dataset: str | None = None,
                 actor: str = "local") -> BatchReport:
+    """Loads a file, or a folder of an export's part files (all of them, as one batch)."""
     path = Path(path)
+    if path.is_dir():
+        return _ingest(db_path, path.name, path.name, lambda: _folder_parts(path), kind, dataset, None, actor)
     if not path.is_file():
         raise CaiError(f"There is no file at {path}.")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ValidationError(
             f"{path.name} is {path.stat().st_size / 1e6:,.0f} MB; the limit is {MAX_FILE_BYTES / 1e6:,.0f} MB."
         )
-    return ingest_bytes(db_path, path.read_bytes(), path.name, kind=kind, dataset=dataset, actor=actor)
+    # The file is read inside the load, so its bytes can be let go once parsed rather than held by this frame.
+    return _ingest(db_path, path.name, _dataset_name(path.name), lambda: _unpacked(path.read_bytes(), path.name),
+                   kind, dataset, None, actor)
 
 
 def datasets_overview(db_path: Path) -> pd.DataFrame:

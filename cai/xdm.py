@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+
 from cai import identity
 
 IDENTITY_URI_PREFIX = "https://data.adobe.io/entities/identity/"
@@ -82,6 +85,42 @@ def normalise(value):
     return value
 
 
+def from_parquet(value):
+    """A value read from a Parquet export in the shape the JSON export of the same dataset has: times and dates as
+    ISO 8601 text (a time without a zone is UTC, as Experience Platform writes it), decimals as numbers, and no
+    null fields (a JSON export leaves them out), so both exports load alike and their events get the same ids."""
+    if isinstance(value, dict):
+        return {key: from_parquet(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list) and value and all(isinstance(item, tuple) for item in value):
+        return _map_from_parquet(value)
+    if isinstance(value, list):
+        return [from_parquet(item) for item in value]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def _map_from_parquet(pairs: list[tuple]) -> dict:
+    """A Parquet MAP (pyarrow gives its (key, value) pairs) as an object; a key written twice, as an `identityMap`
+    namespace can be, keeps the items of both lists."""
+    mapped: dict = {}
+    for key, item in pairs:
+        item = from_parquet(item)
+        if item is None:
+            continue
+        if isinstance(mapped.get(key), list) and isinstance(item, list):
+            mapped[key] = mapped[key] + item
+        else:
+            mapped[key] = item
+    return mapped
+
+
 def dig(record, *path):
     for key in path:
         if not isinstance(record, dict):
@@ -138,6 +177,28 @@ def identities(record: dict) -> tuple[list[tuple[str, object]], tuple[str, objec
     if isinstance(stitched, dict) and isinstance(dig(stitched, "namespace", "code"), str):
         found.append((namespace_of(stitched["namespace"]["code"]), _identity_value(stitched)))
     return found, primary
+
+
+# Top-level fields with an underscore that are Adobe's, not a tenant's custom field groups.
+ADOBE_UNDERSCORE_FIELDS = {"_id", "_experience", "_repo", "_dc", "_schema", "_acp_system_metadata"}
+
+
+def tenant_identities(record: dict) -> list[tuple[str, object]]:
+    """(namespace, value) of fields in the tenant's own field groups (`_acme.identification.crmId`) named after a
+    namespace the app knows: a schema marks such a field as an identity, and an export does not copy it into
+    `identityMap`. Values are returned as given; being a guess from a name, the caller skips any that is no identity."""
+    found = []
+    stack = [value for key, value in record.items()
+             if key.startswith("_") and key not in ADOBE_UNDERSCORE_FIELDS and isinstance(value, dict)]
+    while stack:
+        for key, value in stack.pop().items():
+            if isinstance(value, dict):
+                stack.append(value)
+            elif isinstance(value, (str, int)) and not isinstance(value, bool):
+                namespace = identity.canonical_namespace(key)
+                if namespace in identity.KNOWN_NAMESPACES:
+                    found.append((namespace, value))
+    return found
 
 
 def _measured(record: dict, path: str) -> bool:

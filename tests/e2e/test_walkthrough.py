@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import re
+import zipfile
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -147,3 +152,45 @@ def test_upload_a_file_and_see_a_malformed_one_refused(app_page: Page, app_serve
         assert con.execute("SELECT count(*) FROM datasets WHERE name = 'broken'").fetchall()[0][0] == 0
         assert con.execute("SELECT count(*) FROM batches WHERE status = 'failed'").fetchall()[0][0] == 0
 
+
+
+def _parquet_part(events: list[dict]) -> bytes:
+    identity_map = pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string()), ("primary", pa.bool_())])))
+    schema = pa.schema([("_id", pa.string()), ("timestamp", pa.timestamp("ms", tz="UTC")),
+                        ("eventType", pa.string()), ("identityMap", identity_map)])
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(events, schema=schema), sink)
+    return sink.getvalue()
+
+
+def test_upload_a_zipped_parquet_export_and_see_a_bad_row_named_by_its_part(app_page: Page, app_server, tmp_path):
+    page = app_page
+    base, db = app_server
+    page.set_default_timeout(TIMEOUT_MS)
+
+    def event(number: int, year: int) -> dict:
+        return {"_id": f"zip-{number}", "timestamp": dt.datetime(year, 10, 30, 10, tzinfo=dt.timezone.utc),
+                "eventType": "commerce.productViews", "identityMap": [("ECID", [{"id": f"zip-ecid-{number}",
+                                                                                 "primary": True}])]}
+
+    def export(name: str, second_year: int):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("exportTime=202611010000/part-00000-a-c000.snappy.parquet",
+                             _parquet_part([event(1, 2026)]))
+            archive.writestr("exportTime=202611010000/part-00001-a-c000.snappy.parquet",
+                             _parquet_part([event(2, 2026), event(3, second_year)]))
+            archive.writestr("exportTime=202611010000/_SUCCESS", b"")
+        return path
+
+    page.goto(base)
+    open_page(page, "Data")
+    load_file(page, export("bad.zip", 2999))
+    expect(page.get_by_text(re.compile(r"Row 3 \(part-00001-a-c000\.snappy\.parquet, row 2\).*timestamp 2999-10-30"
+                                       r".* is in the future"))).to_be_visible()
+    no_exception(page)
+    load_file(page, export("web.zip", 2026))
+    expect(page.get_by_text(re.compile(r"Loaded web\.zip: 3 events"))).to_be_visible()
+    no_exception(page)
+    with store.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM events WHERE xdm_id LIKE 'zip-%'").fetchall()[0][0] == 3
