@@ -11,6 +11,10 @@ import pandas as pd
 
 from cai import attributes, store
 
+# The typed columns of a profile, besides its JSON attributes.
+PROFILE_COLUMNS = ["first_name", "last_name", "gender", "birth_year", "city", "country", "loyalty_tier",
+                   "loyalty_points", "signup_date"]
+
 KNOWN_NAMESPACES = ["Email", "ECID", "Phone", "CRMID", "LoyaltyID"]
 _NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES} | {
     "emailid": "Email", "email_address": "Email", "mcid": "ECID", "crm_id": "CRMID", "loyalty_id": "LoyaltyID"}
@@ -148,6 +152,12 @@ def stitch(
     return result
 
 
+def filled(first: str, second: str) -> str:
+    """The SET list giving each of ``PROFILE_COLUMNS`` the value of relation ``first``, else that of ``second``
+    (relation names of ours, never user input)."""
+    return ", ".join(f"{column} = coalesce({first}.{column}, {second}.{column})" for column in PROFILE_COLUMNS)
+
+
 def claim_profile_set(con: duckdb.DuckDBPyConnection) -> None:
     """Writes the one row that every load removing profiles and every run's swap write. Two such transactions that
     overlap cannot both commit (DuckDB and PostgreSQL both refuse the second writer of a row changed by a transaction
@@ -168,31 +178,11 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
             f"WHERE {table}.profile_id = m.merged_id"
         )
     # A merged profile fills only the attributes the kept profile does not have.
+    firsts = ", ".join(f"arg_min(p.{column}, p.profile_id) AS {column}" for column in PROFILE_COLUMNS)
     con.execute(
-        """
-        UPDATE profiles SET
-            first_name = coalesce(profiles.first_name, src.first_name),
-            last_name = coalesce(profiles.last_name, src.last_name),
-            gender = coalesce(profiles.gender, src.gender),
-            birth_year = coalesce(profiles.birth_year, src.birth_year),
-            city = coalesce(profiles.city, src.city),
-            country = coalesce(profiles.country, src.country),
-            loyalty_tier = coalesce(profiles.loyalty_tier, src.loyalty_tier),
-            loyalty_points = coalesce(profiles.loyalty_points, src.loyalty_points),
-            signup_date = coalesce(profiles.signup_date, src.signup_date)
-        FROM (
-            SELECT m.kept_id, arg_min(p.first_name, p.profile_id) AS first_name,
-                   arg_min(p.last_name, p.profile_id) AS last_name, arg_min(p.gender, p.profile_id) AS gender,
-                   arg_min(p.birth_year, p.profile_id) AS birth_year, arg_min(p.city, p.profile_id) AS city,
-                   arg_min(p.country, p.profile_id) AS country,
-                   arg_min(p.loyalty_tier, p.profile_id) AS loyalty_tier,
-                   arg_min(p.loyalty_points, p.profile_id) AS loyalty_points,
-                   arg_min(p.signup_date, p.profile_id) AS signup_date
-            FROM profile_merge_plan m JOIN profiles p ON p.profile_id = m.merged_id
-            GROUP BY m.kept_id
-        ) src
-        WHERE profiles.profile_id = src.kept_id
-        """
+        f"UPDATE profiles SET {filled('profiles', 'src')} "
+        f"FROM (SELECT m.kept_id, {firsts} FROM profile_merge_plan m JOIN profiles p ON p.profile_id = m.merged_id "
+        "GROUP BY m.kept_id) src WHERE profiles.profile_id = src.kept_id"
     )
     _merge_json_attributes(con)
     # Scores of a merged-away profile described a customer who no longer exists on their own; the runs that held

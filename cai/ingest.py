@@ -61,8 +61,6 @@ PROFILE_ATTRIBUTES = {
     "loyalty_points": "loyalty_points", "loyaltypoints": "loyalty_points", "signup_date": "signup_date",
     "signupdate": "signup_date",
 }
-PROFILE_COLUMNS = ["first_name", "last_name", "gender", "birth_year", "city", "country", "loyalty_tier",
-                   "loyalty_points", "signup_date"]
 
 
 @dataclass
@@ -920,7 +918,7 @@ def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFr
             attributes[target] = table[column]
         else:
             extras[str(column)] = table[column]
-    for column in PROFILE_COLUMNS:
+    for column in identity.PROFILE_COLUMNS:
         if column not in attributes:
             attributes[column] = None
     extra_frame = pd.DataFrame(extras)
@@ -955,7 +953,7 @@ def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]], now
         row_keys = _with_tenant_identities(record, _clean_identities(found, number, problems))
         keys.append(row_keys)
         primaries.append(_cleaned_primary(primary, row_keys) or (row_keys[0] if row_keys else None))
-    frame = pd.DataFrame(rows, columns=[*PROFILE_COLUMNS, "attributes"], dtype=object)
+    frame = pd.DataFrame(rows, columns=[*identity.PROFILE_COLUMNS, "attributes"], dtype=object)
     frame["valid_from"] = _modify_dates(records, now)
     return frame, keys, primaries
 
@@ -1070,21 +1068,10 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         # A profile file's values win over what the profile had; missing values (JSON attributes included, key by
         # key) keep the old ones.
         con.execute(
-            """
-            UPDATE profiles SET
-                first_name = coalesce(i.first_name, profiles.first_name),
-                last_name = coalesce(i.last_name, profiles.last_name),
-                gender = coalesce(i.gender, profiles.gender),
-                birth_year = coalesce(i.birth_year, profiles.birth_year),
-                city = coalesce(i.city, profiles.city),
-                country = coalesce(i.country, profiles.country),
-                loyalty_tier = coalesce(i.loyalty_tier, profiles.loyalty_tier),
-                loyalty_points = coalesce(i.loyalty_points, profiles.loyalty_points),
-                signup_date = coalesce(i.signup_date, profiles.signup_date),
-                attributes = CASE WHEN i.attributes IS NULL THEN profiles.attributes
-                                  ELSE json_merge_patch(coalesce(profiles.attributes, '{}'), i.attributes::JSON) END
-            FROM incoming_profiles i WHERE profiles.profile_id = i.profile_id
-            """
+            f"UPDATE profiles SET {identity.filled('i', 'profiles')}, "
+            "attributes = CASE WHEN i.attributes IS NULL THEN profiles.attributes "
+            "ELSE json_merge_patch(coalesce(profiles.attributes, '{}'), i.attributes::JSON) END "
+            "FROM incoming_profiles i WHERE profiles.profile_id = i.profile_id"
         )
         con.unregister("incoming_profiles")
         report.rows_accepted = len(attributes)
