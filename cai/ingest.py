@@ -819,6 +819,24 @@ def _profile_for_rows(stitched: identity.StitchResult, keys: list[list[identity.
     return result
 
 
+def _record_batch(con: duckdb.DuckDBPyConnection, report: BatchReport, stitched: identity.StitchResult, batch_id: int,
+                  dataset_id: int, started: dt.datetime, actor: str) -> None:
+    """The end of a successful load's transaction: its profile counts, its batch row and its audit entry."""
+    report.profiles_created = len(stitched.new_profiles)
+    report.profiles_merged = len(stitched.merges)
+    if stitched.merges:
+        # Last, so a run's swap that meets this load waits only for its commit.
+        identity.claim_profile_set(con)
+    con.execute(
+        "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_accepted, "
+        "rows_duplicate, profiles_created, profiles_merged, errors, started_at, finished_at) "
+        "VALUES (?, ?, ?, 'success', ?, ?, ?, ?, ?, '[]', ?, current_timestamp)",
+        [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_accepted,
+         report.rows_duplicate, report.profiles_created, report.profiles_merged, started],
+    )
+    _audit_load(con, actor, report)
+
+
 def _audit_load(con, actor: str, report: BatchReport) -> None:
     audit.record(con, actor, "load", "dataset", report.dataset,
                  {"file": report.file_name, "kind": report.kind, "rows": report.rows_accepted})
@@ -873,19 +891,7 @@ def _write_events(db_path, clean, parsed, report, started, actor: str) -> BatchR
         report.rows_duplicate = report.rows_total - len(rows)
         inferred = parsed.frame["type_inferred"].iloc[kept_positions].to_numpy(dtype=bool)
         report.inferred_event_types = rows["event_type"][inferred].value_counts().to_dict()
-        report.profiles_created = len(stitched.new_profiles)
-        report.profiles_merged = len(stitched.merges)
-        if stitched.merges:
-            # Last, so a run's swap that meets this load waits only for its commit.
-            identity.claim_profile_set(con)
-        con.execute(
-            "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_accepted, "
-            "rows_duplicate, profiles_created, profiles_merged, errors, started_at, finished_at) "
-            "VALUES (?, ?, ?, 'success', ?, ?, ?, ?, ?, '[]', ?, current_timestamp)",
-            [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_accepted,
-             report.rows_duplicate, report.profiles_created, report.profiles_merged, started],
-        )
-        _audit_load(con, actor, report)
+        _record_batch(con, report, stitched, batch_id, dataset_id, started, actor)
         return batch_id
 
     report.batch_id = store.write(db_path, work)
@@ -1075,19 +1081,7 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
         )
         con.unregister("incoming_profiles")
         report.rows_accepted = len(attributes)
-        report.profiles_created = len(stitched.new_profiles)
-        report.profiles_merged = len(stitched.merges)
-        if stitched.merges:
-            # Last, so a run's swap that meets this load waits only for its commit.
-            identity.claim_profile_set(con)
-        con.execute(
-            "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_accepted, "
-            "profiles_created, profiles_merged, errors, started_at, finished_at) "
-            "VALUES (?, ?, ?, 'success', ?, ?, ?, ?, '[]', ?, current_timestamp)",
-            [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_accepted,
-             report.profiles_created, report.profiles_merged, started],
-        )
-        _audit_load(con, actor, report)
+        _record_batch(con, report, stitched, batch_id, dataset_id, started, actor)
         return batch_id
 
     report.batch_id = store.write(db_path, work)
