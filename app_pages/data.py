@@ -40,6 +40,9 @@ with st.expander("Files loaded and their problems"):
                "because they had no `eventType` (“unspecified” when none applies).")
     tables.show(ingest.batch_event_types(db), hide_index=True, key="data_batch_event_types")
 
+# None lets the load tell the kind: a `timestamp` column or an XDM event record means events.
+FILE_KINDS = {None: "Tell from the file", "events": "Events", "profiles": "Profiles"}
+
 st.subheader("Upload a file")
 st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON lines; gzip too) or Parquet as Experience Platform "
            "exports them (a .zip of an export's part files loads as one), or CSV/Parquet with `timestamp`, `event_type` and "
@@ -47,7 +50,7 @@ st.caption("XDM ExperienceEvent or Profile JSON (one object, an array or JSON li
 access.view_only_note(viewer)
 with st.form("data_upload", clear_on_submit=True):
     upload = st.file_uploader("File", type=["json", "jsonl", "ndjson", "csv", "parquet", "gz", "zip"], key="data_file")
-    kind = st.radio("It holds", ["events", "profiles"], horizontal=True, key="data_kind")
+    kind = st.radio("It holds", list(FILE_KINDS), format_func=FILE_KINDS.get, horizontal=True, key="data_kind")
     dataset = st.text_input("Dataset name (optional)", key="data_dataset")
     submitted = st.form_submit_button("Load file", type="primary", disabled=not viewer.can_edit)
 if submitted and upload is not None:
@@ -63,7 +66,7 @@ if submitted and upload is not None:
         st.error(plain(error))
     else:
         cached.invalidate()
-        state.flash(f"Loaded {plain(report.file_name)}: {report.rows_accepted:,} events or rows accepted, "
-                    f"{report.rows_duplicate:,} duplicates skipped, {report.profiles_created:,} new profiles, "
+        state.flash(f"Loaded {plain(report.file_name)} as {report.kind}: {report.rows_accepted:,} events or rows "
+                    f"accepted, {report.rows_duplicate:,} duplicates skipped, {report.profiles_created:,} new profiles, "
                     f"{report.profiles_merged:,} merged.")
         st.rerun()

@@ -95,7 +95,7 @@ def wait_until_idle(page: Page) -> None:
 
 
 def load_file(page: Page, file: Path) -> None:
-    """On the Data page: choose ``file`` (events) and press Load file."""
+    """On the Data page: choose ``file`` (its kind told from it, the default) and press Load file."""
     wait_until_idle(page)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(file))
     expect(page.get_by_text(file.name)).to_be_visible()

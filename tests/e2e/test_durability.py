@@ -89,7 +89,7 @@ def test_a_new_container_with_an_empty_disk_shows_everything_and_retrains_nothin
     page.goto(base)
     open_page(page, "Data")
     load_file(page, late_events)
-    expect(page.get_by_text("Loaded late-events.csv: 1 events or rows accepted")).to_be_visible()
+    expect(page.get_by_text("Loaded late-events.csv as events: 1 events or rows accepted")).to_be_visible()
     open_page(page, "Customer AI")
     run_now(page)
     open_dashboard(page)

@@ -144,10 +144,21 @@ def test_upload_a_file_and_see_a_malformed_one_refused(app_page: Page, app_serve
     open_page(page, "Data")
     expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
     load_file(page, good)
-    expect(page.get_by_text(re.compile(r"Loaded retail-v1\.json: 1 events"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Loaded retail-v1\.json as events: 1 events"))).to_be_visible()
     no_exception(page)
     with store.connect(db) as con:
         assert con.execute("SELECT count(*) FROM events WHERE xdm_id = 'web-1'").fetchall()[0][0] == 1
+
+    # The page's default tells the kind from the file: a CRM extract without a timestamp is profiles.
+    crm = tmp_path / "crm.csv"
+    crm.write_text("email,first_name,loyalty_tier\nnew.shopper@example.com,Noor,gold\n")
+    load_file(page, crm)
+    expect(page.get_by_text(re.compile(r"Loaded crm\.csv as profiles: 1 events or rows accepted"))).to_be_visible()
+    no_exception(page)
+    with store.connect(db) as con:
+        assert con.execute("SELECT p.first_name, p.loyalty_tier FROM profiles p JOIN identities i USING (profile_id) "
+                           "WHERE i.namespace = 'Email' AND i.id_value = 'new.shopper@example.com'"
+                           ).fetchall() == [("Noor", "gold")]
         # The refused file was for a dataset of its own, so it left nothing behind: no dataset, no batch.
         assert con.execute("SELECT count(*) FROM datasets WHERE name = 'broken'").fetchall()[0][0] == 0
         assert con.execute("SELECT count(*) FROM batches WHERE status = 'failed'").fetchall()[0][0] == 0
@@ -190,7 +201,7 @@ def test_upload_a_zipped_parquet_export_and_see_a_bad_row_named_by_its_part(app_
                                        r".* is in the future"))).to_be_visible()
     no_exception(page)
     load_file(page, export("web.zip", 2026))
-    expect(page.get_by_text(re.compile(r"Loaded web\.zip: 3 events"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Loaded web\.zip as events: 3 events"))).to_be_visible()
     no_exception(page)
     with store.connect(db) as con:
         assert con.execute("SELECT count(*) FROM events WHERE xdm_id LIKE 'zip-%'").fetchall()[0][0] == 3
