@@ -181,20 +181,28 @@ def identities(record: dict) -> tuple[list[tuple[str, object]], tuple[str, objec
 
 # Top-level fields with an underscore that are Adobe's, not a tenant's custom field groups.
 ADOBE_UNDERSCORE_FIELDS = {"_id", "_experience", "_repo", "_dc", "_schema", "_acp_system_metadata"}
+# The names of the tenant blocks whose fields identify the record's own person (the Identification field group).
+IDENTIFICATION_BLOCKS = {"identification", "identity", "identities"}
 
 
 def tenant_identities(record: dict) -> list[tuple[str, object]]:
-    """(namespace, value) of fields in the tenant's own field groups (`_acme.identification.crmId`) named after a
-    namespace the app knows: a schema marks such a field as an identity, and an export does not copy it into
-    `identityMap`. Values are returned as given; being a guess from a name, the caller skips any that is no identity."""
+    """(namespace, value) of fields of the tenant's own field groups named after a namespace the app knows, at the
+    tenant's top (`_acme.crmId`) or in an identification block (`_acme.identification.core.email`): a schema marks
+    such a field as an identity, and an export does not copy it into `identityMap`. Fields named so elsewhere
+    (`_acme.store.phone`, `_acme.salesperson.email`) describe someone else, and would stitch every customer who
+    shares them into one profile. Values are returned as given; being a guess from a name, the caller skips any
+    that is no identity."""
     found = []
-    stack = [value for key, value in record.items()
+    # (a block, whether its fields identify the record's person, whether its sub-blocks' fields do)
+    stack = [(value, True, False) for key, value in record.items()
              if key.startswith("_") and key not in ADOBE_UNDERSCORE_FIELDS and isinstance(value, dict)]
     while stack:
-        for key, value in stack.pop().items():
+        block, identifying, inherited = stack.pop()
+        for key, value in block.items():
             if isinstance(value, dict):
-                stack.append(value)
-            elif isinstance(value, (str, int)) and not isinstance(value, bool):
+                below = inherited or key.lower() in IDENTIFICATION_BLOCKS
+                stack.append((value, below, below))
+            elif identifying and isinstance(value, (str, int)) and not isinstance(value, bool):
                 namespace = identity.canonical_namespace(key)
                 if namespace in identity.KNOWN_NAMESPACES:
                     found.append((namespace, value))

@@ -335,3 +335,17 @@ def test_a_small_parquet_whose_records_decode_past_the_upload_limit_is_refused(e
     with pytest.raises(ValidationError, match=r"decodes to more than 0 MB of records \(as JSON\).*by row \d+"):
         ingest.ingest_bytes(empty_db, data, "export.parquet", now=NOW)
     assert _rows(empty_db, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_a_tenant_field_describing_someone_else_never_stitches_the_customers_who_share_it(empty_db):
+    """A store's phone or a salesperson's email under a tenant block is named like a namespace but is shared by many
+    customers: taken as an identity, it merged them all into one profile."""
+    records = [_json_event(number, "2026-03-01T10:00:00Z",
+                           identityMap={"Email": [{"id": f"cust{number}@shop.test"}]},
+                           _acme={"store": {"phone": "+1 212 555 0100"}, "salesperson": {"email": "rep@shop.test"},
+                                  "identification": {"core": {"crmId": f"C-{number}"}}})
+               for number in range(3)]
+    report = ingest.ingest_bytes(empty_db, "\n".join(map(json.dumps, records)).encode(), "e.ndjson", now=NOW)
+    assert (report.rows_accepted, report.profiles_created) == (3, 3)
+    assert sorted(_rows(empty_db, "SELECT namespace, count(*) FROM identities GROUP BY 1")) == [
+        ("CRMID", 3), ("Email", 3)]
