@@ -55,7 +55,7 @@ def _number(text: str) -> float:
 
 
 def _print_json(value) -> None:
-    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+    print(privacy.terminal_json(json.dumps(value, indent=2, default=str, ensure_ascii=False)))
 
 
 def _progress(fraction: float, message: str) -> None:

@@ -178,6 +178,12 @@ def terminal_text(text: str) -> str:
     return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
 
 
+def terminal_json(text: str) -> str:
+    """JSON text for a terminal: the control characters ``json.dumps`` leaves raw (DEL and C1) as JSON's own
+    ``\\u`` escapes, so the text stays JSON (``\\x85`` would not be) and nothing is left for the terminal to obey."""
+    return _TERMINAL_CONTROLS.sub(lambda match: f"\\u{ord(match.group(0)):04x}", text)
+
+
 class TerminalSafe:
     """A text stream (``sys.stdout``) through which no control sequence from the data reaches the terminal."""
 

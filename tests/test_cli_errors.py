@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -85,3 +86,15 @@ def test_control_sequences_in_names_and_data_are_printed_not_obeyed(capsys, trai
     assert "Buyers \\x1b]8;;http://evil.test/\\x07click me" in out and "\x1b" not in out and "\x07" not in out
     code, lines = _run(capsys, "--db", str(trained_db), "run", f"\x1b[2J{link}")
     assert code == 2 and "\\x1b[2J" in lines[0] and not any("\x1b" in line for line in lines)
+
+
+def test_json_output_stays_json_when_a_name_holds_control_characters(capsys, trained_db):
+    """JSON keeps DEL and the C1 controls raw; the terminal's escapes (\\x85) would make it invalid JSON."""
+    from cai import instances, segments
+
+    name = "Caf\u0085e\x7f \x1b[2J"
+    segments.create_segment(trained_db, name, segments.Rule(instance=instances.TUTORIAL_INSTANCE))
+    assert cli.main(["--db", str(trained_db), "segments", "list", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert not any(character in out for character in "\x1b\x7f\x85")
+    assert name in [segment["name"] for segment in json.loads(out)]
