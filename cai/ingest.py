@@ -629,8 +629,8 @@ def _numbers(series: pd.Series, column: str, whole: bool, rows, problems) -> pd.
 
 def _epoch_unit(value) -> str | None:
     """The unit of an epoch number, told by its size (seconds, milliseconds, microseconds or nanoseconds since 1970,
-    for the years 1973-5138 each); None for a value that is not a number. Digit strings count from 9 digits on:
-    eight are a date (20260301)."""
+    for the years 1973-5138 each); None for a value that is not a number. Digit strings count from 9 digits on, and
+    a number whose eight digits read as a date (20260301) is that date, not a time in 1970."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -641,8 +641,21 @@ def _epoch_unit(value) -> str | None:
         value = value.item()
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
+    if _is_date_digits(value):
+        return None
     size = abs(value)
     return "s" if size < 1e11 else "ms" if size < 1e14 else "us" if size < 1e17 else "ns"
+
+
+def _is_date_digits(number: int | float) -> bool:
+    """Whether ``number`` is a whole number whose eight digits read as a date (YYYYMMDD)."""
+    if not float(number).is_integer() or not 10_000_000 <= number <= 99_999_999:
+        return False
+    try:
+        dt.datetime.strptime(str(int(number)), "%Y%m%d")
+    except ValueError:
+        return False
+    return True
 
 
 def _timestamp_text(value) -> str | None:

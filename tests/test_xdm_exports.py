@@ -349,3 +349,15 @@ def test_a_tenant_field_describing_someone_else_never_stitches_the_customers_who
     assert (report.rows_accepted, report.profiles_created) == (3, 3)
     assert sorted(_rows(empty_db, "SELECT namespace, count(*) FROM identities GROUP BY 1")) == [
         ("CRMID", 3), ("Email", 3)]
+
+
+def test_a_date_written_as_an_eight_digit_number_is_that_date_not_a_time_in_1970(empty_db):
+    """Epoch numbers are told by their size; eight digits (20250301) are a date, in Parquet and JSON as in CSV."""
+    table = pa.table({"timestamp": pa.array([20250301, 20250302], pa.int64()), "event_type": ["a", "b"],
+                      "email": ["a@shop.test", "b@shop.test"]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    assert ingest.ingest_bytes(empty_db, buffer.getvalue(), "events.parquet", kind="events", now=NOW).rows_accepted == 2
+    ingest.ingest_bytes(empty_db, json.dumps(_json_event(1, 20250303)).encode(), "events.json", now=NOW)
+    assert [row[0] for row in _rows(empty_db, "SELECT strftime(ts, '%Y-%m-%d %H:%M') FROM events ORDER BY ts")] == [
+        "2025-03-01 00:00", "2025-03-02 00:00", "2025-03-03 00:00"]
