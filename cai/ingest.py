@@ -121,14 +121,32 @@ class _Upload:
         return f"Row {row:,} ({self.parts[index][0]}, row {row - self.part_starts[index] + self.first_row:,})"
 
 
-def _unpacked(data: bytes, file_name: str) -> list[tuple[str, bytes]]:
+def _unpacked(data: bytes, file_name: str, budget: int | None = None) -> list[tuple[str, bytes]]:
+    """The data files ``data`` holds, uncompressed, refused as soon as they would hold more than ``budget`` bytes
+    (the upload limit by default; what is left of it for a part of an export)."""
+    budget = MAX_FILE_BYTES if budget is None else budget
     if file_name.lower().endswith(".zip"):
-        return _zip_parts(data, file_name)
+        return _zip_parts(data, file_name, budget)
     inner_name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
     # Gzip is told by its content too: exports and downloads often keep `.json` on a compressed file.
     if inner_name != file_name or data[:2] == GZIP_MAGIC:
-        data = _gunzip(data, file_name)
+        data = _gunzip(data, file_name, budget)
+    if len(data) > budget:
+        raise _expands_too_far(file_name)
     return [(inner_name, data)]
+
+
+def _parts_within(files, budget: int, file_name: str) -> list[tuple[str, bytes]]:
+    """The data files of an export's parts (name, bytes read when asked), uncompressed one after the other, each
+    within what the ones before it left of ``budget``: never more than the limit is held at once."""
+    parts: list[tuple[str, bytes]] = []
+    for name, read in files:
+        unpacked = _unpacked(read(budget + 1), name, budget)
+        budget -= sum(len(data) for _, data in unpacked)
+        if budget < 0:
+            raise _expands_too_far(file_name)
+        parts.extend(unpacked)
+    return parts
 
 
 def _is_export_part(path: str) -> bool:
@@ -137,24 +155,23 @@ def _is_export_part(path: str) -> bool:
     return bool(name) and not name.startswith(("_", ".")) and not name.endswith(".crc") and "__MACOSX/" not in path
 
 
-def _zip_parts(data: bytes, file_name: str) -> list[tuple[str, bytes]]:
+def _zip_parts(data: bytes, file_name: str, budget: int) -> list[tuple[str, bytes]]:
+    def reader(info: zipfile.ZipInfo):
+        def read(limit: int) -> bytes:
+            with archive.open(info) as member:
+                return member.read(limit)
+        return read
+
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = sorted((info for info in archive.infolist() if not info.is_dir() and _is_export_part(info.filename)),
                          key=lambda info: info.filename)
-        parts, size = [], 0
-        for info in members:
-            with archive.open(info) as member:
-                content = member.read(MAX_FILE_BYTES + 1 - size)
-            size += len(content)
-            if size > MAX_FILE_BYTES:
-                raise _expands_too_far(file_name)
-            parts.extend(_unpacked(content, info.filename.rsplit("/", 1)[-1]))
+        parts = _parts_within([(info.filename.rsplit("/", 1)[-1], reader(info)) for info in members], budget,
+                              file_name)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, EOFError, OSError) as error:
         # RuntimeError is what zipfile raises for an encrypted member.
         raise ValidationError(f"{file_name} is not a zip file we can read ({error}). Zip the export's files again, "
                               "without a password.") from None
-    _check_upload_size(parts, file_name)
     if not parts:
         raise ValidationError(f"{file_name} holds no data files (.json, .json.gz, .parquet or .csv).")
     return parts
@@ -165,11 +182,6 @@ def _expands_too_far(file_name: str) -> ValidationError:
                            "the uncompressed content too. Split it into smaller files.")
 
 
-def _check_upload_size(parts: list[tuple[str, bytes]], file_name: str) -> None:
-    if sum(len(data) for _, data in parts) > MAX_FILE_BYTES:
-        raise _expands_too_far(file_name)
-
-
 def _folder_parts(folder: Path) -> list[tuple[str, bytes]]:
     """The export part files of a folder and its subfolders (an export writes one per `exportTime=...`)."""
     files = sorted(path for path in folder.rglob("*")
@@ -177,8 +189,8 @@ def _folder_parts(folder: Path) -> list[tuple[str, bytes]]:
     if sum(path.stat().st_size for path in files) > MAX_FILE_BYTES:
         raise ValidationError(f"The files of {folder.name} add up to more than {MAX_FILE_BYTES / 1e6:,.0f} MB. "
                               "Load its part files in smaller groups.")
-    parts = [part for path in files for part in _unpacked(path.read_bytes(), path.name)]
-    _check_upload_size(parts, folder.name)
+    parts = _parts_within([(path.name, lambda limit, path=path: path.read_bytes()) for path in files],
+                          MAX_FILE_BYTES, folder.name)
     if not parts:
         raise ValidationError(f"The folder {folder.name} holds no data files (.json, .json.gz, .parquet or .csv).")
     return parts
@@ -268,19 +280,19 @@ def _upload_table(upload: _Upload) -> pd.DataFrame:
     return table
 
 
-def _gunzip(data: bytes, file_name: str) -> bytes:
+def _gunzip(data: bytes, file_name: str, budget: int) -> bytes:
     """The content of a gzip file, every member of it (concatenated gzip files are one file), refused once it would
-    grow past the upload limit (a gzip bomb stops there) or when it is cut short."""
+    grow past ``budget`` bytes (a gzip bomb stops there) or when it is cut short."""
     parts, size, rest = [], 0, data
     while rest:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            part = inflater.decompress(rest, MAX_FILE_BYTES + 1 - size)
+            part = inflater.decompress(rest, budget + 1 - size)
         except zlib.error:
             raise ValidationError(f"{file_name} is not a readable gzip file.") from None
         size += len(part)
         parts.append(part)
-        if size > MAX_FILE_BYTES or inflater.unconsumed_tail:
+        if size > budget or inflater.unconsumed_tail:
             raise _expands_too_far(file_name)
         if not inflater.eof:
             raise ValidationError(f"{file_name} is a gzip file cut short (its end is missing); nothing was loaded. "

@@ -8,6 +8,7 @@ import decimal
 import gzip
 import io
 import json
+import tracemalloc
 import zipfile
 
 import pyarrow as pa
@@ -302,6 +303,27 @@ def test_a_zip_whose_parts_expand_past_the_limit_is_refused(empty_db, monkeypatc
     assert len(data) < 10_000
     with pytest.raises(ValidationError, match="expands to more than"):
         ingest.ingest_bytes(empty_db, data, "export.zip", now=NOW)
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["gzip parts", "zips in a zip"])
+def test_a_zip_of_compressed_parts_is_refused_before_it_holds_more_than_the_limit(empty_db, monkeypatch, nested):
+    """Each part within the limit, together past it: the parts are uncompressed one after the other within what
+    the ones before left, so the refusal comes before twenty parts' worth is held (a real export of ten 150 MB
+    parts held 1.5 GB before its refusal, enough to end the app's container)."""
+    limit = 1_000_000
+    monkeypatch.setattr(ingest, "MAX_FILE_BYTES", limit)
+    part = gzip.compress(b" " * (limit * 9 // 10))
+    if nested:
+        part = _zip({"part-00000.json.gz": part})
+    data = _zip({f"part-{number:05}.json{'.zip' if nested else '.gz'}": part for number in range(20)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError, match="expands to more than"):
+            ingest.ingest_bytes(empty_db, data, "export.zip", now=NOW)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * limit
 
 
 def test_flat_csv_parts_of_one_zip_load_together_and_a_bad_row_names_its_part(empty_db):
