@@ -1115,7 +1115,12 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
 
 
 def _first_record(upload: _Upload):
-    return next(_upload_records(upload), (None, None, None))[1]
+    """The upload's first record; the parts' first rows, which a full read found, stay as they were for its labels."""
+    part_starts = upload.part_starts
+    try:
+        return next(_upload_records(upload), (None, None, None))[1]
+    finally:
+        upload.part_starts = part_starts
 
 
 def _detect_kind(upload: _Upload) -> str:

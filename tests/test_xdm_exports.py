@@ -383,3 +383,15 @@ def test_a_date_written_as_an_eight_digit_number_is_that_date_not_a_time_in_1970
     ingest.ingest_bytes(empty_db, json.dumps(_json_event(1, 20250303)).encode(), "events.json", now=NOW)
     assert [row[0] for row in _rows(empty_db, "SELECT strftime(ts, '%Y-%m-%d %H:%M') FROM events ORDER BY ts")] == [
         "2025-03-01 00:00", "2025-03-02 00:00", "2025-03-03 00:00"]
+
+
+def test_rows_of_a_zip_whose_records_have_no_time_are_named_by_their_own_part(empty_db):
+    """Checking whether such records are profiles read the first record again, which reset the parts' first rows:
+    row 3 was named as row 3 of the first part."""
+    records = [{"_id": f"n-{number}", "eventType": "a", "identityMap": {"ECID": [{"id": f"E-{number}"}]}}
+               for number in range(4)]
+    data = _zip({"part-00000.json": json.dumps(records[:2]).encode(),
+                 "part-00001.json": json.dumps(records[2:]).encode()})
+    with pytest.raises(ValidationError) as refused:
+        ingest.ingest_bytes(empty_db, data, "export.zip", kind="events", now=NOW)
+    assert "Row 3 (part-00001.json, row 1)" in " ".join(refused.value.problems)
