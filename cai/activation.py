@@ -177,6 +177,26 @@ def _claim(con, activation: dict, mode: str, postgres: bool) -> int | None:
     return delivery_id
 
 
+def _claim_here(db_path: Path, activation: dict, mode: str, postgres: bool) -> int | None:
+    """``_claim`` in a transaction of its own, the delivery counted as sent by this process before the claim
+    commits, so that no recovery in between takes it for one whose process died."""
+    attempts: list[int] = []
+
+    def work(con) -> int | None:
+        delivery_id = _claim(con, activation, mode, postgres)
+        if delivery_id is not None:
+            attempts.append(delivery_id)
+            _sending_here.add(delivery_id)
+        return delivery_id
+
+    delivery_id = None
+    try:
+        delivery_id = store.write(db_path, work)
+    finally:
+        _sending_here.difference_update(set(attempts) - {delivery_id})
+    return delivery_id
+
+
 def _being_sent(con, delivery_id: int, pid: int | None, host: str | None, postgres: bool) -> bool:
     return store.worker_alive(con, "deliveries", "delivery_id", delivery_id, pid, host, postgres,
                               _sending_here.__contains__)
@@ -262,10 +282,20 @@ def deliver(db_path: Path, activation_id: int, actor: str = "local") -> Delivery
         return result
     mode = "diff" if destination.kind in ("webhook", "table") else "snapshot"
     postgres = store.resolve(db_path).is_postgres
-    delivery_id = store.write(db_path, lambda con: _claim(con, activation, mode, postgres))
+    delivery_id = _claim_here(db_path, activation, mode, postgres)
     if delivery_id is None:
         return result
-    _sending_here.add(delivery_id)
+    # Counted as sent here until its outcome is committed: a page's recovery in another session of this process
+    # would otherwise take it, in between, for a delivery whose process died, and a second sender could claim it.
+    try:
+        return _send(db_path, activation, destination, delivery_id, result, actor)
+    finally:
+        _sending_here.discard(delivery_id)
+
+
+def _send(db_path: Path, activation: dict, destination: Destination, delivery_id: int, result: DeliveryResult,
+          actor: str) -> DeliveryResult:
+    activation_id = activation["activation_id"]
     store.start_heartbeat(db_path, "deliveries", "delivery_id", delivery_id, SENDING)
     try:
         with store.connect(db_path) as con:
@@ -301,8 +331,6 @@ def deliver(db_path: Path, activation_id: int, actor: str = "local") -> Delivery
         _record(db_path, delivery_id, FAILED, error=message)
         result.status, result.error = FAILED, message
         return result
-    finally:
-        _sending_here.discard(delivery_id)
 
     def finish(con):
         con.execute("UPDATE deliveries SET status = ?, pid = NULL, finished_at = current_timestamp, members = ?, "

@@ -149,6 +149,23 @@ def test_a_delivery_cut_off_by_a_restart_says_so_and_is_sent_once(trained_db, ac
 
 
 @pytest.mark.both_backends
+def test_a_delivery_this_process_has_claimed_is_never_taken_for_an_interrupted_one(trained_db, activated):
+    """Every page start looks for interrupted deliveries; one of this process counts as being sent from the moment
+    its claim commits (it was counted only a moment later, and no longer while its success was being saved)."""
+    [activation_id] = activation.list_activations(trained_db)["activation_id"].tolist()
+    with store.connect(trained_db) as con:
+        record = activation._activation(con, activation_id)
+    delivery_id = activation._claim_here(trained_db, record, "snapshot", store.resolve(trained_db).is_postgres)
+    try:
+        engine.recover_interrupted_runs(trained_db)  # what a page start in another session does
+        assert activation.list_activations(trained_db).iloc[0]["last_status"] == activation.SENDING
+    finally:
+        activation._sending_here.discard(delivery_id)
+    engine.recover_interrupted_runs(trained_db)
+    assert activation.list_activations(trained_db).iloc[0]["last_status"] == activation.FAILED
+
+
+@pytest.mark.both_backends
 def test_a_run_stopped_before_it_delivered_is_shown_undelivered_until_sent(trained_db, activated):
     """The run's results are in, its delivery never started: the page says the destination is behind (it said
     nothing), and Deliver now catches up."""
