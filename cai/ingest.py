@@ -1114,6 +1114,10 @@ def _write_profiles(db_path: Path, attributes: pd.DataFrame, keys, primaries, pr
     return report
 
 
+# Names (keys of a record, lower-case columns of a table) that only an events file has.
+EVENT_SIGNS = frozenset({"timestamp", "eventType", "event_type", "eventtype"})
+
+
 def _first_record(upload: _Upload):
     """The upload's first record; the parts' first rows, which a full read found, stay as they were for its labels."""
     part_starts = upload.part_starts
@@ -1124,16 +1128,18 @@ def _first_record(upload: _Upload):
 
 
 def _detect_kind(upload: _Upload) -> str:
-    """A table with a `timestamp` column holds events; XDM records (JSON or nested Parquet) are told by the first."""
+    """A table with a `timestamp` or `event_type` column holds events; XDM records (JSON or nested Parquet) are told
+    by the first. An events file missing its time is sent down the events path, which says so, rather than read as
+    profiles, which would file its columns into customers' attributes."""
     name, data = upload.parts[0]
     if _is_record_part(name, data):
         try:
             first = _first_record(upload)
         except CaiError:
             return "events"  # the events path names what is wrong with the file
-        is_event = not isinstance(first, dict) or "timestamp" in first or "eventType" in first
+        is_event = not isinstance(first, dict) or not EVENT_SIGNS.isdisjoint(first)
         return "events" if is_event else "profiles"
-    return "events" if "timestamp" in _table_column_names(data, name) else "profiles"
+    return "profiles" if EVENT_SIGNS.isdisjoint(_table_column_names(data, name)) else "events"
 
 
 def _table_column_names(data: bytes, file_name: str) -> set[str]:

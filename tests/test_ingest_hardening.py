@@ -190,3 +190,15 @@ def test_an_email_without_an_at_sign_refuses_its_row_instead_of_stitching_custom
     assert refused.value.problems == ["Row 2: `Email` has no @, so it is not an email address",
                                       "Row 3: `Email` has no @, so it is not an email address"]
     assert _scalar(empty_db, "SELECT count(*) FROM profiles") == 0
+
+
+def test_a_file_whose_kind_is_told_goes_to_events_on_any_sign_of_one(empty_db):
+    """An events file without its time column is refused as events (saying so), never read as profiles, which
+    would have filed its columns into customers' attributes."""
+    with pytest.raises(ValidationError, match="timestamp"):
+        ingest.ingest_bytes(empty_db, b"date,event_type,email\n2026-03-01,commerce.purchases,a@shop.test\n",
+                            "events.csv")
+    with store.connect(empty_db) as con:
+        assert con.execute("SELECT count(*) FROM profiles").fetchall()[0][0] == 0
+    report = ingest.ingest_bytes(empty_db, b"email,first_name\na@shop.test,Ann\n", "crm.csv")
+    assert (report.kind, report.rows_accepted) == ("profiles", 1)
