@@ -63,8 +63,7 @@ def mask_contact(value: str) -> str:
     if parsed is not None:
         return json.dumps(_mask_contact_json(parsed), ensure_ascii=False)
     if len(_EMAIL.findall(value)) > 1:
-        return _PHONE.sub(lambda match: mask_phone(match.group(0)),
-                          _EMAIL.sub(lambda match: mask_email(match.group(0)), value))
+        return mask_text(value)
     if "@" in value:
         return mask_email(value)
     # A number keeps its last two digits, as phone numbers do; a street line keeps nothing.
