@@ -4,6 +4,7 @@ DuckDB's dialect), its versioned schema, and short units of work against it."""
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import re
 import socket
@@ -66,6 +67,12 @@ class PostgresOnly(str):
 
 class FileOnly(str):
     """A migration only a DuckDB file needs; a PostgreSQL store just records it."""
+
+
+class DataFix(str):
+    """A migration that rewrites data by a rule the app keeps in Python (a phone number's canonical form, a load's
+    profile merge): ``"module:function"``, called with the connection inside the upgrade's transaction, on either
+    backend."""
 
 
 # Each entry upgrades the schema by one version; never edit a shipped entry, append a new one.
@@ -341,6 +348,8 @@ MIGRATIONS: list[str] = [
     FileOnly("""
     CREATE INDEX identities_by_profile ON identities (profile_id);
     """),
+    # 14: phone numbers stored as written become one canonical form, merging the profiles that share a number.
+    DataFix("cai.identity:normalise_stored_phone_numbers"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -587,6 +596,8 @@ def _apply_migrations(con: duckdb.DuckDBPyConnection, postgres: bool, current: i
             elif isinstance(migration, FileOnly):
                 if not postgres:
                     con.execute(migration)
+            elif isinstance(migration, DataFix):
+                _run_data_fix(migration, con)
             else:
                 con.execute(_for_postgres(migration) if postgres else migration)
             con.execute("INSERT INTO schema_version VALUES (?, current_timestamp)", [version])
@@ -594,6 +605,12 @@ def _apply_migrations(con: duckdb.DuckDBPyConnection, postgres: bool, current: i
     except BaseException:
         con.rollback()
         raise
+
+
+def _run_data_fix(fix: DataFix, con: duckdb.DuckDBPyConnection) -> None:
+    module, _, function = fix.partition(":")
+    # Imported only now: the modules holding data fixes import this one.
+    getattr(importlib.import_module(module), function)(con)
 
 
 def _for_postgres(ddl: str) -> str:
