@@ -26,7 +26,6 @@ WEB_PROFILE, WEB_EMAIL = 5, "xdelacroix5@inbox.example"
 @pytest.mark.parametrize("written, stored", [
     ("+1 (555) 123-4567", "+15551234567"),
     ("+1 555-123-4567", "+15551234567"),
-    ("+15551234567", "+15551234567"),
     ("+1.555.123.4567", "+15551234567"),
     ("+1 555/123 4567", "+15551234567"),
     ("+1\u00a0555\u2009123\u202f4567", "+15551234567"),  # non-breaking, thin and narrow spaces
@@ -38,7 +37,6 @@ WEB_PROFILE, WEB_EMAIL = 5, "xdelacroix5@inbox.example"
     ("+44 (0)20 7946 0958", "+442079460958"),
     ("555 123 4567", "5551234567"),  # no country code is guessed
     ("020 7946 0958", "02079460958"),
-    (5551234567, "5551234567"),
     ("+1 555 123 4567 ext. 12", "+15551234567;ext=12"),
     ("+1 555 123 4567 x12", "+15551234567;ext=12"),
     ("(555) 123-4567 #12", "5551234567;ext=12"),
@@ -46,7 +44,7 @@ WEB_PROFILE, WEB_EMAIL = 5, "xdelacroix5@inbox.example"
 ])
 def test_a_phone_number_is_stored_in_one_canonical_form_however_it_is_written(written, stored):
     assert identity.identity_value("Phone", written) == (stored, None)
-    assert identity.identity_value("Phone", stored) == (stored, None)
+    assert identity.identity_value("Phone", stored) == (stored, None)  # the canonical form is its own
 
 
 @pytest.mark.parametrize("written, reason", [

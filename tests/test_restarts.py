@@ -72,21 +72,24 @@ def start_replicas_together(url: str) -> None:
     the migration lock at once, then lets them go; asserts they all succeed and the schema's versions are recorded
     once each; the caller checks the data."""
     holder, watcher = _raw(url), _raw(url)
-    holder.begin()
-    holder.execute(f"CALL postgres_execute('raw', 'SELECT pg_advisory_xact_lock({store.MIGRATION_LOCK_ID})')")
-    replicas = [subprocess.Popen([sys.executable, "-c", START_A_REPLICA, url], cwd=ROOT, stderr=subprocess.PIPE,
-                                 text=True) for _ in range(REPLICAS)]
-    deadline = time.monotonic() + 60
-    while _waiting_for_the_migration_lock(watcher) < REPLICAS and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _waiting_for_the_migration_lock(watcher) == REPLICAS
-    holder.rollback()
-    errors = [replica.communicate(timeout=120)[1] for replica in replicas]
-    assert [replica.returncode for replica in replicas] == [0] * REPLICAS, errors
-    versions = watcher.execute("SELECT version FROM raw.schema_version ORDER BY version").fetchall()
-    assert [version for (version,) in versions] == list(range(1, store.SCHEMA_VERSION + 1))
-    holder.close()
-    watcher.close()
+    try:
+        holder.begin()
+        holder.execute(f"CALL postgres_execute('raw', 'SELECT pg_advisory_xact_lock({store.MIGRATION_LOCK_ID})')")
+        replicas = [subprocess.Popen([sys.executable, "-c", START_A_REPLICA, url], cwd=ROOT,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(REPLICAS)]
+        deadline = time.monotonic() + 60
+        while _waiting_for_the_migration_lock(watcher) < REPLICAS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _waiting_for_the_migration_lock(watcher) == REPLICAS
+        holder.rollback()
+        errors = [replica.communicate(timeout=120)[1] for replica in replicas]
+        assert [replica.returncode for replica in replicas] == [0] * REPLICAS, errors
+        versions = watcher.execute("SELECT version FROM raw.schema_version ORDER BY version").fetchall()
+        assert [version for (version,) in versions] == list(range(1, store.SCHEMA_VERSION + 1))
+    finally:
+        # Closed even when an assertion fails: a connection left open past the server's end aborts the process.
+        holder.close()
+        watcher.close()
 
 
 def test_replicas_starting_together_on_an_empty_database_all_start(pg_url):
