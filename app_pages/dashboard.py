@@ -149,7 +149,7 @@ past = cached.performance_summary(db, name)
 if past.empty:
     st.caption("No past run's outcome window has ended yet; each run appears here once it has.")
 else:
-    cached.chart(st, charts.performance_chart, past, width="stretch")
+    cached.chart(st, charts.performance_chart, past, definition.propensity_type, width="stretch")
     ranged = past.dropna(subset=["likely_low", "likely_high"])
     landed = int(ranged["actual"].between(ranged["likely_low"], ranged["likely_high"]).sum())
     st.caption("Each point is a past run: where the dashed line (predicted) meets the solid one (what happened), "

@@ -61,6 +61,9 @@ def test_two_past_runs_whose_windows_have_passed_show_predicted_and_actual(train
     assert len({row["as_of"] for row in lines}) == 2
     bands = next(values for values in datasets if "likely_low" in values[0])
     assert len(bands) == len(summary) and all(row["likely_low"] < row["likely_high"] for row in bands)
+    colors = charts.bucket_colors("conversion")
+    assert [layer["encoding"]["color"]["scale"]["range"] for layer in spec["layer"]] == [
+        [colors[bucket] for bucket in ("high", "medium", "low")]] * 2
 
 
 def test_an_instance_without_past_windows_has_an_empty_summary(trained_db):
