@@ -26,9 +26,11 @@ PLACEHOLDER_VALUES = {"null", "none", "undefined", "nan", "n/a", "0", "-"}
 PHONE_NAMESPACE = "Phone"
 # E.164 numbers have at most 15 digits; fewer than 5 is no number anyone can be called on.
 PHONE_MIN_DIGITS, PHONE_MAX_DIGITS = 5, 15
-# Separators between a number's digits: whitespace of any width (NFKC has made non-breaking and thin spaces plain
-# ones, and fullwidth digits ASCII), hyphens and dashes, dots, parentheses and slashes.
-_PHONE_SEPARATORS = re.compile(r"[\s\-.()/\u2010-\u2015\u2212]")
+# Separators between a number's digits: spaces (NFKC has made non-breaking, thin and other wide spaces plain ones,
+# and fullwidth digits ASCII), hyphens and dashes, dots, parentheses and slashes.
+_PHONE_SEPARATORS = str.maketrans("", "", " -.()/\u2010\u2011\u2012\u2013\u2014\u2015\u2212")
+# Every way of marking an extension holds one of these; the pattern is tried only then (it costs more).
+_EXTENSION_SIGNS = "xX#;"
 _PHONE_DIGITS = re.compile(r"\+?[0-9]+")
 _TRUNK_PREFIX = re.compile(r"\(\s*0\s*\)")
 _PHONE_EXTENSION = re.compile(
@@ -99,7 +101,7 @@ def phone_number(text: str) -> tuple[str | None, str | None]:
     ``#12``, ``;ext=12``) stays part of the identity, as ``+15551234567;ext=12``: a switchboard's number is shared
     by everyone behind it, so it never joins its extensions, nor a customer who gave it without one."""
     text = _without_tel(text)
-    extension = _PHONE_EXTENSION.fullmatch(text)
+    extension = _PHONE_EXTENSION.fullmatch(text) if any(sign in text for sign in _EXTENSION_SIGNS) else None
     if extension:
         text = extension.group("number")
     if text.startswith(("+", "00")):
@@ -129,7 +131,7 @@ def _without_tel(text: str) -> str:
 
 
 def _without_separators(text: str) -> str:
-    digits = _PHONE_SEPARATORS.sub("", text)
+    digits = text.translate(_PHONE_SEPARATORS)
     return "+" + digits[2:] if digits.startswith("00") else digits
 
 
