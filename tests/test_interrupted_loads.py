@@ -95,6 +95,15 @@ def test_a_load_killed_midway_is_shown_interrupted_after_the_next_start_and_kept
     assert ingest.batches(trained_db)["status"].tolist()[:2] == ["success", ingest.INTERRUPTED]
 
 
+def test_the_command_line_lists_an_interrupted_load_with_who_loaded_it(trained_db, tmp_path):
+    _stopped_at("_coerce_events", trained_db, _visits(tmp_path))
+    listing = subprocess.run([sys.executable, "-m", "cai", "--db", str(trained_db), "datasets"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=180)
+    assert listing.returncode == 0, listing.stderr
+    [line] = [line for line in listing.stdout.splitlines() if line.startswith("visits.csv")]
+    assert "into 'visits'" in line and f"by {LOADER}: {ingest.LOAD_INTERRUPTED}" in line
+
+
 def test_a_load_still_running_in_another_process_is_never_marked_interrupted(trained_db, tmp_path):
     before = _contents(trained_db)
     store.release(trained_db)
