@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cai import activation, destinations, instances, segments, store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _psql
 
 pytestmark = pytest.mark.both_backends
 SEGMENT = "Across machines - high"
@@ -64,8 +64,9 @@ def test_a_delivery_in_another_process_is_not_sent_twice_and_is_retried_once_it_
             time.sleep(0.3)
         assert _delivery(trained_db)[3] > first_beat
         # Machine A's process id means nothing here: one that no process of this machine has must not matter.
-        with store.transaction(trained_db) as con:
-            con.execute("UPDATE deliveries SET pid = ?", [_finished_process_id()])
+        # psql's UPDATE (READ COMMITTED) waits for a heartbeat of machine A in progress and then changes the row it
+        # wrote; a store transaction (REPEATABLE READ) fails with "could not serialize" when one commits under it.
+        _psql(trained_db, f"UPDATE deliveries SET pid = {_finished_process_id()}")
         assert activation.deliver_pending(trained_db, segment=SEGMENT)[0].status == "up to date"
 
     delivery_held_elsewhere.kill()
