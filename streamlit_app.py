@@ -16,11 +16,10 @@ viewer = access.current()
 
 # The pages live in app_pages/, not pages/: Streamlit treats a folder named pages/ as its older multipage mode, in
 # which a fresh server asked for /dashboard runs that page without this script: no sign-in and no first start.
+instances_page = st.Page("app_pages/instances.py", title="Customer AI", icon=":material/model_training:", default=True)
+dashboard_page = st.Page("app_pages/dashboard.py", title="Dashboard", icon=":material/dashboard:")
 pages = {
-    "Customer AI": [
-        st.Page("app_pages/instances.py", title="Customer AI", icon=":material/model_training:", default=True),
-        st.Page("app_pages/dashboard.py", title="Dashboard", icon=":material/dashboard:"),
-    ],
+    "Customer AI": [instances_page, dashboard_page],
     "Audiences": [
         st.Page("app_pages/segment_builder.py", title="Segment builder", icon=":material/tune:"),
         st.Page("app_pages/segments.py", title="Segments", icon=":material/groups:"),
@@ -34,7 +33,9 @@ pages = {
 access.sidebar(viewer)
 navigation = st.navigation(pages)
 try:
-    bootstrap.ensure_database(state.db_path())
+    if bootstrap.ensure_database(state.db_path()) and navigation is instances_page:
+        # Whoever opened the app and watched the demo being built lands on its dashboard, full of scores.
+        st.switch_page(dashboard_page)
     navigation.run()
 except CaiError as error:
     # A busy database, or an instance someone else just deleted, is a message to act on, never a traceback; it may

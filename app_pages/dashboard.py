@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from cai import charts, scores
+from cai import charts, evaluation, scores
 from cai.errors import NotFound
 from ui import access, cached, state
 from ui.components import plain
@@ -61,11 +61,20 @@ for card, row in zip(cards, summary.itertuples()):
                     "</span>", unsafe_allow_html=True)
         st.metric("Profiles", f"{int(row.profiles):,}", f"{row.share:.1%} of scored", delta_color="off",
                   delta_arrow="off")
+        likely = (f" (likely {row.expected_low:,.0f}–{row.expected_high:,.0f})"
+                  if row.profiles and pd.notna(row.expected_low) else "")
         # Two lines always, so the three cards' buttons line up.
         st.caption(f"Mean probability {row.mean_probability:.1%}  \nExpected conversions "
-                   f"{row.expected_conversions:,.0f}" if row.profiles else "No profiles in this bucket  \n ")
+                   f"{row.expected_conversions:,.0f}{likely}" if row.profiles else "No profiles in this bucket  \n ")
         if st.button("Create Segment", key=f"dashboard_segment_{row.bucket}", disabled=not row.profiles):
             st.switch_page("app_pages/segment_builder.py", query_params={"instance": address, "bucket": row.bucket})
+
+moved = evaluation.forward_range(run["details"])
+if moved is not None:
+    st.caption(f"Expected conversions are the sum of the probabilities over the next {definition.window_days} days. "
+               f"The likely ranges allow for the goal's rate moving by up to {moved:.0%} from one "
+               f"{definition.window_days}-day window to the next, as it did in the months this run learned from, "
+               "and for chance.")
 
 st.subheader("Distribution of scores")
 cached.chart(st, charts.score_histogram, cached.score_distribution(db, run["run_id"]), definition.propensity_type,
@@ -140,9 +149,13 @@ past = cached.performance_summary(db, name)
 if past.empty:
     st.caption("No past run's outcome window has ended yet; each run appears here once it has.")
 else:
-    cached.chart(st, charts.performance_chart, past, width="stretch")
+    cached.chart(st, charts.performance_chart, past, definition.propensity_type, width="stretch")
+    ranged = past.dropna(subset=["likely_low", "likely_high"])
+    landed = int(ranged["actual"].between(ranged["likely_low"], ranged["likely_high"]).sum())
     st.caption("Each point is a past run: where the dashed line (predicted) meets the solid one (what happened), "
-               "that run's predictions came true, so you can trust the next one.")
+               "that run's predictions came true, so you can trust the next one. The band is the likely range the "
+               "run stated" + (f"; what happened fell in it for {landed} of {len(ranged)} buckets." if len(ranged)
+                               else "."))
 
 with st.expander("Show more: definition, data and model"):
     details = run["details"]

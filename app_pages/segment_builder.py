@@ -57,7 +57,10 @@ with figures_slot:
     cells = st.columns(5)
     cells[0].metric("Audience", f"{figures['size']:,}", f"{figures['share']:.1%} of scored", delta_color="off",
                     delta_arrow="off")
-    cells[1].metric("Expected conversions", f"{figures['expected_conversions']:,.0f}")
+    likely = (f"likely {figures['expected_low']:,.0f}–{figures['expected_high']:,.0f}"
+              if figures["expected_low"] is not None and figures["size"] else None)
+    cells[1].metric("Expected conversions", f"{figures['expected_conversions']:,.0f}", likely, delta_color="off",
+                    delta_arrow="off")
     cells[2].metric("Expected precision", f"{figures['precision']:.1%}" if figures["precision"] is not None else "—")
     cells[3].metric("Expected recall", f"{figures['recall']:.1%}" if figures["recall"] is not None else "—")
     cells[4].metric("Expected return", f"{figures['expected_return']:,.0f}" if "expected_return" in figures else "—")

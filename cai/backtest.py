@@ -32,6 +32,11 @@ class CutoffResult:
     average_precision: float
     lift_top_decile: float
     training_rows: int
+    # The rate's likely range as a run's dashboard states it for its expected conversions (None when the run's
+    # past snapshots allow no measure of how the rate moves), and whether the actual rate fell in it.
+    likely_low: float | None
+    likely_high: float | None
+    within_likely_range: bool | None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,10 +75,14 @@ def backtest(db_path: Path, name: str, cutoffs: list[dt.date], seeds: int = 1) -
             probability = model.probability(engine.encode(scored, model))
             figures = evaluation.evaluate(labels, probability, definition.low_threshold, definition.high_threshold)
             expected, actual = float(probability.mean()), float(labels.mean())
+            likely = evaluation.likely_range(float(probability.sum()), float((probability * (1 - probability)).sum()),
+                                             model.training["forward_range"])
+            low, high = (likely[0] / len(labels), likely[1] / len(labels)) if likely else (None, None)
             results.append(CutoffResult(
                 cutoff.isoformat(), seed, int(len(labels)), actual, expected,
                 expected / actual - 1 if actual else float("nan"), figures["auc"], figures["average_precision"],
-                figures["lift_top_decile"], model.training["training_rows"],
+                figures["lift_top_decile"], model.training["training_rows"], low, high,
+                low <= actual <= high if likely else None,
             ))
     return results
 
@@ -85,6 +94,7 @@ def summary(results: list[CutoffResult]) -> dict:
     per_seed = {metric: [float(np.mean([getattr(r, metric) for r in results if r.seed == seed])) for seed in seeds]
                 for metric in METRICS}
     worst = max(results, key=lambda r: abs(r.calibration_error))
+    ranged = [r.within_likely_range for r in results if r.within_likely_range is not None]
     return {
         "cutoffs": len({r.cutoff for r in results}), "seeds": len(seeds),
         "customers": float(np.mean([r.customers for r in results])),
@@ -92,4 +102,5 @@ def summary(results: list[CutoffResult]) -> dict:
         **{metric: float(np.mean(values)) for metric, values in per_seed.items()},
         "spread": {metric: float(np.std(values)) for metric, values in per_seed.items()},
         "worst_calibration_error": float(worst.calibration_error), "worst_calibration_cutoff": worst.cutoff,
+        "within_likely_range": sum(ranged), "with_likely_range": len(ranged),
     }

@@ -161,21 +161,31 @@ def event_timeline(counts: pd.DataFrame) -> alt.Chart:
     ).properties(height=260)
 
 
-def performance_chart(summary: pd.DataFrame) -> alt.Chart:
-    """Per past run (x: its as-of date) and bucket: predicted conversions as a dashed line, actual as a solid one."""
-    data = summary.assign(as_of=summary["as_of"].astype(str)).melt(
-        id_vars=["as_of", "bucket", "profiles"], value_vars=["predicted", "actual"], var_name="measure",
-        value_name="conversions")
+def performance_chart(summary: pd.DataFrame, propensity_type: str = "conversion") -> alt.Chart:
+    """Per past run (x: its as-of date) and bucket, in the buckets' colours: predicted conversions as a dashed line
+    in the band of their likely range, actual as a solid one."""
+    runs = summary.assign(as_of=summary["as_of"].astype(str))
+    data = runs.melt(id_vars=["as_of", "bucket", "profiles"], value_vars=["predicted", "actual"], var_name="measure",
+                     value_name="conversions")
     data["measure"] = data["measure"].map({"predicted": "Predicted", "actual": "Actual"})
-    return alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("as_of:O", title="Run as of"),
-        y=alt.Y("conversions:Q", title="Conversions in the window"),
-        color=alt.Color("bucket:N", sort=BUCKET_ORDER, scale=alt.Scale(domain=BUCKET_ORDER),
-                        legend=alt.Legend(title="Bucket")),
+    x = alt.X("as_of:O", title="Run as of")
+    color = alt.Color("bucket:N", sort=BUCKET_ORDER, scale=_bucket_scale(propensity_type),
+                      legend=alt.Legend(title="Bucket"))
+    lines = alt.Chart(data).mark_line(point=True).encode(
+        x=x, y=alt.Y("conversions:Q", title="Conversions in the window"), color=color,
         strokeDash=alt.StrokeDash("measure:N", sort=["Predicted", "Actual"], legend=alt.Legend(title="")),
         detail="measure:N",
         tooltip=[alt.Tooltip("as_of:O", title="Run as of"), alt.Tooltip("bucket:N", title="Bucket"),
                  alt.Tooltip("measure:N", title="Measure"),
                  alt.Tooltip("conversions:Q", title="Conversions", format=",.0f"),
                  alt.Tooltip("profiles:Q", title="Profiles", format=",")],
-    ).properties(height=260)
+    )
+    bands = alt.Chart(runs.dropna(subset=["likely_low", "likely_high"])).mark_area(opacity=0.15).encode(
+        x=x, y="likely_low:Q", y2="likely_high:Q",
+        color=alt.Color("bucket:N", sort=BUCKET_ORDER, scale=_bucket_scale(propensity_type), legend=None),
+        tooltip=[alt.Tooltip("as_of:O", title="Run as of"), alt.Tooltip("bucket:N", title="Bucket"),
+                 alt.Tooltip("likely_low:Q", title="Likely from", format=",.0f"),
+                 alt.Tooltip("likely_high:Q", title="Likely to", format=",.0f")],
+    )
+    # The bands keep the colour scale but not the legend: the lines' solid symbols name the buckets.
+    return alt.layer(bands, lines).resolve_legend(color="independent").properties(height=260)

@@ -11,6 +11,8 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from cai import (backtest, demo, engine, ingest, instances, online_retail, performance, profiles, scores,
                  segments, spark_engine, store)
 from cai import activation, destinations, privacy
@@ -165,20 +167,25 @@ def cmd_backtest(args) -> int:
           f"{spread['average_precision']:>10.3f}{spread['lift_top_decile']:>10.2f}")
     print(f"Worst forward calibration error: {summary['worst_calibration_error']:+.1%} "
           f"(cutoff {summary['worst_calibration_cutoff']}).")
+    if summary["with_likely_range"]:
+        print(f"Actual rate within the likely range a run states: {summary['within_likely_range']} of "
+              f"{summary['with_likely_range']} cutoffs and seeds.")
     return 0
 
 
 def cmd_runs(args) -> int:
     summary = performance.performance_summary(args.db, args.name)
     if args.json:
-        _print_json(summary.to_dict("records"))
+        # A run made before likely ranges were measured has none: null, not NaN, which is not JSON.
+        _print_json(summary.astype(object).where(summary.notna(), None).to_dict("records"))
         return 0
     if summary.empty:
         print("No past run's outcome window has ended yet.")
-    print(f"{'run':>5} {'as of':<12}{'bucket':<8}{'profiles':>9}{'predicted':>10}{'actual':>8}")
+    print(f"{'run':>5} {'as of':<12}{'bucket':<8}{'profiles':>9}{'predicted':>10}{'likely':>14}{'actual':>8}")
     for row in summary.itertuples():
+        likely = f"{row.likely_low:,.0f}-{row.likely_high:,.0f}" if pd.notna(row.likely_low) else "-"
         print(f"{row.run_id:>5} {str(row.as_of):<12}{row.bucket:<8}{row.profiles:>9,}{row.predicted:>10.1f}"
-              f"{row.actual:>8,}")
+              f"{likely:>14}{row.actual:>8,}")
     return 0
 
 

@@ -34,6 +34,9 @@ MAX_PROFILES_PER_SNAPSHOT = 60_000
 # snapshots, 15,822 goal-reachers) the held-out AUC was 0.767 on every row and 0.769-0.770 on 60,000 of them (every
 # goal-reacher kept), for 44% of the fitting time.
 MAX_TRAINING_ROWS = 60_000
+# The fewest moves of the goal's rate between past windows from which a run states how far the next window may
+# land from its expectation: the largest of one or two moves would promise a range far too narrow.
+MIN_RATE_MOVES = 3
 MIN_HISTORY_FLOOR_DAYS = 30
 SEED = 20_260_101
 MAX_CATEGORIES = 30
@@ -267,6 +270,26 @@ def _tree_choice_rows(train: pd.DataFrame, seed: int) -> np.ndarray:
     return drawn[position]
 
 
+def rate_moves(labels: pd.DataFrame, window_days: int) -> list[float]:
+    """How the goal's rate moved from each snapshot to the one a window later (relative changes), over the snapshots
+    a run learns and checks on: what carrying one window's level into the next, as calibration does, would have
+    missed by in those months. Pairs are a window apart to within half the snapshots' step."""
+    rates = labels.groupby("snapshot")["label"].mean()
+    moves = []
+    for earlier, earlier_rate in rates.items():
+        for later, later_rate in rates.items():
+            gap = (later - earlier).days
+            if gap > 0 and abs(gap - window_days) <= SNAPSHOT_STEP_DAYS // 2 and earlier_rate > 0:
+                moves.append(float(later_rate / earlier_rate - 1))
+    return moves
+
+
+def largest_rate_move(moves: list[float]) -> float | None:
+    """The share by which a run's expected conversions may miss the next window, as the rate moved in the past: the
+    largest move; None from fewer than ``MIN_RATE_MOVES`` moves."""
+    return max(map(abs, moves)) if len(moves) >= MIN_RATE_MOVES else None
+
+
 def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition, seed: int = SEED) -> _Model:
     categories = _learn_categories(train, catalog)
     names = [feature.name for feature in catalog]
@@ -492,13 +515,15 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
     snapshots = executor.features(definition, dates, with_labels=True, sample_fraction=fraction, rows=rows)
     held_out = (snapshots["snapshot"] == pd.Timestamp(holdout_date)).to_numpy()
     examples, holdout = snapshots[~held_out].reset_index(drop=True), snapshots[held_out].reset_index(drop=True)
+    moves = rate_moves(labels, definition.window_days)
     del snapshots, labels
     timings["training_features_s"] = time.monotonic() - clock
     progress(0.35, f"Training on {len(examples):,} examples")
     clock = time.monotonic()
     model = _fit(examples, holdout, catalog, definition, seed)
     model.training.update({"sample_fraction": fraction, "training_snapshots": [d.isoformat() for d in training_dates],
-                           "holdout_snapshot": holdout_date.isoformat()})
+                           "holdout_snapshot": holdout_date.isoformat(), "rate_moves": moves,
+                           "forward_range": largest_rate_move(moves)})
     timings["train_s"] = time.monotonic() - clock
     return model, holdout
 

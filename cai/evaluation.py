@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
@@ -32,6 +34,36 @@ def scores_from_probabilities(probability: np.ndarray, base_rate: float) -> np.n
     base = min(max(base_rate, eps), 1 - eps)
     relative_logit = np.log(p / (1 - p)) - np.log(base / (1 - base))
     return np.round(100.0 / (1.0 + np.exp(-relative_logit)), 1)
+
+
+# How sure the likely range of an expected count is about chance alone: 1.64 standard deviations, 90%.
+CHANCE_Z = 1.64
+
+
+def forward_range(details: dict | str | None) -> float | None:
+    """How far the goal's rate moved from one window to the next in a run's past snapshots (a share), from the run's
+    details (parsed or JSON text): what the likely ranges of its expected conversions allow for. None for a run
+    made before it was measured."""
+    if isinstance(details, str):
+        details = json.loads(details)
+    return (details or {}).get("training", {}).get("forward_range")
+
+
+def likely_ranges(expected, variance, moved: float | None) -> tuple[list, list]:
+    """:func:`likely_range` of each expected count (with its variance): the lows and the highs, None where the run
+    measured no ``forward_range``."""
+    bounds = [likely_range(float(count), float(spread), moved) for count, spread in zip(expected, variance)]
+    return [pair[0] if pair else None for pair in bounds], [pair[1] if pair else None for pair in bounds]
+
+
+def likely_range(expected: float, variance: float, forward_range: float | None) -> tuple[float, float] | None:
+    """Where a number of conversions the probabilities expect (their sum, ``expected``; ``variance`` the sum of
+    p(1-p)) is likely to land: the goal's rate may move by ``forward_range`` (a share) from one window to the next, as
+    it did in the run's past snapshots, and chance adds its spread. None without a measured ``forward_range``."""
+    if forward_range is None:
+        return None
+    chance = CHANCE_Z * float(np.sqrt(max(variance, 0.0)))
+    return max(0.0, expected * (1 - forward_range) - chance), expected * (1 + forward_range) + chance
 
 
 def percentiles(values: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """How past runs came true: once a run's outcome window has passed, its predicted conversions per bucket (the sum
-of its probabilities) against the profiles it scored that actually reached the goal in the window after its as-of
-date. This is what tells a marketer whether to trust the next run."""
+of its probabilities, with the likely range the run stated) against the profiles it scored that actually reached
+the goal in the window after its as-of date. This is what tells a marketer whether to trust the next run."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cai import features, store
+from cai import evaluation, features, store
 from cai.errors import NotFound
 from cai.instances import Definition
 
-COLUMNS = ["run_id", "as_of", "window_end", "bucket", "profiles", "predicted", "actual"]
+COLUMNS = ["run_id", "as_of", "window_end", "bucket", "profiles", "predicted", "likely_low", "likely_high", "actual"]
 
 
 def performance_summary(db_path: Path, name: str) -> pd.DataFrame:
@@ -26,10 +26,10 @@ def performance_summary(db_path: Path, name: str) -> pd.DataFrame:
         instance_id, definition = found[0][0], Definition.from_json(found[0][1])
         last_event = con.execute("SELECT CAST(max(ts) AS DATE) FROM events").fetchall()[0][0]
         runs = con.execute(
-            "SELECT run_id, CAST(as_of AS DATE) FROM runs WHERE instance_id = ? AND status = 'success' "
+            "SELECT run_id, CAST(as_of AS DATE), details FROM runs WHERE instance_id = ? AND status = 'success' "
             "ORDER BY as_of, run_id", [instance_id]).fetchall()
         frames = []
-        for run_id, as_of in runs:
+        for run_id, as_of, details in runs:
             window_end = as_of + dt.timedelta(days=definition.window_days)
             if last_event is None or last_event < window_end - dt.timedelta(days=1):
                 continue
@@ -45,12 +45,14 @@ def performance_summary(db_path: Path, name: str) -> pd.DataFrame:
                     GROUP BY el.profile_id
                 )
                 SELECT s.bucket, count(*) AS profiles, sum(s.probability) AS predicted,
-                       count(*) FILTER (WHERE r.label) AS actual
+                       sum(s.probability * (1 - s.probability)) AS variance, count(*) FILTER (WHERE r.label) AS actual
                 FROM scores s JOIN reached r ON r.profile_id = s.profile_id
                 WHERE s.run_id = $run GROUP BY s.bucket
                 """,
                 params,
             ).df()
+            frame["likely_low"], frame["likely_high"] = evaluation.likely_ranges(
+                frame["predicted"], frame["variance"], evaluation.forward_range(details))
             frames.append(frame.assign(run_id=run_id, as_of=as_of, window_end=window_end))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cai import audit, segments, store
+from cai import audit, evaluation, segments, store
 from cai.errors import CaiError, NotFound
 from cai.instances import Definition
 
@@ -47,19 +47,23 @@ def _profiles_loaded_after(con, run_id: int) -> int:
 
 
 def bucket_summary(db_path: Path, run_id: int) -> pd.DataFrame:
-    """Per bucket: profiles, share, mean probability and expected conversions (the sum of probabilities)."""
-    frame = store.query_df(
-        db_path,
-        """
-        SELECT bucket, count(*) AS profiles, count(*) / sum(count(*)) OVER () AS share,
-               avg(probability) AS mean_probability, sum(probability) AS expected_conversions,
-               min(score) AS min_score, max(score) AS max_score
-        FROM scores WHERE run_id = ? GROUP BY bucket
-        """,
-        [run_id],
-    )
+    """Per bucket: profiles, share, mean probability, expected conversions (the sum of probabilities) and their
+    likely range (``expected_low``, ``expected_high``; missing for a run made before ranges were measured)."""
+    with store.connect(db_path) as con:
+        frame = con.execute(
+            """
+            SELECT bucket, count(*) AS profiles, count(*) / sum(count(*)) OVER () AS share,
+                   avg(probability) AS mean_probability, sum(probability) AS expected_conversions,
+                   sum(probability * (1 - probability)) AS variance, min(score) AS min_score, max(score) AS max_score
+            FROM scores WHERE run_id = ? GROUP BY bucket
+            """,
+            [run_id],
+        ).df()
+        details = con.execute("SELECT details FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    frame["expected_low"], frame["expected_high"] = evaluation.likely_ranges(
+        frame["expected_conversions"], frame["variance"], evaluation.forward_range(details[0][0] if details else None))
     order = pd.DataFrame({"bucket": ["high", "medium", "low"]})
-    return order.merge(frame, on="bucket", how="left").fillna(
+    return order.merge(frame.drop(columns="variance"), on="bucket", how="left").fillna(
         {"profiles": 0, "share": 0.0, "expected_conversions": 0.0})
 
 

@@ -177,15 +177,19 @@ def measure(db_path: Path, rule: Rule, value_per_conversion: float | None = None
     with store.connect(db_path) as con:
         run = _scored_run(db_path, con, rule.instance)
         sql, params = members_query(rule, run.run_id, run.scores)
-        size, expected, total, held_out = con.execute(
+        size, expected, variance, total, held_out, details = con.execute(
             f"""
-            SELECT m.size, m.expected, (SELECT count(*) FROM {run.scores} WHERE run_id = $run),
-                   (SELECT evaluation FROM {run.runs} WHERE run_id = $run)
-            FROM (SELECT count(*) AS size, coalesce(sum(probability), 0) AS expected FROM ({sql})) m
+            SELECT m.size, m.expected, m.variance, (SELECT count(*) FROM {run.scores} WHERE run_id = $run),
+                   (SELECT evaluation FROM {run.runs} WHERE run_id = $run),
+                   (SELECT details FROM {run.runs} WHERE run_id = $run)
+            FROM (SELECT count(*) AS size, coalesce(sum(probability), 0) AS expected,
+                         coalesce(sum(probability * (1 - probability)), 0) AS variance FROM ({sql})) m
             """, params).fetchall()[0]
     held_out = json.loads(held_out)
+    likely = evaluation.likely_range(float(expected), float(variance), evaluation.forward_range(details))
     result = {"run_id": run.run_id, "size": int(size), "scored": int(total), "share": size / total if total else 0.0,
-              "expected_conversions": float(expected)}
+              "expected_conversions": float(expected), "expected_low": likely[0] if likely else None,
+              "expected_high": likely[1] if likely else None}
     upper = rule.maximum - 1e-9 if rule.maximum is not None else (1.0 if rule.field == "probability" else 100)
     lower = rule.minimum if rule.minimum is not None else 0
     result.update(evaluation.tradeoff(held_out, rule.field, lower, upper))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai import ingest, instances, segments, store
+from cai import engine, ingest, instances, performance, scores, segments, store
 from tests.conftest import ROOT
 from tests.test_attribute_history import purchases_balance_file
 
@@ -97,6 +99,27 @@ def test_dashboard_shows_cards_charts_and_evaluation(trained_db):
     assert [expander.label for expander in app.expander] == [
         "Chart of this factor in each bucket", "Lift, gains, calibration and expected vs actual",
         "Show more: definition, data and model"]
+    # Each card's expected conversions come with their likely range, and the page says what the range allows for.
+    summary = scores.bucket_summary(trained_db, scores.latest_run(trained_db, instances.TUTORIAL_INSTANCE)["run_id"])
+    cards = [caption.value for caption in app.caption if caption.value.startswith("Mean probability")]
+    assert cards == [f"Mean probability {row.mean_probability:.1%}  \nExpected conversions "
+                     f"{row.expected_conversions:,.0f} (likely {row.expected_low:,.0f}–{row.expected_high:,.0f})"
+                     for row in summary.itertuples()]
+    assert any("likely ranges allow for the goal's rate moving by up to" in caption.value for caption in app.caption)
+
+
+def test_dashboard_shows_past_runs_against_the_likely_range_they_stated(trained_db):
+    for as_of in (dt.date(2026, 8, 1), dt.date(2026, 9, 1)):
+        engine.run_instance(trained_db, instances.TUTORIAL_INSTANCE, as_of=as_of)
+    past = performance.performance_summary(trained_db, instances.TUTORIAL_INSTANCE)
+    landed = sum(row.likely_low <= row.actual <= row.likely_high for row in past.itertuples())
+
+    app = _page("app_pages/dashboard.py", instance=instances.TUTORIAL_INSTANCE)
+
+    assert not app.exception
+    assert len(app.get("vega_lite_chart")) == 4  # the past runs' chart besides donut, distribution and factors
+    assert any(caption.value.endswith(f"what happened fell in it for {landed} of {len(past)} buckets.")
+               for caption in app.caption)
 
 
 def test_opening_the_evaluation_charts_draws_them(trained_db):
@@ -126,6 +149,8 @@ def test_create_segment_on_the_high_card_opens_the_prefilled_builder(trained_db)
     assert app.text_input(key="builder_name").value == f"{instances.TUTORIAL_INSTANCE} - Customer AI High Propensity"
     assert app.code[0].value == f'CustomerAI["{instances.TUTORIAL_INSTANCE}"].score >= 75'
     assert app.metric[0].value == high_card_count
+    expected = app.metric[1]
+    assert expected.label == "Expected conversions" and expected.delta.startswith("likely ")
 
 
 def test_saving_the_prefilled_builder_stores_the_card_count(trained_db):

@@ -38,6 +38,8 @@ def test_backtest_measures_each_cutoff_and_writes_nothing(trained_db, capsys):
         assert row["customers"] == eligible and 0 < row["base_rate"] < 0.5
         assert 0.65 < row["auc"] < 0.98 and row["lift_top_decile"] > 1.5
         assert row["calibration_error"] == pytest.approx(row["expected_rate"] / row["base_rate"] - 1)
+        assert row["likely_low"] < row["expected_rate"] < row["likely_high"]
+        assert row["within_likely_range"] == (row["likely_low"] <= row["base_rate"] <= row["likely_high"])
     assert report["mean"]["auc"] == pytest.approx(sum(r["auc"] for r in report["cutoffs"]) / 2)
     worst = max(abs(r["calibration_error"]) for r in report["cutoffs"])
     assert abs(report["mean"]["worst_calibration_error"]) == pytest.approx(worst)
@@ -53,7 +55,8 @@ def test_backtest_prints_expected_beside_actual_per_cutoff_and_the_worst_error(t
     actual, expected, error = float(row[3]), float(row[4]), float(row[5].rstrip("%")) / 100
     assert row[0] == "2026-09-01" and 0 < actual < 0.5 and 0 < expected < 0.5
     assert error == pytest.approx(expected / actual - 1, abs=0.01)
-    assert lines[-1] == f"Worst forward calibration error: {error:+.1%} (cutoff 2026-09-01)."
+    assert f"Worst forward calibration error: {error:+.1%} (cutoff 2026-09-01)." in lines
+    assert lines[-1].startswith("Actual rate within the likely range a run states: ")
 
 
 def test_a_cutoff_whose_window_is_not_over_is_refused(trained_db):
@@ -73,3 +76,8 @@ def test_online_retail_backtest_beats_the_reference_table(empty_db):
     assert summary["cutoffs"] == 8
     assert 3000 < summary["customers"] < 3080 and summary["base_rate"] == pytest.approx(0.279, abs=0.002)
     assert summary["auc"] > 0.731 and summary["average_precision"] > 0.580
+    # Forward calibration misses by up to 18% here; the likely range a run states allows for how the rate moved
+    # between its past windows, and holds the rate that followed at most cutoffs (6 of 7 when measured; April has
+    # too little history before it to state one).
+    assert summary["with_likely_range"] >= 6
+    assert summary["within_likely_range"] >= 0.75 * summary["with_likely_range"]

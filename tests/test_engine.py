@@ -420,6 +420,11 @@ def test_trade_off_figures_follow_the_cut_off(trained_db):
     assert narrow["size"] < wide["size"] and narrow["precision"] > wide["precision"]
     assert narrow["recall"] < wide["recall"]
     assert narrow["expected_return"] == pytest.approx(narrow["expected_conversions"] * 100 - narrow["size"] * 2)
+    # A segment of exactly the high bucket states the likely range the dashboard's high card does.
+    high = scores.bucket_summary(trained_db, narrow["run_id"]).set_index("bucket").loc["high"]
+    assert (narrow["expected_low"], narrow["expected_conversions"], narrow["expected_high"]) == pytest.approx(
+        (high["expected_low"], high["expected_conversions"], high["expected_high"]))
+    assert wide["expected_low"] < wide["expected_conversions"] < wide["expected_high"]
 
 
 def test_profile_lookup_exact_forgiving_and_literal(trained_db, tmp_path):

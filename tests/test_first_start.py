@@ -106,7 +106,7 @@ def test_two_tabs_opened_at_once_share_one_first_start_and_both_show_the_app(sma
 
     for tab in tabs:
         assert not tab.exception
-        assert tab.title[0].value == "Customer AI"
+        assert tab.title[0].value == instances.TUTORIAL_INSTANCE  # each lands on the demo's dashboard
         assert not tab.error
     _assert_finished(db)
 
@@ -122,8 +122,50 @@ def test_a_reloaded_page_watches_the_running_first_start_instead_of_starting_ano
     assert bootstrap.first_start(store.resolve(db)) is abandoned
     assert abandoned.done.is_set() and abandoned.error is None
     assert not reloaded.exception
-    assert reloaded.title[0].value == "Customer AI"
+    assert reloaded.title[0].value == instances.TUTORIAL_INSTANCE
     _assert_finished(db)
+
+
+def test_the_first_start_lands_on_the_dashboard_full_of_scores_and_only_once(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv(store.DB_ENV_VAR, str(tmp_path / "cai.duckdb"))
+    newcomer = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+
+    assert not newcomer.exception and not newcomer.error
+    assert newcomer.title[0].value == instances.TUTORIAL_INSTANCE
+    assert newcomer.query_params["instance"] == instances.TUTORIAL_INSTANCE
+    assert [subheader.value for subheader in newcomer.subheader][:1] == ["Score summary"]
+    # Once the store exists, the app opens on its instances as always.
+    later = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert later.title[0].value == "Customer AI"
+
+
+def test_a_first_start_opened_on_another_page_stays_on_that_page(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv(store.DB_ENV_VAR, str(tmp_path / "cai.duckdb"))
+    opened = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    opened.switch_page("app_pages/data.py")
+    opened.run()
+
+    assert not opened.exception
+    assert opened.title[0].value == "Data"
+    _assert_finished(tmp_path / "cai.duckdb")
+
+
+def test_a_watching_page_wakes_at_each_report_of_the_first_start(tmp_path):
+    job = bootstrap.FirstStart(store.resolve(tmp_path / "cai.duckdb"))
+    woken = []
+    watcher = threading.Thread(target=lambda: woken.append(job.wait_for_report(0, timeout=TIMEOUT)))
+    watcher.start()
+    job.report(0.5, "Halfway")
+    watcher.join()
+    assert woken == [1] and job.message == "Halfway"
+    # Past the last report, the end of the job wakes it too; no report is lost between two looks.
+    watcher = threading.Thread(target=lambda: woken.append(job.wait_for_report(1, timeout=TIMEOUT)))
+    watcher.start()
+    job.finish()
+    watcher.join()
+    assert woken == [1, 1] and job.done.is_set()
+    job.report(1.0, "Late")
+    assert job.wait_for_report(1, timeout=TIMEOUT) == 2
 
 
 def test_the_entry_script_shows_the_first_start_before_loading_pandas_or_scikit_learn():

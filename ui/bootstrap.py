@@ -26,6 +26,7 @@ from cai.errors import CaiError
 if TYPE_CHECKING:
     import pandas as pd
 
+# A watching page wakes at every report of the job, and looks again after this long without one.
 POLL_SECONDS = 0.25
 # What the pages and the first start import (pandas, scikit-learn, Altair: two seconds and more on a busy machine),
 # loaded once the first start's progress is on screen, while the demo is generated; the entry script and this
@@ -50,9 +51,26 @@ class FirstStart:
     # The demo's events per month and type, once generated: shown while the model trains.
     events_per_month: pd.DataFrame | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    # Counts the job's reports, so a watching page wakes at each one instead of finding it on its next look.
+    reports: int = 0
+    _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def report(self, fraction: float, message: str) -> None:
-        self.fraction, self.message = min(max(fraction, 0.0), 1.0), message
+        with self._changed:
+            self.fraction, self.message = min(max(fraction, 0.0), 1.0), message
+            self.reports += 1
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        with self._changed:
+            self.done.set()
+            self._changed.notify_all()
+
+    def wait_for_report(self, seen: int, timeout: float) -> int:
+        """Waits up to ``timeout`` seconds for a report after the ``seen``-th, or the end; returns the count now."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.reports != seen or self.done.is_set(), timeout)
+            return self.reports
 
 
 _jobs: dict[str, FirstStart] = {}
@@ -102,7 +120,7 @@ def build(job: FirstStart) -> None:
         log.exception("The first start failed")
         job.error = str(error) if isinstance(error, CaiError) else f"{type(error).__name__}: {error}"
     finally:
-        job.done.set()
+        job.finish()
 
 
 def _build_side_file(job: FirstStart) -> None:
@@ -160,9 +178,10 @@ def _holds_data(db: store.Store) -> bool:
     return db.share_key in _holding_data
 
 
-def ensure_database(db: store.Store) -> None:
-    """Runs the first start if ``db`` is empty, showing its progress; otherwise marks the runs of processes that
-    died as interrupted (a millisecond). Warns in the sidebar when a PostgreSQL store has no model key."""
+def ensure_database(db: store.Store) -> bool:
+    """Runs the first start if ``db`` is empty, showing its progress, and says whether it did; otherwise marks the
+    runs of processes that died as interrupted (a millisecond). Warns in the sidebar when a PostgreSQL store has no
+    model key."""
     if db.is_postgres and not db.model_key:
         st.sidebar.warning(store.NO_MODEL_KEY)
     if _holds_data(db):
@@ -172,7 +191,7 @@ def ensure_database(db: store.Store) -> None:
         if engine.recover_interrupted_runs(db):
             # A run found interrupted now (its machine fell silent minutes ago) is still Training in cached reads.
             cached.invalidate()
-        return
+        return False
     job = first_start(db)
     with st.status("First start: building the demo store and training the tutorial's model…",
                    expanded=True) as box:
@@ -183,8 +202,9 @@ def ensure_database(db: store.Store) -> None:
         from ui import cached  # loaded by now: see PAGE_MODULES
         from cai import charts
 
-        chart_drawn = False
-        while not job.done.wait(POLL_SECONDS):
+        chart_drawn, seen = False, 0
+        while not job.done.is_set():
+            seen = job.wait_for_report(seen, POLL_SECONDS)
             bar.progress(job.fraction, text=job.message)
             # The data the model is about to learn from, shown while it trains; the browser also loads its chart
             # renderer here rather than when the dashboard opens.
@@ -198,3 +218,4 @@ def ensure_database(db: store.Store) -> None:
             st.error(f"{plain(job.error)} Reload the page to try again.")
             st.stop()
         box.update(label=job.message, state="complete", expanded=False)
+    return True
