@@ -34,8 +34,11 @@ else:
 
 st.subheader("Datasets")
 tables.show(cached.datasets_overview(db), hide_index=True, key="data_datasets", column_config=tables.DATASET_COLUMNS)
-with st.expander("Files loaded and their problems"):
-    tables.show(ingest.batches(db), hide_index=True, key="data_batches", column_config=tables.BATCH_COLUMNS)
+loaded = ingest.batches(db)
+# Open when the newest load is still running or was cut off by a restart, which nothing else on the page tells.
+unfinished = not loaded.empty and loaded["status"].iloc[0] in (ingest.LOADING, ingest.INTERRUPTED)
+with st.expander("Files loaded and their problems", expanded=unfinished):
+    tables.show(loaded, hide_index=True, key="data_batches", column_config=tables.BATCH_COLUMNS)
     st.caption("Events per type in the latest files; “inferred” counts events typed from their XDM field groups "
                "because they had no `eventType` (“unspecified” when none applies).")
     tables.show(ingest.batch_event_types(db), hide_index=True, key="data_batch_event_types")

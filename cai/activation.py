@@ -180,21 +180,7 @@ def _claim(con, activation: dict, mode: str, postgres: bool) -> int | None:
 def _claim_here(db_path: Path, activation: dict, mode: str, postgres: bool) -> int | None:
     """``_claim`` in a transaction of its own, the delivery counted as sent by this process before the claim
     commits, so that no recovery in between takes it for one whose process died."""
-    attempts: list[int] = []
-
-    def work(con) -> int | None:
-        delivery_id = _claim(con, activation, mode, postgres)
-        if delivery_id is not None:
-            attempts.append(delivery_id)
-            _sending_here.add(delivery_id)
-        return delivery_id
-
-    delivery_id = None
-    try:
-        delivery_id = store.write(db_path, work)
-    finally:
-        _sending_here.difference_update(set(attempts) - {delivery_id})
-    return delivery_id
+    return store.claim(db_path, lambda con: _claim(con, activation, mode, postgres), _sending_here)
 
 
 def _being_sent(con, delivery_id: int, pid: int | None, host: str | None, postgres: bool) -> bool:

@@ -92,12 +92,19 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_datasets(args) -> int:
+    engine.recover_interrupted_runs(args.db)  # a load whose process is gone is listed as interrupted
     overview = ingest.datasets_overview(args.db)
     summary = ingest.store_summary(args.db)
+    unfinished = ingest.unfinished_loads(args.db)
     if args.json:
-        _print_json({"datasets": overview.to_dict("records"), "store": summary})
+        _print_json({"datasets": overview.to_dict("records"), "store": summary,
+                     "unfinished_loads": unfinished.to_dict("records")})
     else:
         print(overview.to_string(index=False))
+        for load in unfinished.itertuples():
+            outcome = "still loading" if load.status == ingest.LOADING else load.error
+            print(f"{load.file_name} into {load.dataset!r}, started {load.started_at:%Y-%m-%d %H:%M} by "
+                  f"{load.actor}: {outcome}")
         print(f"\n{summary['profiles']:,} profiles, {summary['events']:,} events, {summary['first_event']} to "
               f"{summary['last_event']} ({summary['days_covered']} days).")
     return 0

@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from cai import activation
-from cai import audit, evaluation, factors, features, identity, models, store
+from cai import audit, evaluation, factors, features, identity, ingest, models, store
 from cai.errors import CaiError, NotFound
 from cai.instances import ERROR, SUCCESS, TRAINING, Definition, get_instance
 
@@ -410,8 +410,9 @@ def _run_alive(con, run: tuple[int, int | None, str | None], postgres: bool) -> 
 
 def recover_interrupted_runs(db_path: Path) -> int:
     """Marks runs whose process (or, on PostgreSQL, machine) is gone as interrupted, and gives their instance back
-    its last good state; deliveries cut off the same way are marked failed (see
-    ``activation.recover_interrupted_deliveries``). Returns the runs marked."""
+    its last good state; deliveries cut off the same way are marked failed, and file loads interrupted (see
+    ``activation.recover_interrupted_deliveries`` and ``ingest.recover_interrupted_loads``). Returns the runs
+    marked."""
     postgres = store.resolve(db_path).is_postgres
 
     def work(con):
@@ -428,6 +429,7 @@ def recover_interrupted_runs(db_path: Path) -> int:
                 [ERROR, SUCCESS, instance_id, TRAINING],
             )
         activation.recover_interrupted_deliveries(con, postgres)
+        ingest.recover_interrupted_loads(con, postgres)
         return len(stale)
 
     return store.write(db_path, work)

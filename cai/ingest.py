@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+import os
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_BATCH_ROWS = 10_000
 # Experience Platform's columns that make a Parquet file an XDM export rather than a flat table.
 XDM_TOP_LEVEL_FIELDS = {"eventtype", "identitymap", "enduserids"}
+# The statuses of a load's record (table `loads`) until its batch is written: in progress, and found cut off.
+LOADING = "loading"
+INTERRUPTED = "interrupted"
+LOAD_INTERRUPTED = "The app stopped while loading this file; nothing from it was kept. Load it again."
 
 EVENT_COLUMNS = ["xdm_id", "ts", "event_type", "value", "order_id", "sku", "product_name", "quantity",
                  "price_total", "channel", "page_name", "tracking_code", "raw"]
@@ -79,6 +84,7 @@ class BatchReport:
     profiles_merged: int = 0
     problems: list[str] = field(default_factory=list)
     batch_id: int | None = None
+    load_id: int | None = None  # the load's record while it is in progress
     inferred_event_types: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -828,9 +834,9 @@ def _record_failed_batch(db_path: Path, report: BatchReport, started: dt.datetim
         batch_id = store.next_id(con, "batches", "batch_id")
         con.execute(
             "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_rejected, errors, "
-            "started_at, finished_at) VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, current_timestamp)",
+            "started_at, finished_at, load_id) VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, current_timestamp, ?)",
             [batch_id, rows[0][0], report.file_name, report.rows_total, report.rows_rejected,
-             json.dumps(report.problems), started],
+             json.dumps(report.problems), started, report.load_id],
         )
         return batch_id
 
@@ -838,6 +844,63 @@ def _record_failed_batch(db_path: Path, report: BatchReport, started: dt.datetim
         report.batch_id = store.write(db_path, record)
     except (CaiError, duckdb.Error):
         log.warning("Could not record the refused batch of %s", report.file_name, exc_info=True)
+
+
+_loading_here: set[int] = set()
+
+
+def _start_load(db_path: Path, report: BatchReport, kind: str | None, started: dt.datetime, actor: str) -> int:
+    """Records the load as in progress, in a transaction of its own, so that a restart cutting it off leaves a trace
+    (its own transaction leaves none). This process counts it as loading from before that commits: a recovery in
+    another session in between would take it for one whose process died."""
+    def work(con) -> int:
+        # Records are dropped once settled, so the batches' ids count too: a reused id would read as batched.
+        load_id = con.execute("SELECT greatest((SELECT coalesce(max(load_id), 0) FROM loads), "
+                              "(SELECT coalesce(max(load_id), 0) FROM batches)) + 1").fetchall()[0][0]
+        con.execute(
+            "INSERT INTO loads (load_id, file_name, dataset, kind, actor, status, pid, host, started_at, heartbeat_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+            [load_id, report.file_name, report.dataset, kind, actor, LOADING, os.getpid(), store.this_host(),
+             started])
+        return load_id
+
+    load_id = store.claim(db_path, work, _loading_here)
+    store.start_heartbeat(db_path, "loads", "load_id", load_id, LOADING)
+    return load_id
+
+
+def _end_load(db_path: Path, load_id: int) -> None:
+    """Drops the load's record once the load is settled: its batch (a success, or a refusal under a dataset that
+    exists) names it, or whoever loaded the file saw its error. The heartbeat stops with it."""
+    try:
+        store.write(db_path, lambda con: con.execute("DELETE FROM loads WHERE load_id = ?", [load_id]))
+    except (CaiError, duckdb.Error):
+        # The record stays "loading"; the next recovery tidies it away, or marks it interrupted if no batch names it.
+        log.warning("Could not close the record of load %s", load_id, exc_info=True)
+    finally:
+        _loading_here.discard(load_id)
+
+
+def recover_interrupted_loads(con: duckdb.DuckDBPyConnection, postgres: bool) -> int:
+    """Inside the caller's transaction, marks loads whose process (or, on PostgreSQL, machine) is gone as interrupted
+    with ``LOAD_INTERRUPTED``, in the Data page's batches and the audit log: their own transaction never committed,
+    so nothing of them was kept. One whose batch committed just before its process went is only tidied away.
+    Returns the loads marked."""
+    unfinished = con.execute("SELECT load_id, pid, host, file_name, dataset, kind, actor FROM loads WHERE status = ?",
+                             [LOADING]).fetchall()
+    marked = 0
+    for load_id, pid, host, file_name, dataset, kind, actor in unfinished:
+        if store.worker_alive(con, "loads", "load_id", load_id, pid, host, postgres, _loading_here.__contains__):
+            continue
+        if con.execute("SELECT count(*) FROM batches WHERE load_id = ?", [load_id]).fetchall()[0][0]:
+            con.execute("DELETE FROM loads WHERE load_id = ?", [load_id])
+            continue
+        con.execute("UPDATE loads SET status = ?, finished_at = current_timestamp, error = ? WHERE load_id = ?",
+                    [INTERRUPTED, LOAD_INTERRUPTED, load_id])
+        audit.record(con, actor, "load interrupted", "dataset", dataset,
+                     {"file": file_name, "kind": kind, "reason": LOAD_INTERRUPTED})
+        marked += 1
+    return marked
 
 
 def _insert_identities_and_profiles(con, stitched: identity.StitchResult, batch_id: int) -> None:
@@ -874,10 +937,10 @@ def _record_batch(con: duckdb.DuckDBPyConnection, report: BatchReport, stitched:
         identity.claim_profile_set(con)
     con.execute(
         "INSERT INTO batches (batch_id, dataset_id, file_name, status, rows_total, rows_accepted, "
-        "rows_duplicate, profiles_created, profiles_merged, errors, started_at, finished_at) "
-        "VALUES (?, ?, ?, 'success', ?, ?, ?, ?, ?, '[]', ?, current_timestamp)",
+        "rows_duplicate, profiles_created, profiles_merged, errors, started_at, finished_at, load_id) "
+        "VALUES (?, ?, ?, 'success', ?, ?, ?, ?, ?, '[]', ?, current_timestamp, ?)",
         [batch_id, dataset_id, report.file_name, report.rows_total, report.rows_accepted,
-         report.rows_duplicate, report.profiles_created, report.profiles_merged, started],
+         report.rows_duplicate, report.profiles_created, report.profiles_merged, started, report.load_id],
     )
     _audit_load(con, actor, report)
 
@@ -1299,6 +1362,7 @@ def _ingest(db_path: Path, file_name: str, default_dataset: str, read_parts, kin
         raise CaiError(f"Unknown kind {kind!r}: choose events or profiles.")
     report = BatchReport(file_name=file_name, dataset=dataset or default_dataset, kind=kind or "events",
                          status="failed")
+    report.load_id = _start_load(db_path, report, kind, started, actor)
     try:
         try:
             upload = _Upload(file_name, [(name, data) for name, data in read_parts() if data and not data.isspace()])
@@ -1325,6 +1389,8 @@ def _ingest(db_path: Path, file_name: str, default_dataset: str, read_parts, kin
         report.problems = [str(error), *error.problems]
         _record_failed_batch(db_path, report, started)
         raise
+    finally:
+        _end_load(db_path, report.load_id)
 
 
 def ingest_file(db_path: Path, path: Path, kind: str | None = None, dataset: str | None = None,
@@ -1366,16 +1432,34 @@ def datasets_overview(db_path: Path) -> pd.DataFrame:
     )
 
 
+# Loads no batch names yet: in progress, or interrupted (see recover_interrupted_loads).
+_UNFINISHED_LOADS = "loads l WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.load_id = l.load_id)"
+
+
 def batches(db_path: Path) -> pd.DataFrame:
+    """Every file loaded or refused, newest first, with the loads in progress ("loading") and those a restart cut
+    off ("interrupted", their problem saying so), which have no batch and brought no rows."""
     return store.query_df(
         db_path,
-        """
+        f"""
         SELECT b.batch_id, d.name AS dataset, b.file_name, b.status, b.rows_total, b.rows_accepted,
-               b.rows_rejected, b.rows_duplicate, b.profiles_created, b.profiles_merged, b.errors,
+               b.rows_rejected, b.rows_duplicate, b.profiles_created, b.profiles_merged, b.errors::VARCHAR AS errors,
                b.started_at, b.finished_at
-        FROM batches b JOIN datasets d USING (dataset_id) ORDER BY b.batch_id DESC
+        FROM batches b JOIN datasets d USING (dataset_id)
+        UNION ALL
+        SELECT NULL, l.dataset, l.file_name, l.status, 0, 0, 0, 0, 0, 0,
+               CASE WHEN l.error IS NOT NULL THEN to_json([l.error])::VARCHAR END, l.started_at, l.finished_at
+        FROM {_UNFINISHED_LOADS}
+        ORDER BY started_at DESC, batch_id DESC
         """,
     )
+
+
+def unfinished_loads(db_path: Path) -> pd.DataFrame:
+    """Loads in progress and loads a restart cut off, newest first (the command line's listing)."""
+    return store.query_df(
+        db_path, f"SELECT l.file_name, l.dataset, l.kind, l.actor, l.status, l.started_at, l.error "
+                 f"FROM {_UNFINISHED_LOADS} ORDER BY l.started_at DESC")
 
 
 def store_summary(db_path: Path) -> dict:

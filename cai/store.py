@@ -348,7 +348,27 @@ MIGRATIONS: list[str] = [
     FileOnly("""
     CREATE INDEX identities_by_profile ON identities (profile_id);
     """),
-    # 14: phone numbers stored as written become one canonical form, merging the profiles that share a number.
+    # 14: a file load is recorded when it starts, in a transaction of its own, with its process and machine, so one
+    # cut off by a restart is marked interrupted instead of vanishing without a trace. The batch it becomes names it,
+    # committed with its rows: a load whose id no batch carries is still loading, or was interrupted.
+    """
+    CREATE TABLE loads (
+        load_id BIGINT PRIMARY KEY,
+        file_name VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        kind VARCHAR,
+        actor VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        pid INTEGER,
+        host VARCHAR,
+        started_at TIMESTAMP NOT NULL,
+        heartbeat_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        error VARCHAR
+    );
+    ALTER TABLE batches ADD COLUMN load_id BIGINT;
+    """,
+    # 15: phone numbers stored as written become one canonical form, merging the profiles that share a number.
     DataFix("cai.identity:normalise_stored_phone_numbers"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -782,6 +802,29 @@ def write(location: Store | str | os.PathLike, work: Callable[[duckdb.DuckDBPyCo
                 raise StoreBusy("Someone else is saving changes right now. Try again in a moment.") from error
             time.sleep(delay)
             delay = min(delay * 2, 0.3)
+
+
+def claim(location: Store | str | os.PathLike, work: Callable[[duckdb.DuckDBPyConnection], int | None],
+          working: set[int]) -> int | None:
+    """``write(location, work)`` for work that claims a row for this process (a delivery to send, a load) and
+    returns its key, or None when there is nothing to claim. The key is in ``working`` (what ``worker_alive`` asks
+    of this process) from before the claim commits, so that no recovery in between takes it for one whose process
+    died; an attempt that did not commit leaves it out."""
+    attempts: list[int] = []
+
+    def claiming(con: duckdb.DuckDBPyConnection) -> int | None:
+        key = work(con)
+        if key is not None:
+            attempts.append(key)
+            working.add(key)
+        return key
+
+    key = None
+    try:
+        key = write(location, claiming)
+    finally:
+        working.difference_update(set(attempts) - {key})
+    return key
 
 
 def query_df(location: Store | str | os.PathLike, sql: str, params: list | dict | None = None):

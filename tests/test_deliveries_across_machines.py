@@ -64,8 +64,8 @@ def test_a_delivery_in_another_process_is_not_sent_twice_and_is_retried_once_it_
             time.sleep(0.3)
         assert _delivery(trained_db)[3] > first_beat
         # Machine A's process id means nothing here: one that no process of this machine has must not matter.
-        with store.transaction(trained_db) as con:
-            con.execute("UPDATE deliveries SET pid = ?", [_finished_process_id()])
+        # Retried: the other process's heartbeat may update the row between this update's read and its write.
+        store.write(trained_db, lambda con: con.execute("UPDATE deliveries SET pid = ?", [_finished_process_id()]))
         assert activation.deliver_pending(trained_db, segment=SEGMENT)[0].status == "up to date"
 
     delivery_held_elsewhere.kill()

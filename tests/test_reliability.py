@@ -32,10 +32,15 @@ def progress(fraction, message):
 engine.run_instance(sys.argv[1], instances.TUTORIAL_INSTANCE, progress=progress)
 """
 
-INGEST_SLOWLY = """
-import sys
+# Loads a file and freezes inside its transaction once every event and identity is written, before the batch is
+# recorded and committed, so the test can kill it right there.
+LOAD_UNTIL_WRITTEN = """
+import sys, time
 from cai import ingest
-print("LOADING", flush=True)
+def freeze(*args, **kwargs):
+    print("WRITTEN", flush=True)
+    time.sleep(600)
+ingest._record_batch = freeze
 ingest.ingest_file(sys.argv[1], sys.argv[2])
 """
 
@@ -120,12 +125,11 @@ def test_an_ingestion_killed_midway_leaves_no_partial_batch(empty_db, tmp_path):
     ingest.ingest_bytes(empty_db, b"timestamp,event_type,email\n2026-01-01,search,first@example.com\n", "first.csv")
     store.release(empty_db)
 
-    child = _child(INGEST_SLOWLY, empty_db, big)
-    _wait_for(child, "LOADING")
-    time.sleep(1.5)
+    child = _child(LOAD_UNTIL_WRITTEN, empty_db, big)
+    _wait_for(child, "WRITTEN")
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert child.returncode == -signal.SIGKILL, "the load finished before it could be interrupted"
+    assert child.returncode == -signal.SIGKILL, "the load ended before it was killed"
 
     with store.connect(empty_db) as con:
         events, batches, identities = con.execute(

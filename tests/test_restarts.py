@@ -26,17 +26,23 @@ START_A_REPLICA = "import sys; from cai import store; store.migrate(sys.argv[1])
 SEGMENT = "Sent before the restart"
 TUTORIAL = instances.TUTORIAL_INSTANCE
 # A container in the middle of a load that merges profiles, gone silent without closing its connection (its machine
-# died): its transaction stays open on the server, holding the row every load and run swap writes.
+# died): its transaction stays open on the server, holding the row every load and run swap writes. It stays busy in
+# it, waiting (with no lock timeout to speak of) for the advisory lock argv[2] that the test holds, until the test lets
+# it go silent: the server's idle timer starts only then, however slowly the test reaches its first write.
 VANISH_MID_LOAD = """
 import sys, time
 from cai import identity, store
 store.IDLE_IN_TRANSACTION_SECONDS = 2
+store.BUSY_WAIT_SECONDS = 600
 def hold(con):
     identity.claim_profile_set(con)
     print("holding", flush=True)
+    store.postgres_execute(con, f"SELECT pg_advisory_xact_lock({sys.argv[2]})")
     time.sleep(600)
 store.write(sys.argv[1], hold)
 """
+# Any fixed number other than store.MIGRATION_LOCK_ID.
+GO_SILENT_LOCK_ID = 7_310_015
 # The container stops (SIGKILL, no clean-up) the moment the delivery opens the members file.
 STOP_WHILE_DELIVERING = """
 import os, signal, sys
@@ -297,13 +303,17 @@ def test_a_container_that_vanished_mid_load_blocks_other_writers_only_briefly(pg
     it until the server's TCP keepalive gave up (hours). Now the waiting writer hears "busy" after a few seconds,
     and the server ends the silent transaction, so the next attempt goes through."""
     store.migrate(pg_url)
-    vanished = subprocess.Popen([sys.executable, "-c", VANISH_MID_LOAD, pg_url], cwd=ROOT, stdout=subprocess.PIPE,
-                                text=True)
+    gate = _raw(pg_url)
+    gate.begin()
+    gate.execute(f"CALL postgres_execute('raw', 'SELECT pg_advisory_xact_lock({GO_SILENT_LOCK_ID})')")
+    vanished = subprocess.Popen([sys.executable, "-c", VANISH_MID_LOAD, pg_url, str(GO_SILENT_LOCK_ID)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
     try:
         assert vanished.stdout.readline().strip() == "holding"
         monkeypatch.setattr(store, "BUSY_WAIT_SECONDS", 1.0)
         with pytest.raises(StoreBusy):
             _within(30, lambda: store.write(pg_url, identity.claim_profile_set))
+        gate.rollback()  # the container goes silent now
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -316,3 +326,4 @@ def test_a_container_that_vanished_mid_load_blocks_other_writers_only_briefly(pg
         vanished.kill()
         vanished.wait()
         vanished.stdout.close()
+        gate.close()
