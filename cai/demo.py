@@ -151,7 +151,7 @@ def _identities_frame(rng, profiles: pd.DataFrame, tier_index: np.ndarray) -> pd
         + pd.Series(rng.integers(10**17, 10**18, n)).astype(str)
     )
     phone_ok = rng.random(n) < 0.8
-    phone = "+1-555-" + pd.Series(ids + 1_000_000).astype(str).str[-7:]
+    phone = "+1555" + pd.Series(ids + 1_000_000).astype(str).str[-7:]
     frames = [
         pd.DataFrame({"namespace": "Email", "id_value": email, "profile_id": ids, "is_primary": True}),
         pd.DataFrame({"namespace": "ECID", "id_value": ecid, "profile_id": ids, "is_primary": False}),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import duckdb
 import pandas as pd
 
-from cai import attributes, store
+from cai import attributes, audit, store
 
 # The typed columns of a profile, besides its JSON attributes.
 PROFILE_COLUMNS = ["first_name", "last_name", "gender", "birth_year", "city", "country", "loyalty_tier",
@@ -21,6 +23,22 @@ _NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES} | {
 MAX_IDENTITY_CHARS = 256
 # Text that stands for "no value" in exports; it must never link two customers.
 PLACEHOLDER_VALUES = {"null", "none", "undefined", "nan", "n/a", "0", "-"}
+PHONE_NAMESPACE = "Phone"
+# E.164 numbers have at most 15 digits; fewer than 5 is no number anyone can be called on.
+PHONE_MIN_DIGITS, PHONE_MAX_DIGITS = 5, 15
+# Separators between a number's digits: spaces (NFKC has made non-breaking, thin and other wide spaces plain ones,
+# and fullwidth digits ASCII), hyphens and dashes, dots, parentheses and slashes.
+_PHONE_SEPARATORS = str.maketrans("", "", " -.()/\u2010\u2011\u2012\u2013\u2014\u2015\u2212")
+# Every way of marking an extension holds one of these; the pattern is tried only then (it costs more).
+_EXTENSION_SIGNS = "xX#;"
+_PHONE_DIGITS = re.compile(r"\+?[0-9]+")
+_TRUNK_PREFIX = re.compile(r"\(\s*0\s*\)")
+_PHONE_EXTENSION = re.compile(
+    r"(?P<number>.*?[0-9)])\s*(?:;\s*ext\s*=|,?\s*(?:extension|ext\.?|x|#))\s*(?P<extension>[0-9]{1,8})",
+    re.IGNORECASE)
+# profile_merges of a schema upgrade, which no load's batch made (batches are numbered from 1).
+UPGRADE_BATCH_ID = 0
+UPGRADE_ACTOR = "schema upgrade"
 
 IdentityKey = tuple[str, str]
 
@@ -32,7 +50,18 @@ def canonical_namespace(name: str) -> str:
 
 def identity_value(namespace: str, value) -> tuple[str | None, str | None]:
     """(the value as stored, None) for a real identity; (None, None) when absent (empty); (None, reason) for a
-    value that is not an identity. Emails are stored lower-case, so they match whatever the case."""
+    value that is not an identity. Emails are stored lower-case, so they match whatever the case; phone numbers
+    in one canonical form (see ``phone_number``), so they match however they were written."""
+    written, reason = written_value(namespace, value)
+    if written is None:
+        return None, reason
+    return stored_value(namespace, written)
+
+
+def written_value(namespace: str, value) -> tuple[str | None, str | None]:
+    """The value as written (trimmed; emails lower-case), as ``identity_value`` answers, before a phone number is
+    put in its canonical form: what an event's content id is made from, so ids made before phone numbers were
+    normalised stay the same."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, None
     if isinstance(value, (dict, list)):
@@ -54,6 +83,56 @@ def identity_value(namespace: str, value) -> tuple[str | None, str | None]:
         # 'unknown' or 'no email' in every customer's row would otherwise stitch them all into one profile.
         return None, "`Email` has no @, so it is not an email address"
     return (text.lower() if namespace == "Email" else text), None
+
+
+def stored_value(namespace: str, written: str) -> tuple[str | None, str | None]:
+    """A value ``written_value`` accepted, as stored: a phone number in its canonical form, anything else as is."""
+    return phone_number(written) if namespace == PHONE_NAMESPACE else (written, None)
+
+
+def phone_number(text: str) -> tuple[str | None, str | None]:
+    """(the canonical form, None) of a phone number, or (None, reason) for text that is not one.
+
+    The canonical form is the number's digits, after a ``+`` when it has its country code: ``tel:`` and the
+    separators exports write go (spaces of any width, ``-``, ``.``, ``(``, ``)``, ``/``), a leading ``00`` is the
+    international ``+``, and after a country code a ``(0)`` (the trunk prefix dialled at home) goes too. A number
+    without a country code is not given one: ``555 123 4567`` is ``5551234567``, another identity than
+    ``+15551234567``, since guessing the country could join two customers. An extension (``ext. 12``, ``x12``,
+    ``#12``, ``;ext=12``) stays part of the identity, as ``+15551234567;ext=12``: a switchboard's number is shared
+    by everyone behind it, so it never joins its extensions, nor a customer who gave it without one."""
+    text = _without_tel(text)
+    extension = _PHONE_EXTENSION.fullmatch(text) if any(sign in text for sign in _EXTENSION_SIGNS) else None
+    if extension:
+        text = extension.group("number")
+    if text.startswith(("+", "00")):
+        text = _TRUNK_PREFIX.sub("", text, count=1)
+    digits = _without_separators(text)
+    if not _PHONE_DIGITS.fullmatch(digits):
+        return None, (f"`{PHONE_NAMESPACE}` holds letters or signs that a phone number does not have, so it is not "
+                      "a phone number")
+    count = len(digits.lstrip("+"))
+    if not PHONE_MIN_DIGITS <= count <= PHONE_MAX_DIGITS:
+        return None, (f"`{PHONE_NAMESPACE}` has {count} digits, and a phone number has {PHONE_MIN_DIGITS} to "
+                      f"{PHONE_MAX_DIGITS}, so it is not a phone number")
+    if digits.startswith("+0"):
+        return None, (f"`{PHONE_NAMESPACE}` starts with +0, and no country code starts with 0, so it is not a phone "
+                      "number")
+    return (f"{digits};ext={extension.group('extension')}" if extension else digits), None
+
+
+def phone_prefix(text: str) -> str:
+    """The start of a phone number as typed, written as its canonical form starts (a search by prefix)."""
+    return _without_separators(_without_tel(text))
+
+
+def _without_tel(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).strip()
+    return text[4:].strip() if text[:4].lower() == "tel:" else text
+
+
+def _without_separators(text: str) -> str:
+    digits = text.translate(_PHONE_SEPARATORS)
+    return "+" + digits[2:] if digits.startswith("00") else digits
 
 
 class _UnionFind:
@@ -211,6 +290,43 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
         {"batch": batch_id},
     )
     con.unregister("profile_merge_plan")
+
+
+def normalise_stored_phone_numbers(con: duckdb.DuckDBPyConnection) -> None:
+    """A schema upgrade, inside its transaction: the phone numbers a store holds as written, in their canonical form
+    (``phone_number``). Profiles whose numbers turn out to be one are one customer and merge as a load merges them;
+    a stored value that is no phone number is left as it was (a load now refuses it)."""
+    rows = con.execute("SELECT id_value, is_primary FROM identities WHERE namespace = ?", [PHONE_NAMESPACE]).fetchall()
+    canonical = {value: phone_number(value)[0] for value, _ in rows}
+    if not rows:
+        return  # an empty store stays empty: a copy is refused a target holding any row
+    # Claimed even with nothing to change: a run's swap must not keep scores of profiles merged here, and on
+    # PostgreSQL a second replica upgrading at once, whose snapshot predates this one's commit, is refused for
+    # writing the same row and finds the upgrade done (see store._migrate).
+    claim_profile_set(con)
+    forms: dict[str, list[str]] = {}
+    for value, cleaned in canonical.items():
+        if cleaned is not None and cleaned != value:
+            forms.setdefault(cleaned, [cleaned]).append(value)
+    if not forms:
+        return
+    stitched = stitch(con, [[(PHONE_NAMESPACE, value) for value in values] for values in forms.values()], set())
+    apply_merges(con, stitched.merges, UPGRADE_BATCH_ID)
+    primary = {canonical[value] for value, is_primary in rows if is_primary}
+    con.register("rewritten_phone_numbers", pd.DataFrame({"id_value": [value for values in forms.values()
+                                                                       for value in values]}))
+    con.register("canonical_phone_numbers", pd.DataFrame(
+        [(PHONE_NAMESPACE, cleaned, stitched.profile_of[(PHONE_NAMESPACE, cleaned)], cleaned in primary)
+         for cleaned in forms], columns=["namespace", "id_value", "profile_id", "is_primary"]))
+    con.execute("DELETE FROM identities WHERE namespace = ? AND id_value IN "
+                "(SELECT id_value FROM rewritten_phone_numbers)", [PHONE_NAMESPACE])
+    con.execute("INSERT INTO identities SELECT namespace, id_value, profile_id, is_primary "
+                "FROM canonical_phone_numbers")
+    con.unregister("rewritten_phone_numbers")
+    con.unregister("canonical_phone_numbers")
+    audit.record(con, UPGRADE_ACTOR, "merge", "identities", PHONE_NAMESPACE, {
+        "numbers_rewritten": sum(len(values) - 1 for values in forms.values()),
+        "profiles_merged": len(stitched.merges)})
 
 
 def _merge_json_attributes(con: duckdb.DuckDBPyConnection) -> None:

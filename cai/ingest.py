@@ -100,6 +100,8 @@ class _Parsed:
     primaries: list[identity.IdentityKey | None]
     problems: list[tuple[int, str]]
     unreadable_rows: set[int] = field(default_factory=set)  # refused whole; their fields are not checked
+    # The identities as written of the rows where they differ from those stored (see _content_ids).
+    written_identities: dict[int, list[identity.IdentityKey]] = field(default_factory=dict)
 
 
 # --- Reading files -------------------------------------------------------------------------------------------
@@ -403,22 +405,35 @@ def _xdm_records(text: str, file_name: str):
             yield number, xdm.normalise(record), None
 
 
-def _clean_identities(pairs, row: int, problems: list[tuple[int, str]]) -> list[identity.IdentityKey]:
-    keys = []
+def _stored_and_written_identities(pairs, row: int, problems: list[tuple[int, str]]) -> tuple[
+        list[identity.IdentityKey], list[identity.IdentityKey]]:
+    """A row's identities as stored, and as written (see ``identity.written_value``)."""
+    keys, written = [], []
     for namespace, value in pairs:
-        cleaned, reason = identity.identity_value(namespace, value)
+        text, reason = identity.written_value(namespace, value)
+        if text is not None:
+            cleaned, reason = identity.stored_value(namespace, text)
         if reason:
             problems.append((row, reason))
-        elif cleaned is not None:
+        elif text is not None:
             keys.append((namespace, cleaned))
-    return list(dict.fromkeys(keys))
+            written.append((namespace, text))
+    return list(dict.fromkeys(keys)), list(dict.fromkeys(written))
 
 
-def _with_tenant_identities(record: dict, keys: list[identity.IdentityKey]) -> list[identity.IdentityKey]:
-    """The record's identities and those of its tenant fields named after a namespace that hold a real identity."""
-    guessed = [(namespace, identity.identity_value(namespace, value)[0])
-               for namespace, value in xdm.tenant_identities(record)]
-    return list(dict.fromkeys([*keys, *((namespace, value) for namespace, value in guessed if value is not None)]))
+def _with_tenant_identities(record: dict, keys: list[identity.IdentityKey], written: list[identity.IdentityKey]
+                            ) -> tuple[list[identity.IdentityKey], list[identity.IdentityKey]]:
+    """The record's identities, as stored and as written, and those of its tenant fields named after a namespace
+    that hold a real identity."""
+    keys, written = list(keys), list(written)
+    for namespace, value in xdm.tenant_identities(record):
+        text = identity.written_value(namespace, value)[0]
+        if text is not None:
+            written.append((namespace, text))
+            cleaned = identity.stored_value(namespace, text)[0]
+            if cleaned is not None:
+                keys.append((namespace, cleaned))
+    return list(dict.fromkeys(keys)), list(dict.fromkeys(written))
 
 
 def _cleaned_primary(primary, row_keys: list[identity.IdentityKey]) -> identity.IdentityKey | None:
@@ -477,7 +492,7 @@ def _item_sum(values: list, whole: bool):
 
 def _parse_xdm(records) -> _Parsed:
     """The events of (row number, record, problem) triples, as `_upload_records` yields them."""
-    rows, keys, primaries, problems, unreadable = [], [], [], [], set()
+    rows, keys, primaries, problems, unreadable, written_identities = [], [], [], [], set(), {}
     columns = [*EVENT_COLUMNS, "type_inferred"]
     for number, record, problem in records:
         if record is None:
@@ -490,7 +505,9 @@ def _parse_xdm(records) -> _Parsed:
         event = _xdm_event(record)
         rows.append(tuple(event[column] for column in columns))  # a tuple costs a fraction of the dict
         pairs, primary = xdm.identities(record)
-        record_keys = _with_tenant_identities(record, _clean_identities(pairs, number, problems))
+        record_keys, written = _with_tenant_identities(record, *_stored_and_written_identities(pairs, number, problems))
+        if written != record_keys:
+            written_identities[len(keys)] = written
         keys.append(record_keys)
         primaries.append(_cleaned_primary(primary, record_keys))
     # Object columns keep None (absent) apart from NaN (a value the file wrote, refused later).
@@ -498,7 +515,7 @@ def _parse_xdm(records) -> _Parsed:
                           for index, column in enumerate(columns)})
     del rows
     frame["row"] = np.arange(1, len(frame) + 1)
-    return _Parsed(frame, keys, primaries, problems, unreadable)
+    return _Parsed(frame, keys, primaries, problems, unreadable, written_identities)
 
 
 def _check_table_size(rows: int, columns: int, file_name: str) -> None:
@@ -560,14 +577,17 @@ def _table_identities(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
 
 def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[str, str], first_row: int,
                     problems: list[tuple[int, str]]):
-    keys, primaries = [], []
+    """Each row's identities and primary identity, and the identities as written of the rows where they differ."""
+    keys, primaries, written_identities = [], [], {}
     values = {column: table[column].tolist() for column in columns}
     for index in range(len(table)):
-        row_keys = _clean_identities(((namespaces[column], values[column][index]) for column in columns),
-                                     index + first_row, problems)
+        row_keys, written = _stored_and_written_identities(
+            ((namespaces[column], values[column][index]) for column in columns), index + first_row, problems)
+        if written != row_keys:
+            written_identities[index] = written
         keys.append(row_keys)
         primaries.append(row_keys[0] if row_keys else None)
-    return keys, primaries
+    return keys, primaries, written_identities
 
 
 def _parse_event_table(table: pd.DataFrame) -> _Parsed:
@@ -597,10 +617,10 @@ def _parse_event_table(table: pd.DataFrame) -> _Parsed:
         "type_inferred": False,
     })
     problems: list[tuple[int, str]] = []
-    keys, primaries = _row_identities(table, id_columns, namespaces, 2, problems)
+    keys, primaries, written_identities = _row_identities(table, id_columns, namespaces, 2, problems)
     frame["known_profile_id"] = table.get("profile_id")
     frame["row"] = np.arange(2, len(frame) + 2)
-    return _Parsed(frame, keys, primaries, problems)
+    return _Parsed(frame, keys, primaries, problems, written_identities=written_identities)
 
 
 # --- Validation ----------------------------------------------------------------------------------------------
@@ -1028,13 +1048,14 @@ def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], f
     table = table.astype(object).where(table.notna(), None)
     if "identityMap" in table.columns:
         pairs = [xdm.identities({"identityMap": value}) for value in table["identityMap"]]
-        keys = [_clean_identities(found, index + first_row, problems) for index, (found, _) in enumerate(pairs)]
+        keys = [_stored_and_written_identities(found, index + first_row, problems)[0]
+                for index, (found, _) in enumerate(pairs)]
         primaries = [_cleaned_primary(primary, row_keys) for (_, primary), row_keys in zip(pairs, keys)]
         id_columns: list[str] = []
     else:
         id_columns, namespaces = _table_identities(table)
         id_columns.sort(key=lambda column: namespaces[column] != "Email")
-        keys, primaries = _row_identities(table, id_columns, namespaces, first_row, problems)
+        keys, primaries, _ = _row_identities(table, id_columns, namespaces, first_row, problems)
     return _profile_attributes(table, id_columns), keys, primaries
 
 
@@ -1044,7 +1065,7 @@ def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]], now
     for number, record in enumerate(records, start=1):
         row, found, primary = xdm.profile_row(record)
         rows.append(row)
-        row_keys = _with_tenant_identities(record, _clean_identities(found, number, problems))
+        row_keys, _ = _with_tenant_identities(record, *_stored_and_written_identities(found, number, problems))
         keys.append(row_keys)
         primaries.append(_cleaned_primary(primary, row_keys) or (row_keys[0] if row_keys else None))
     frame = pd.DataFrame(rows, columns=[*identity.PROFILE_COLUMNS, "attributes"], dtype=object)
@@ -1240,8 +1261,8 @@ def _load_events(upload: _Upload, report: BatchReport, now: dt.datetime):
     # the whole file in memory.
     missing = np.flatnonzero(clean["xdm_id"].isna().to_numpy())
     if len(missing):
-        clean.loc[clean.index[missing], "xdm_id"] = _content_ids(clean.iloc[missing],
-                                                                 [parsed.identities[i] for i in missing])
+        clean.loc[clean.index[missing], "xdm_id"] = _content_ids(
+            clean.iloc[missing], [parsed.written_identities.get(i, parsed.identities[i]) for i in missing])
     return clean, parsed
 
 
@@ -1257,9 +1278,10 @@ def _canonical(value) -> str:
 
 
 def _content_ids(clean: pd.DataFrame, identities: list[list[identity.IdentityKey]]) -> pd.Series:
-    """An id made from each event's content (every field and identity), for events that bring no `_id`, so that a
-    file loaded twice, or two exports that overlap, add each event once. The n-th copy of an event within one file
-    gets its own id, so events a file repeats on purpose (two equal purchases in one second) are all kept."""
+    """An id made from each event's content (every field and identity as written), for events that bring no `_id`,
+    so that a file loaded twice, or two exports that overlap, add each event once. The n-th copy of an event within
+    one file gets its own id, so events a file repeats on purpose (two equal purchases in one second) are all kept.
+    A phone number counts as written, not in its canonical form: ids made before numbers were normalised stay."""
     text = pd.Series(["\x1f".join(f"{namespace}\x1e{value}" for namespace, value in sorted(keys))
                       for keys in identities], index=clean.index, dtype=object)
     for column in clean.columns.drop("xdm_id"):

@@ -12,7 +12,7 @@ import pandas as pd
 
 from cai import engine, evaluation, features, models, privacy, segments, store
 from cai.features import feature_catalog
-from cai.identity import canonical_namespace, identity_value
+from cai.identity import PHONE_NAMESPACE, canonical_namespace, identity_value, phone_prefix
 from cai.instances import Definition
 
 PROFILE_ID = "Profile ID"
@@ -57,12 +57,15 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
     if not text:
         return pd.DataFrame(columns=columns)
     pattern = _escape_like(text.lower())
+    # A number's start typed as written (+1 (555) 10) finds the numbers, which are stored without separators.
+    identity_pattern = _escape_like(phone_prefix(text)) if namespace == PHONE_NAMESPACE else pattern
     with store.connect(db_path) as con:
         return con.execute(
             """
             WITH hits AS MATERIALIZED (
                 SELECT DISTINCT profile_id FROM identities
-                WHERE $by_prefix AND namespace = $namespace AND lower(id_value) LIKE $pattern || '%' ESCAPE '\\'
+                WHERE $by_prefix AND namespace = $namespace AND lower(id_value) LIKE $identity_pattern || '%'
+                      ESCAPE '\\'
                       AND ($personal OR NOT regexp_matches(id_value, $personal_pattern))
                 UNION
                 SELECT profile_id FROM profiles
@@ -94,8 +97,9 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
             LEFT JOIN primary_identities pi USING (profile_id) LEFT JOIN latest l USING (profile_id)
             ORDER BY h.profile_id
             """,
-            {"namespace": namespace, "pattern": pattern, "exact": text, "limit": limit, "by_prefix": by_prefix,
-             "personal": personal_hits, "personal_pattern": privacy.PERSONAL_VALUE_PATTERN},
+            {"namespace": namespace, "pattern": pattern, "identity_pattern": identity_pattern, "exact": text,
+             "limit": limit, "by_prefix": by_prefix, "personal": personal_hits,
+             "personal_pattern": privacy.PERSONAL_VALUE_PATTERN},
         ).df()
 
 

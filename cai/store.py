@@ -4,6 +4,7 @@ DuckDB's dialect), its versioned schema, and short units of work against it."""
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import re
 import socket
@@ -66,6 +67,12 @@ class PostgresOnly(str):
 
 class FileOnly(str):
     """A migration only a DuckDB file needs; a PostgreSQL store just records it."""
+
+
+class DataFix(str):
+    """A migration that rewrites data by a rule the app keeps in Python (a phone number's canonical form, a load's
+    profile merge): ``"module:function"``, called with the connection inside the upgrade's transaction, on either
+    backend."""
 
 
 # Each entry upgrades the schema by one version; never edit a shipped entry, append a new one.
@@ -361,6 +368,8 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE batches ADD COLUMN load_id BIGINT;
     """,
+    # 15: phone numbers stored as written become one canonical form, merging the profiles that share a number.
+    DataFix("cai.identity:normalise_stored_phone_numbers"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -607,6 +616,8 @@ def _apply_migrations(con: duckdb.DuckDBPyConnection, postgres: bool, current: i
             elif isinstance(migration, FileOnly):
                 if not postgres:
                     con.execute(migration)
+            elif isinstance(migration, DataFix):
+                _run_data_fix(migration, con)
             else:
                 con.execute(_for_postgres(migration) if postgres else migration)
             con.execute("INSERT INTO schema_version VALUES (?, current_timestamp)", [version])
@@ -614,6 +625,12 @@ def _apply_migrations(con: duckdb.DuckDBPyConnection, postgres: bool, current: i
     except BaseException:
         con.rollback()
         raise
+
+
+def _run_data_fix(fix: DataFix, con: duckdb.DuckDBPyConnection) -> None:
+    module, _, function = fix.partition(":")
+    # Imported only now: the modules holding data fixes import this one.
+    getattr(importlib.import_module(module), function)(con)
 
 
 def _for_postgres(ddl: str) -> str:

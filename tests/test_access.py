@@ -214,8 +214,8 @@ def test_csv_exports_neutralise_formulas_and_parquet_keeps_raw_values(trained_db
         row = csv.index[csv["email"].str.contains("cmd@b.com", regex=False)][0]
         assert csv["email"][row].startswith("'+cmd@b.com")
         assert raw["email"][row].startswith("+cmd@b.com") and all(value.lower() in raw["email"][row] for value in formulas)
-        assert (csv["phone"][csv["phone"] != ""].str.startswith("'+1-555-")).all()
-        assert (raw["phone"].dropna().str.startswith("+1-555-")).all()
+        assert (csv["phone"][csv["phone"] != ""].str.startswith("'+1555")).all()
+        assert (raw["phone"].dropna().str.startswith("+1555")).all()
         assert pd.to_numeric(csv["score"]).between(0, 100).all()
 
 

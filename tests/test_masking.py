@@ -22,7 +22,7 @@ PAGES = ["app_pages/instances.py", "app_pages/dashboard.py", "app_pages/segment_
 # Each personal value a file can bring, and the place it came through.
 SECRETS = {
     "profile email identity": "secret.person@private-mail.org",
-    "profile phone identity": "+44 7700 900123",
+    "profile phone identity": "+447700900123",
     "a first name that is an email": "jane.doe@hidden.example",
     "a city that is a phone number": "+1 (212) 555-0199",
     "a `mobile` column (JSON attribute, bare digits)": "07700900456",
@@ -38,6 +38,8 @@ SECRETS = {
     "a rejected phone quoted in a batch error": "+49 30 1234 5678",
 }
 TUTORIAL_EMAIL = "hbirkenshawa@businessweek.com"
+# The profile phone identity as the file writes it: it is stored, and shown, in the form SECRETS holds.
+WRITTEN_PHONE = "+44 7700 900123"
 
 
 def _seed(db) -> int:
@@ -45,7 +47,7 @@ def _seed(db) -> int:
     crmid = profiles.identities(db, profiles.find(db, "Email", TUTORIAL_EMAIL))
     crmid = crmid.loc[crmid["namespace"] == "CRMID", "identity"].iloc[0]
     profile_file = pd.DataFrame({
-        "crmid": [crmid], "email": [SECRETS["profile email identity"]], "phone": [SECRETS["profile phone identity"]],
+        "crmid": [crmid], "email": [SECRETS["profile email identity"]], "phone": [WRITTEN_PHONE],
         "first_name": [SECRETS["a first name that is an email"]], "city": [SECRETS["a city that is a phone number"]],
         "mobile": [SECRETS["a `mobile` column (JSON attribute, bare digits)"]],
         "backup_contact": [SECRETS["a JSON attribute holding an email"]],

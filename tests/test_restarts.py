@@ -73,25 +73,35 @@ def _waiting_for_the_migration_lock(con: duckdb.DuckDBPyConnection) -> int:
                        "''advisory'' AND NOT granted')").fetchall()[0][0]
 
 
+def start_replicas_together(url: str) -> None:
+    """Starts ``REPLICAS`` processes that each upgrade the store at ``url``, as replicas do, all made to wait for
+    the migration lock at once, then lets them go; asserts they all succeed and the schema's versions are recorded
+    once each; the caller checks the data."""
+    holder, watcher = _raw(url), _raw(url)
+    try:
+        holder.begin()
+        holder.execute(f"CALL postgres_execute('raw', 'SELECT pg_advisory_xact_lock({store.MIGRATION_LOCK_ID})')")
+        replicas = [subprocess.Popen([sys.executable, "-c", START_A_REPLICA, url], cwd=ROOT,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(REPLICAS)]
+        deadline = time.monotonic() + 60
+        while _waiting_for_the_migration_lock(watcher) < REPLICAS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _waiting_for_the_migration_lock(watcher) == REPLICAS
+        holder.rollback()
+        errors = [replica.communicate(timeout=120)[1] for replica in replicas]
+        assert [replica.returncode for replica in replicas] == [0] * REPLICAS, errors
+        versions = watcher.execute("SELECT version FROM raw.schema_version ORDER BY version").fetchall()
+        assert [version for (version,) in versions] == list(range(1, store.SCHEMA_VERSION + 1))
+    finally:
+        # Closed even when an assertion fails: a connection left open past the server's end aborts the process.
+        holder.close()
+        watcher.close()
+
+
 def test_replicas_starting_together_on_an_empty_database_all_start(pg_url):
     """Each replica waits for the migration lock while another holds it; once it is free, one sets the schema up and
     the others find it done (they used to fail on 'relation "schema_version" already exists')."""
-    holder, watcher = _raw(pg_url), _raw(pg_url)
-    holder.begin()
-    holder.execute(f"CALL postgres_execute('raw', 'SELECT pg_advisory_xact_lock({store.MIGRATION_LOCK_ID})')")
-    replicas = [subprocess.Popen([sys.executable, "-c", START_A_REPLICA, pg_url], cwd=ROOT, stderr=subprocess.PIPE,
-                                 text=True) for _ in range(REPLICAS)]
-    deadline = time.monotonic() + 60
-    while _waiting_for_the_migration_lock(watcher) < REPLICAS and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _waiting_for_the_migration_lock(watcher) == REPLICAS
-    holder.rollback()
-    errors = [replica.communicate(timeout=60)[1] for replica in replicas]
-    assert [replica.returncode for replica in replicas] == [0] * REPLICAS, errors
-    versions = watcher.execute("SELECT version FROM raw.schema_version ORDER BY version").fetchall()
-    assert [version for (version,) in versions] == list(range(1, store.SCHEMA_VERSION + 1))
-    holder.close()
-    watcher.close()
+    start_replicas_together(pg_url)
 
 
 def test_a_first_start_that_another_replica_finished_first_keeps_that_store(trained_db_template, pg_url, tmp_path):
