@@ -153,9 +153,9 @@ else:
     ranged = past.dropna(subset=["likely_low", "likely_high"])
     landed = int(ranged["actual"].between(ranged["likely_low"], ranged["likely_high"]).sum())
     st.caption("Each point is a past run: where the dashed line (predicted) meets the solid one (what happened), "
-               "that run's predictions came true, so you can trust the next one. The band is the likely range the "
-               "run stated" + (f"; what happened fell in it for {landed} of {len(ranged)} buckets." if len(ranged)
-                               else "."))
+               "that run's predictions came true, so you can trust the next one."
+               + (f" The shaded bar at each run is the likely range it stated; what happened fell in it for {landed} "
+                  f"of {len(ranged)} buckets." if len(ranged) else ""))
 
 with st.expander("Show more: definition, data and model"):
     details = run["details"]

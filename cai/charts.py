@@ -163,7 +163,7 @@ def event_timeline(counts: pd.DataFrame) -> alt.Chart:
 
 def performance_chart(summary: pd.DataFrame, propensity_type: str = "conversion") -> alt.Chart:
     """Per past run (x: its as-of date) and bucket, in the buckets' colours: predicted conversions as a dashed line
-    in the band of their likely range, actual as a solid one."""
+    over a shaded bar of their likely range, actual as a solid one."""
     runs = summary.assign(as_of=summary["as_of"].astype(str))
     data = runs.melt(id_vars=["as_of", "bucket", "profiles"], value_vars=["predicted", "actual"], var_name="measure",
                      value_name="conversions")
@@ -180,7 +180,8 @@ def performance_chart(summary: pd.DataFrame, propensity_type: str = "conversion"
                  alt.Tooltip("conversions:Q", title="Conversions", format=",.0f"),
                  alt.Tooltip("profiles:Q", title="Profiles", format=",")],
     )
-    bands = alt.Chart(runs.dropna(subset=["likely_low", "likely_high"])).mark_area(opacity=0.15).encode(
+    # A bar per run, not an area between runs: a bucket with one run that stated a range still shows it.
+    bands = alt.Chart(runs.dropna(subset=["likely_low", "likely_high"])).mark_rule(strokeWidth=10, opacity=0.2).encode(
         x=x, y="likely_low:Q", y2="likely_high:Q",
         color=alt.Color("bucket:N", sort=BUCKET_ORDER, scale=_bucket_scale(propensity_type), legend=None),
         tooltip=[alt.Tooltip("as_of:O", title="Run as of"), alt.Tooltip("bucket:N", title="Bucket"),

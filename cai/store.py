@@ -814,7 +814,9 @@ def claim(location: Store | str | os.PathLike, work: Callable[[duckdb.DuckDBPyCo
 
     def claiming(con: duckdb.DuckDBPyConnection) -> int | None:
         key = work(con)
-        if key is not None:
+        # A key already in ``working`` is another claim's of this process (a retry may first try the id a
+        # concurrent claim has just committed): only what this call added is its own to take back.
+        if key is not None and key not in working:
             attempts.append(key)
             working.add(key)
         return key

@@ -201,3 +201,19 @@ def test_the_data_page_shows_an_interrupted_load_with_its_message_and_masks_its_
     shown = history.iloc[0]
     assert shown["status"] == ingest.INTERRUPTED and ingest.LOAD_INTERRUPTED in shown["errors"]
     assert "carol.export@" not in shown["file_name"] and shown["file_name"].startswith("export for c")
+
+
+def test_a_claim_retried_on_another_claims_key_leaves_that_claim_alive(monkeypatch):
+    # Two uploads at once both take the next id; the one that commits second retries with the following id. Its
+    # retry must not take the first one's id out of this process's live loads, or the next page would mark that
+    # running load interrupted.
+    proposed = iter([5, 6])
+
+    def write_that_conflicts_once(location, work):
+        work(None)  # the first attempt proposes 5, which the other upload has just committed
+        return work(None)
+
+    monkeypatch.setattr(store, "write", write_that_conflicts_once)
+    live = {5}
+    assert store.claim("unused.duckdb", lambda con: next(proposed), live) == 6
+    assert live == {5, 6}

@@ -154,6 +154,14 @@ def test_a_viewer_cannot_rebuild_a_masked_value_by_prefix_search(seeded):
     assert not profiles.search(db, "CRMID", "CRM0000000", personal_hits=False).empty
 
 
+def test_a_viewer_cannot_rebuild_a_phone_number_stored_without_country_code(empty_db):
+    # Stored as bare digits, which no phone pattern tells from an account number: the namespace says it.
+    ingest.ingest_bytes(empty_db, b"email,phone,first_name\nnum@example.com,555-123-4567,Num\n", "crm.csv",
+                        kind="profiles")
+    assert profiles.search(empty_db, "Phone", "555-12")["profile_id"].tolist()
+    assert profiles.search(empty_db, "Phone", "555-12", personal_hits=False).empty
+
+
 @pytest.mark.parametrize("value, masked", [
     ("a@b.com", "a•••@b.com"),
     ("Row 2: unparseable timestamp 'dave@x.org'", "Row 2: unparseable timestamp 'd•••@x.org'"),
