@@ -66,7 +66,7 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
                 SELECT DISTINCT profile_id FROM identities
                 WHERE $by_prefix AND namespace = $namespace AND lower(id_value) LIKE $identity_pattern || '%'
                       ESCAPE '\\'
-                      AND ($personal OR ($namespace <> $phone AND NOT regexp_matches(id_value, $personal_pattern)))
+                      AND ($personal OR (NOT $contact AND NOT regexp_matches(id_value, $personal_pattern)))
                 UNION
                 SELECT profile_id FROM profiles
                 WHERE lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) LIKE '%' || $pattern || '%'
@@ -99,7 +99,7 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
             """,
             {"namespace": namespace, "pattern": pattern, "identity_pattern": identity_pattern, "exact": text,
              "limit": limit, "by_prefix": by_prefix, "personal": personal_hits,
-             "personal_pattern": privacy.PERSONAL_VALUE_PATTERN, "phone": PHONE_NAMESPACE},
+             "personal_pattern": privacy.PERSONAL_VALUE_PATTERN, "contact": privacy.is_contact_name(namespace)},
         ).df()
 
 
