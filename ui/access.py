@@ -160,10 +160,11 @@ def containing_as_shown(viewer: Viewer, frame: pd.DataFrame, column: str, text: 
 
 def may_search_by_prefix(viewer: Viewer, namespace: str) -> bool:
     """Prefix search would let a viewer rebuild a masked value one character at a time: viewers get exact
-    matches only in contact namespaces (and, elsewhere, no prefix hits on values that look personal)."""
+    matches only in namespaces whose identities they see masked (and, elsewhere, no prefix hits on values that look
+    personal)."""
     from cai import privacy
 
-    return viewer.sees_identities or not privacy.is_contact_name(namespace)
+    return viewer.sees_identities or not privacy.is_contact_namespace(namespace)
 
 
 def view_only_note(viewer: Viewer) -> None:

@@ -135,7 +135,8 @@ def profile_results(results: pd.DataFrame) -> int | None:
             cells = st.columns(widths)
             if cells[0].button(str(row.profile_id), type="tertiary", key=f"profiles_open_{row.profile_id}"):
                 picked = int(row.profile_id)
-            for cell, text in zip(cells[1:], (row.name, row.primary_identity, row.latest_scores)):
+            primary = f"{row.namespace}: {row.identity}" if isinstance(row.identity, str) else None
+            for cell, text in zip(cells[1:], (row.name, primary, row.latest_scores)):
                 cell.text(text if isinstance(text, str) and text else "—")
     return picked
 
