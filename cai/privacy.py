@@ -217,12 +217,20 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 # Every C0 and C1 control character but the tab and the line feed: ESC and CSI start the sequences by which a
 # terminal makes a link (OSC 8), rewrites the screen or renames its window; a carriage return overwrites a line.
-_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# And the bidirectional controls, by which a terminal that lays out right-to-left text shows a file name or a
+# line in an order other than its own (``invoice\u202egpj.exe`` read as ``invoiceexe.jpg``).
+_TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def terminal_text(text: str) -> str:
-    """``text`` for a terminal: control characters from the data are written as escapes (``\\x1b``), not obeyed."""
-    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
+    """``text`` for a terminal: control characters from the data are written as escapes (``\\x1b``, ``\\u202e``),
+    not obeyed."""
+    return _TERMINAL_CONTROLS.sub(lambda match: _escape(match.group(0)), text)
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xff else f"\\u{code:04x}"
 
 
 def terminal_json(text: str) -> str:

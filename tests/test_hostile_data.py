@@ -99,3 +99,40 @@ def test_a_viewer_cannot_search_for_a_number_split_by_an_invisible_character(dis
     assert not profiles.search(disguised_db, "ECID", "+44\u200b77").empty
     assert profiles.search(disguised_db, "ECID", "+44\u200b77", personal_hits=False).empty
     assert profiles.search(disguised_db, "Kontakt", "0770", by_prefix=False, personal_hits=False).empty
+
+
+# Shown right to left, "Churn of" + this reads "Churn of ...Buyers" backwards: a name rearranging the sentence it is in.
+REORDERING = "\u202eBuyers\u2066 of \u200bjane\u2069"
+
+
+def test_no_name_reorders_or_hides_text_on_a_page(trained_db):
+    from cai import segments
+    from tests.test_user_text import _markdown_texts, _page
+
+    segments.create_segment(trained_db, REORDERING, segments.Rule(instance="Product Purchase Propensity"))
+    app = _page("app_pages/segments.py", segment=REORDERING)
+    assert not app.exception and "Buyers" in app.subheader[0].value
+    shown = [*_markdown_texts(app), *app.selectbox(key="segments_selected").options, app.query_params["segment"]]
+    assert [text for text in shown if privacy.visible(text) != text] == []
+    # The address it puts in the bar opens the segment again.
+    assert _page("app_pages/segments.py", segment=app.query_params["segment"]).selectbox(
+        key="segments_selected").value == REORDERING
+
+
+def test_the_command_line_prints_bidirectional_controls_as_escapes(capsys, trained_db):
+    from cai import cli, segments
+
+    segments.create_segment(trained_db, REORDERING, segments.Rule(instance="Product Purchase Propensity"))
+    assert cli.main(["--db", str(trained_db), "segments", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "\\u202eBuyers\\u2066 of" in out and not any(control in out for control in "\u202e\u2066\u2069")
+
+
+@pytest.mark.parametrize("name, file_name", [
+    ("Buyers\u202etxt.exe", "Buyerstxt.exe.csv"), ("../../etc/passwd", "_.._etc_passwd.csv"),
+    ("Q3: who? <all>", "Q3_ who_ _all_.csv"), ("...", "segment.csv"), ("Ünïcødé ✓ 名前", "Ünïcødé ✓ 名前.csv"),
+])
+def test_a_download_is_saved_under_a_name_read_as_it_is(name, file_name):
+    from cai import segments
+
+    assert segments.export_file_name(name, "csv") == file_name
