@@ -24,10 +24,13 @@ _SPELLED_AT = r" ?[(\[]at[)\]] ?"
 _AT_SIGN = re.compile(f"@|{_OTHER_AT}|{_SPELLED_AT}", re.IGNORECASE)
 _EMAIL_TEXT = (r"[^\s@:;,'\"<>()\[\]{}]+@[^\s@:;,'\"<>()\[\]{}]+"
                f"|[\\w.+-]+(?:{_OTHER_AT})[\\w.-]+|(?i:[\\w.+-]+{_SPELLED_AT}[\\w-]+(?:\\.[\\w-]+)+)")
-# A number with its country code (``+44 7700 900123``, ``+44/7700/900123``, ``0044 7700 900123``) or in the North
-# American shapes (``(212) 555-0199``, ``212-555-0199``, ``212 555 0199``).
-_PHONE_TEXT = (r"\+\d[\d ()./-]{5,}\d|\b00[1-9]\d{0,2}[ ()./-][\d ()./-]{4,}\d|\(\d{3}\) ?\d{3}[ .-]\d{4}"
-               r"|\b\d{3}[ .-]\d{3}[ .-]\d{4}\b")
+# A number with its country code (``+44 7700 900123``, ``+44/7700/900123``, ``%2B44...`` in a link,
+# ``0044 7700 900123``), in the North American shapes (``(212) 555-0199``, ``212-555-0199``, ``212 555 0199``), or
+# grouped after a trunk ``0`` (``07700 900123``, ``030 1234 5678``, ``06 12 34 56 78``): written so, digits are a
+# number to call; run together they may as well be an account number, and are left alone.
+_PHONE_TEXT = (r"(?:\+|%2[bB])\d[\d ()./-]{5,}\d|\b00[1-9]\d{0,2}[ ()./-][\d ()./-]{4,}\d"
+               r"|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[ .-]\d{3}[ .-]\d{4}\b"
+               r"|\b0\d{2,4}[ /-]\d{3,4}[ -]?\d{3,4}\b|\b0\d(?:[ .-]\d{2}){4}\b")
 _EMAIL = re.compile(_EMAIL_TEXT)
 # Characters a screen does not show (zero-width spaces and joiners, the soft hyphen, the byte-order mark) and those
 # that reorder what it shows (bidirectional embeddings, overrides and isolates): inside an address or a number they
@@ -38,7 +41,7 @@ _PHONE = re.compile(_PHONE_TEXT)
 _LETTER = re.compile(r"[^\W\d_]")
 # A number after a label naming contact details (``Mobile: 07700 900456``, ``Phone_E.164: 15550001111``,
 # ``?tel=0770...``): bare digits, but the label says what they are.
-_LABELLED_NUMBER = re.compile(r"([\w.]+)(\s*[:=]\s*)(\+?\d[\d ()./-]{3,}\d)")
+_LABELLED_NUMBER = re.compile(r"([\w.]+)(\s*[:=]\s*)((?:\+|%2[bB])?\d[\d ()./-]{3,}\d)")
 # The same shapes for DuckDB's regexp_matches (RE2), so SQL can leave personal-looking values out of a search,
 # matched once INVISIBLE_PATTERN's characters are taken out (as ``visible`` does).
 PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"

@@ -30,10 +30,14 @@ DISGUISED = [
     ("Mobile: 07700900555", "Mobile: •••55"),
     ("Phone_E.164: 15550009999", "Phone_E.164: •••99"),
     ("https://shop.test/?tel=07700900555&x=1", "https://shop.test/?tel=•••55&x=1"),
+    ("https://shop.test/?to=%2B447700900556", "https://shop.test/?to=•••56"),
+    ("mobile 07700 900557, office 030 1234 5678", "mobile •••57, office •••78"),
+    ("06 12 34 56 78", "•••78"),
 ]
 # Look alike, but are not personal: they stay as they are.
 HARMLESS = ["meet (at) noon.", "hotel: 12345", "Email opens: 12 in 30 days", "order 4412 of 3 items, 129.50",
-            "2026-01-05T10:00:00+01:00", "CRM00000012", "Row 3: loyalty_points 12345"]
+            "2026-01-05T10:00:00+01:00", "2026-01-05 10:00:00", "01-02-2026", "CRM00000012", "07700900123",
+            "Row 3: loyalty_points 12345", "v0.12.34.56"]
 
 
 @pytest.mark.parametrize("value, masked", DISGUISED)
