@@ -22,7 +22,8 @@ _CONTACT_NAME = re.compile(r"mail|phone|mobile|msisdn|whatsapp|fax|address|stree
 _OTHER_AT = r"%(?:25)?40|&#0*64;|&#[xX]0*40;|&commat;|" + "[\uff20\ufe6b]"
 _SPELLED_AT = r" ?[(\[]at[)\]] ?"
 _AT_SIGN = re.compile(f"@|{_OTHER_AT}|{_SPELLED_AT}", re.IGNORECASE)
-_EMAIL_TEXT = (r"[^\s@:;,'\"<>()\[\]{}]+@[^\s@:;,'\"<>()\[\]{}]+"
+# An address cut short right after its ``@`` (a message quoting the first 40 characters of a value) is one too.
+_EMAIL_TEXT = (r"[^\s@:;,'\"<>()\[\]{}]+@(?:[^\s@:;,'\"<>()\[\]{}]+|$|['\"…])"
                f"|[\\w.+-]+(?:{_OTHER_AT})[\\w.-]+|(?i:[\\w.+-]+{_SPELLED_AT}[\\w-]+(?:\\.[\\w-]+)+)")
 # A number with its country code (``+44 7700 900123``, ``+44/7700/900123``, ``%2B44...`` in a link,
 # ``0044 7700 900123``), in the North American shapes (``(212) 555-0199``, ``212-555-0199``, ``212 555 0199``), or

@@ -33,6 +33,8 @@ DISGUISED = [
     ("https://shop.test/?to=%2B447700900556", "https://shop.test/?to=•••56"),
     ("mobile 07700 900557, office 030 1234 5678", "mobile •••57, office •••78"),
     ("06 12 34 56 78", "•••78"),
+    # A batch error quotes a value's first 40 characters: cut right after the @, the rest is still an address.
+    ("unparseable timestamp 'shifted column text jane.doe@'", "unparseable timestamp 'shifted column text j•••@'"),
 ]
 # Look alike, but are not personal: they stay as they are.
 HARMLESS = ["meet (at) noon.", "hotel: 12345", "Email opens: 12 in 30 days", "order 4412 of 3 items, 129.50",
