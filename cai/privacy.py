@@ -14,7 +14,9 @@ import re
 
 import pandas as pd
 
+# Names in English and in the words files from elsewhere use (Telefon, teléfono, celular, móvil, courriel, correo).
 _CONTACT_NAME = re.compile(r"mail|phone|mobile|msisdn|whatsapp|fax|address|street|postal|post_?code|zip_?code"
+                           r"|telefon|tel[eé]fono|celular|m[oó]vil|courriel|correo"
                            r"|(^|[^a-z])(tel|cell|sms|zip)([^a-z]|$)", re.IGNORECASE)
 # An address as it is written, or with its ``@`` in a form a screen still shows as one: percent-encoded in a link
 # (``?email=jane%40doe.com``, twice: ``%2540``), an HTML entity (``&#64;``), the fullwidth or small at sign, or

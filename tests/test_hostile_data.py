@@ -53,6 +53,12 @@ def test_text_that_only_looks_alike_is_left_alone(value):
     assert privacy.mask_text(value) == value
 
 
+@pytest.mark.parametrize("name", ["Telefon", "Telefonnummer", "teléfono", "celular", "móvil", "courriel", "correo"])
+def test_contact_details_are_found_by_their_name_in_other_languages(name):
+    assert privacy.is_contact_name(name)
+    assert privacy.mask_frame(pd.DataFrame({name: ["07700900123"]}))[name].iloc[0] == "•••23"
+
+
 def test_identities_of_a_namespace_the_app_does_not_know_are_masked_whole():
     frame = pd.DataFrame({"namespace": ["Kontakt", "Line", "ECID", "CRMID"],
                           "identity": ["07700900556", "jane_line_id", "47309871234", "CRM00000012"]})
