@@ -43,8 +43,8 @@ _INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2
 _PHONE = re.compile(_PHONE_TEXT)
 _LETTER = re.compile(r"[^\W\d_]")
 # A number after a label naming contact details (``Mobile: 07700 900456``, ``Phone_E.164: 15550001111``,
-# ``?tel=0770...``): bare digits, but the label says what they are.
-_LABELLED_NUMBER = re.compile(r"([\w.]+)(\s*[:=]\s*)((?:\+|%2[bB])?\d[\d ()./-]{3,}\d)")
+# ``?tel=0770...``, ``{'mobile': '0770...'}`` as Python writes a dict): bare digits, but the label says what they are.
+_LABELLED_NUMBER = re.compile(r"([\w.]+)(['\"]?\s*[:=]\s*['\"]?)((?:\+|%2[bB])?\d[\d ()./-]{3,}\d)")
 # The same shapes for DuckDB's regexp_matches (RE2), so SQL can leave personal-looking values out of a search,
 # matched once INVISIBLE_PATTERN's characters are taken out (as ``visible`` does).
 PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"

@@ -31,6 +31,7 @@ DISGUISED = [
     ("Phone_E.164: 15550009999", "Phone_E.164: •••99"),
     ("https://shop.test/?tel=07700900555&x=1", "https://shop.test/?tel=•••55&x=1"),
     ("https://shop.test/?to=%2B447700900556", "https://shop.test/?to=•••56"),
+    ("{'mobile': '07700900558', 'tier': 'gold'}", "{'mobile': '•••58', 'tier': 'gold'}"),
     ("mobile 07700 900557, office 030 1234 5678", "mobile •••57, office •••78"),
     ("06 12 34 56 78", "•••78"),
     # A batch error quotes a value's first 40 characters: cut right after the @, the rest is still an address.
