@@ -37,6 +37,8 @@ class CutoffResult:
     likely_low: float | None
     likely_high: float | None
     within_likely_range: bool | None
+    # Last year's move over the same weeks, when it was carried into the probabilities (None when not).
+    season_move: float | None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -82,9 +84,13 @@ def backtest(db_path: Path, name: str, cutoffs: list[dt.date], seeds: int = 1) -
                 cutoff.isoformat(), seed, int(len(labels)), actual, expected,
                 expected / actual - 1 if actual else float("nan"), figures["auc"], figures["average_precision"],
                 figures["lift_top_decile"], model.training["training_rows"], low, high,
-                low <= actual <= high if likely else None,
+                low <= actual <= high if likely else None, _carried_move(model.training.get("season")),
             ))
     return results
+
+
+def _carried_move(season: dict | None) -> float | None:
+    return season["move"] if season and season["carried"] != 1 else None
 
 
 def summary(results: list[CutoffResult]) -> dict:
@@ -103,4 +109,5 @@ def summary(results: list[CutoffResult]) -> dict:
         "spread": {metric: float(np.std(values)) for metric, values in per_seed.items()},
         "worst_calibration_error": float(worst.calibration_error), "worst_calibration_cutoff": worst.cutoff,
         "within_likely_range": sum(ranged), "with_likely_range": len(ranged),
+        "season_carried": sum(r.season_move is not None for r in results),
     }

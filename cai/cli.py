@@ -162,10 +162,12 @@ def cmd_backtest(args) -> int:
         _print_json({"cutoffs": [r.as_dict() for r in results], "mean": summary})
         return 0
     print(f"{'cutoff':<12}{'seed':>9}{'customers':>10}{'actual':>8}{'expected':>9}{'error':>8}{'ROC AUC':>9}"
-          f"{'avg prec':>10}{'lift@10%':>10}")
+          f"{'avg prec':>10}{'lift@10%':>10}{'season':>8}")
     for r in results:
+        season = "" if r.season_move is None else f"{r.season_move:+.0%}"
         print(f"{r.cutoff:<12}{r.seed:>9}{r.customers:>10,}{r.base_rate:>8.3f}{r.expected_rate:>9.3f}"
-              f"{r.calibration_error:>+8.1%}{r.auc:>9.3f}{r.average_precision:>10.3f}{r.lift_top_decile:>10.2f}")
+              f"{r.calibration_error:>+8.1%}{r.auc:>9.3f}{r.average_precision:>10.3f}{r.lift_top_decile:>10.2f}"
+              f"{season:>8}")
     spread = summary["spread"]
     print(f"{'mean':<12}{'':>9}{summary['customers']:>10,.0f}{summary['base_rate']:>8.3f}"
           f"{summary['expected_rate']:>9.3f}{summary['calibration_error']:>+8.1%}{summary['auc']:>9.3f}"
@@ -174,6 +176,9 @@ def cmd_backtest(args) -> int:
           f"{spread['average_precision']:>10.3f}{spread['lift_top_decile']:>10.2f}")
     print(f"Worst forward calibration error: {summary['worst_calibration_error']:+.1%} "
           f"(cutoff {summary['worst_calibration_cutoff']}).")
+    if summary["season_carried"]:
+        print(f"Last year's move over the same weeks was carried into the probabilities at {summary['season_carried']} "
+              "cutoffs and seeds (column season).")
     if summary["with_likely_range"]:
         print(f"Actual rate within the likely range a run states: {summary['within_likely_range']} of "
               f"{summary['with_likely_range']} cutoffs and seeds.")

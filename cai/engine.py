@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -37,6 +37,14 @@ MAX_TRAINING_ROWS = 60_000
 # The fewest moves of the goal's rate between past windows from which a run states how far the next window may
 # land from its expectation: the largest of one or two moves would promise a range far too narrow.
 MIN_RATE_MOVES = 3
+# A year back on the same weekdays: where last year's windows are, to see how the goal's rate moved from the window
+# that calibrates a run to the window the run is for.
+YEAR_DAYS = 364
+# How many standard errors last year's move must exceed to be carried forward: a smaller one is as likely chance.
+SEASON_Z = 2.0
+# The shortest lookback (the definition's own when it is shorter) within which last year's customers count: the
+# first weeks of a log hold only the customers who happened to act in them, and their moves are the log's start.
+MIN_SEASON_LOOKBACK_DAYS = 90
 MIN_HISTORY_FLOOR_DAYS = 30
 SEED = 20_260_101
 MAX_CATEGORIES = 30
@@ -290,6 +298,57 @@ def largest_rate_move(moves: list[float]) -> float | None:
     return max(map(abs, moves)) if len(moves) >= MIN_RATE_MOVES else None
 
 
+def year_ago_move(executor, definition: Definition, as_of: dt.date, first_event: dt.date,
+                  sample_fraction: float = 1.0) -> dict | None:
+    """How the goal's rate moved a year before ``as_of``, from the window matching the one that calibrates a run
+    (ending a window before as-of) to the window matching the one the run is for; None without a year plus a window
+    of history. Both rates are of customers active within the same lookback (the definition's, or what the data
+    holds before the earlier window when that is shorter), so a lookback cut short by the data's start cannot pass
+    for a move.
+
+    The move is measured in the rate's intensity, -log(1 - rate): a season multiplies how often customers act, and
+    the share who act at least once grows less than that as it nears 1, so a rate's own ratio would not carry from
+    one level to another. ``carried`` is the intensity ratio to carry forward: 1 unless the move exceeds
+    ``SEASON_Z`` standard errors."""
+    later = as_of - dt.timedelta(days=YEAR_DAYS)
+    earlier = later - dt.timedelta(days=definition.window_days)
+    lookback = min(definition.eligible_days, (earlier - first_event).days)
+    if lookback < min(definition.eligible_days, MIN_SEASON_LOOKBACK_DAYS):
+        return None
+    labels = executor.labels(replace(definition, eligible_days=lookback), [earlier, later], sample_fraction)
+    rates = labels.groupby("snapshot")["label"].agg(["mean", "size"]).sort_index()
+    if len(rates) < 2 or not ((0 < rates["mean"]) & (rates["mean"] < 1)).all():
+        return None
+    (before, customers_before), (after, customers_after) = rates.itertuples(index=False)
+    log_move = float(np.log(np.log1p(-after) / np.log1p(-before)))
+    # The delta method: var(log intensity) = var(rate) / ((1 - rate) intensity)^2, var(rate) = rate (1 - rate) / n.
+    standard_error = float(np.sqrt(sum(
+        rate / (customers * (1 - rate) * np.log1p(-rate) ** 2)
+        for rate, customers in ((before, customers_before), (after, customers_after)))))
+    return {"from": earlier.isoformat(), "to": later.isoformat(), "lookback_days": lookback,
+            "rates": [float(before), float(after)], "customers": [int(customers_before), int(customers_after)],
+            "move": float(after / before - 1), "standard_error": standard_error,
+            "carried": float(np.exp(log_move)) if abs(log_move) > SEASON_Z * standard_error else 1.0}
+
+
+def carry_forward(logit: np.ndarray, calibration: tuple[float, float], intensity_ratio: float) -> float:
+    """The log-odds to add to the calibration's intercept so that the mean probability over ``logit`` becomes the
+    rate whose intensity is ``intensity_ratio`` times the current one: a shift keeps every customer's order and
+    every reason's direction."""
+    slope, intercept = calibration
+    linear = slope * logit + intercept
+    current = float(np.mean(1 / (1 + np.exp(-linear))))
+    target = -np.expm1(intensity_ratio * np.log1p(-current))
+    low, high = -20.0, 20.0
+    for _ in range(60):  # bisection: the mean probability rises with the shift
+        middle = (low + high) / 2
+        if np.mean(1 / (1 + np.exp(-(linear + middle)))) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
 def _fit(train: pd.DataFrame, holdout: pd.DataFrame, catalog, definition: Definition, seed: int = SEED) -> _Model:
     categories = _learn_categories(train, catalog)
     names = [feature.name for feature in catalog]
@@ -519,13 +578,20 @@ def train(db_path: Path, definition: Definition, as_of: dt.date, first_event: dt
     examples, holdout = snapshots[~held_out].reset_index(drop=True), snapshots[held_out].reset_index(drop=True)
     moves = rate_moves(labels, definition.window_days)
     del snapshots, labels
+    season = year_ago_move(executor, definition, as_of, first_event, fraction)
     timings["training_features_s"] = time.monotonic() - clock
     progress(0.35, f"Training on {len(examples):,} examples")
     clock = time.monotonic()
     model = _fit(examples, holdout, catalog, definition, seed)
+    # The held-out window sets the probabilities' level; the next window's level moves with the season, which last
+    # year's same move foretells where the data reaches back that far.
+    if season and season["carried"] != 1.0 and len(holdout):
+        shift = carry_forward(model.logit(encode(holdout, model)), model.calibration, season["carried"])
+        model.calibration = (model.calibration[0], model.calibration[1] + shift)
+        season["log_odds_shift"] = shift
     model.training.update({"sample_fraction": fraction, "training_snapshots": [d.isoformat() for d in training_dates],
                            "holdout_snapshot": holdout_date.isoformat(), "rate_moves": moves,
-                           "forward_range": largest_rate_move(moves)})
+                           "forward_range": largest_rate_move(moves), "season": season})
     timings["train_s"] = time.monotonic() - clock
     return model, holdout
 

@@ -49,6 +49,15 @@ def forward_range(details: dict | str | None) -> float | None:
     return (details or {}).get("training", {}).get("forward_range")
 
 
+def year_ago_move(details: dict | str | None) -> dict | None:
+    """How the goal's rate moved over the same weeks a year before a run (see ``engine.year_ago_move``), from the
+    run's details; None when the data did not reach back a year plus a window, or for a run made before it was
+    measured. Its ``carried`` is 1 when the move was within chance and was not carried into the probabilities."""
+    if isinstance(details, str):
+        details = json.loads(details)
+    return (details or {}).get("training", {}).get("season")
+
+
 def likely_ranges(expected, variance, moved: float | None) -> tuple[list, list]:
     """:func:`likely_range` of each expected count (with its variance): the lows and the highs, None where the run
     measured no ``forward_range``."""
