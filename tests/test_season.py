@@ -6,34 +6,19 @@ import datetime as dt
 
 import numpy as np
 import pytest
-
 from streamlit.testing.v1 import AppTest
 
+from bench import seasons
 from cai import backtest, engine, ingest, instances, store
 from cai.instances import Definition, Goal
 from tests.conftest import ROOT
 
-START = dt.date(2009, 1, 1)
-DAYS = 760  # two Novembers' peaks, and the two months after the second one
-PEAK_DAY_OF_YEAR = 325
+SEASONAL, FLAT = seasons.Shop("seasonal", 1, season=0.8), seasons.Shop("flat", 2)
 
 
-def _shop_csv(seasonal: bool, customers: int = 2500, seed: int = 7) -> bytes:
-    """Purchases of a shop whose customers buy as Poisson processes; with ``seasonal`` their pace rises into a late
-    November peak each year, as a retailer's does before the holidays."""
-    rng = np.random.default_rng(seed)
-    day = np.arange(DAYS)
-    day_of_year = (day + START.timetuple().tm_yday) % 365
-    pace = 1 + 0.8 * np.exp(-(((day_of_year - PEAK_DAY_OF_YEAR) / 22.0) ** 2)) if seasonal else np.ones(DAYS)
-    rows = ["timestamp,event_type,email"]
-    for customer, intensity in enumerate(rng.gamma(0.7, 1 / 45, customers)):
-        for purchase_day in np.nonzero(rng.poisson(intensity * pace))[0]:
-            rows.append(f"{START + dt.timedelta(days=int(purchase_day))}T12:00:00,commerce.purchases,c{customer}@x")
-    return "\n".join(rows).encode()
-
-
-def _shop(db, seasonal: bool) -> Definition:
-    ingest.ingest_bytes(db, _shop_csv(seasonal), "shop.csv")
+def _shop(db, shop: seasons.Shop) -> Definition:
+    """A shop's purchases up to the end of January 2011: two Novembers' peaks, and the two months after the second."""
+    ingest.ingest_bytes(db, seasons.shop_csv(shop, customers=2500, days=760), "shop.csv")
     definition = Definition(name="Buys in 30 days", goals=(Goal("commerce.purchases"),), eligible_days=180)
     instances.create_instance(db, definition)
     return definition
@@ -44,34 +29,36 @@ def _errors(db, cutoffs) -> list[float]:
 
 
 def test_a_season_seen_last_year_is_carried_into_the_next_windows_expectation(empty_db, monkeypatch):
-    definition = _shop(empty_db, seasonal=True)
-    after_the_peak = [dt.date(2010, 12, 1), dt.date(2011, 1, 1)]
-    move = engine.year_ago_move(engine.DuckDBExecutor(empty_db), definition, after_the_peak[0], START)
+    definition = _shop(empty_db, SEASONAL)
+    after_the_peak = dt.date(2010, 12, 1)
+    move = engine.year_ago_move(engine.DuckDBExecutor(empty_db), definition, after_the_peak, seasons.START)
     assert move["from"] == "2009-11-02" and move["to"] == "2009-12-02" and move["lookback_days"] == 180
     assert move["move"] < 0 and move["carried"] < 1  # last year the rate fell after the peak
 
-    carried = _errors(empty_db, after_the_peak)
+    [carried] = _errors(empty_db, [after_the_peak])
     monkeypatch.setattr(engine, "SEASON_Z", float("inf"))
-    persisted = _errors(empty_db, after_the_peak)
-    # Carrying the held-out window's level over the peak's end overstates December and January.
-    assert all(error > 0.1 for error in persisted)
-    assert all(abs(new) < abs(old) for new, old in zip(carried, persisted))
+    [persisted] = _errors(empty_db, [after_the_peak])
+    # Carrying November's level over the peak's end overstates December (by 28-45% over three customer draws);
+    # last year's move takes most of that away (6-14%).
+    assert persisted > 0.2
+    assert abs(carried) < persisted / 2
 
 
 def test_a_shop_without_seasons_keeps_its_calibration(empty_db):
-    definition = _shop(empty_db, seasonal=False)
+    definition = _shop(empty_db, FLAT)
     for as_of in (dt.date(2010, 6, 1), dt.date(2010, 12, 1), dt.date(2011, 1, 1)):
-        move = engine.year_ago_move(engine.DuckDBExecutor(empty_db), definition, as_of, START)
+        move = engine.year_ago_move(engine.DuckDBExecutor(empty_db), definition, as_of, seasons.START)
         assert move["carried"] == 1.0, move  # a move within chance is not carried
 
 
 def test_without_a_year_of_history_nothing_is_carried(empty_db):
-    definition = _shop(empty_db, seasonal=True)
+    definition = _shop(empty_db, SEASONAL)
     executor = engine.DuckDBExecutor(empty_db)
-    assert engine.year_ago_move(executor, definition, dt.date(2009, 12, 1), START) is None
+    assert engine.year_ago_move(executor, definition, dt.date(2009, 12, 1), seasons.START) is None
     # A year back, the earlier window starts 60 days into the log: too few to know who was a customer then.
-    assert engine.year_ago_move(executor, definition, START + dt.timedelta(days=364 + 30 + 60), START) is None
-    model, _ = engine.train(empty_db, definition, dt.date(2009, 12, 1), START, full_lookback=False)
+    sixty_days_in = seasons.START + dt.timedelta(days=364 + 30 + 60)
+    assert engine.year_ago_move(executor, definition, sixty_days_in, seasons.START) is None
+    model, _ = engine.train(empty_db, definition, dt.date(2009, 12, 1), seasons.START, full_lookback=False)
     assert model.training["season"] is None
 
 
@@ -91,7 +78,7 @@ def test_carrying_a_move_sets_the_mean_probability_and_keeps_the_order(ratio):
 
 
 def test_the_dashboard_says_when_last_years_move_was_carried(empty_db, monkeypatch):
-    _shop(empty_db, seasonal=True)
+    _shop(empty_db, SEASONAL)
     run = engine.run_instance(empty_db, "Buys in 30 days", as_of=dt.date(2011, 1, 1))
     assert run.error is None
     monkeypatch.setenv(store.DB_ENV_VAR, str(empty_db))
