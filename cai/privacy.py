@@ -14,17 +14,44 @@ import re
 
 import pandas as pd
 
+# Names in English and in the words files from elsewhere use (Telefon, teléfono, celular, móvil, courriel, correo).
 _CONTACT_NAME = re.compile(r"mail|phone|mobile|msisdn|whatsapp|fax|address|street|postal|post_?code|zip_?code"
+                           r"|telefon|tel[eé]fono|celular|m[oó]vil|courriel|correo"
                            r"|(^|[^a-z])(tel|cell|sms|zip)([^a-z]|$)", re.IGNORECASE)
-# An address as it is written, or percent-encoded in a link (a page URL's ``?email=jane%40doe.com``).
-_EMAIL_TEXT = r"[^\s@:;,'\"<>()\[\]{}]+@[^\s@:;,'\"<>()\[\]{}]+|[\w.+-]+%40[\w.-]+"
-_PHONE_TEXT = r"\+\d[\d ().-]{5,}\d|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4}\b"
+# An address as it is written, or with its ``@`` in a form a screen still shows as one: percent-encoded in a link
+# (``?email=jane%40doe.com``, twice: ``%2540``), an HTML entity (``&#64;``), the fullwidth or small at sign, or
+# spelled out (``jane (at) doe.com``, whose domain must then hold a dot, as ``meet (at) noon`` is no address).
+_OTHER_AT = r"%(?:25)?40|&#0*64;|&#[xX]0*40;|&commat;|" + "[\uff20\ufe6b]"
+_SPELLED_AT = r" ?[(\[]at[)\]] ?"
+_AT_SIGN = re.compile(f"@|{_OTHER_AT}|{_SPELLED_AT}", re.IGNORECASE)
+# An address cut short right after its ``@`` (a message quoting the first 40 characters of a value) is one too.
+_EMAIL_TEXT = (r"[^\s@:;,'\"<>()\[\]{}]+@(?:[^\s@:;,'\"<>()\[\]{}]+|$|['\"…])"
+               f"|[\\w.+-]+(?:{_OTHER_AT})[\\w.-]+|(?i:[\\w.+-]+{_SPELLED_AT}[\\w-]+(?:\\.[\\w-]+)+)")
+# A number with its country code (``+44 7700 900123``, ``+44/7700/900123``, ``%2B44...`` in a link,
+# ``0044 7700 900123``), in the North American shapes (``(212) 555-0199``, ``212-555-0199``, ``212 555 0199``), or
+# grouped after a trunk ``0`` (``07700 900123``, ``030 1234 5678``, ``06 12 34 56 78``): written so, digits are a
+# number to call; run together they may as well be an account number, and are left alone.
+_PHONE_TEXT = (r"(?:\+|%2[bB])\d[\d ()./-]{5,}\d|\b00[1-9]\d{0,2}[ ()./-][\d ()./-]{4,}\d"
+               r"|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[ .-]\d{3}[ .-]\d{4}\b"
+               r"|\b0\d{2,4}[ /-]\d{3,4}[ -]?\d{3,4}\b|\b0\d(?:[ .-]\d{2}){4}\b")
 _EMAIL = re.compile(_EMAIL_TEXT)
+# Characters a screen does not show (zero-width spaces and joiners, the soft hyphen, the byte-order mark) and those
+# that reorder what it shows (bidirectional embeddings, overrides and isolates): inside an address or a number they
+# would hide it from the patterns above while the screen shows it whole, or show its hidden part where the masked
+# part should be.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _PHONE = re.compile(_PHONE_TEXT)
 _LETTER = re.compile(r"[^\W\d_]")
-_LABELLED_PHONE = re.compile(r"(Phone:\s*)(\+?[\d ()./-]+\d)", re.IGNORECASE)
-# The same shapes for DuckDB's regexp_matches (RE2), so SQL can leave personal-looking values out of a search.
+# A number after a label naming contact details (``Mobile: 07700 900456``, ``Phone_E.164: 15550001111``,
+# ``?tel=0770...``, ``{'mobile': '0770...'}`` as Python writes a dict): bare digits, but the label says what they are.
+_LABELLED_NUMBER = re.compile(r"([\w.]+)(['\"]?\s*[:=]\s*['\"]?)((?:\+|%2[bB])?\d[\d ()./-]{3,}\d)")
+# The same shapes for DuckDB's regexp_matches (RE2), so SQL can leave personal-looking values out of a search,
+# matched once INVISIBLE_PATTERN's characters are taken out (as ``visible`` does).
 PERSONAL_VALUE_PATTERN = f"{_EMAIL_TEXT}|{_PHONE_TEXT}"
+INVISIBLE_PATTERN = _INVISIBLE.pattern
+# Identity namespaces of ids a system gives (a browser's ECID, a CRM's or a loyalty programme's account number),
+# which reach nobody; the app's own, so a viewer may search them by prefix and see them whole.
+PSEUDONYMOUS_NAMESPACES = ("ECID", "CRMID", "LoyaltyID")
 # Keys of a frame that name what the value beside them is (an identity's namespace, an attribute's name).
 _KEY_COLUMNS = ("namespace", "attribute")
 _VALUE_COLUMNS = ("identity", "id_value", "value")
@@ -38,16 +65,30 @@ def is_contact_name(name: str) -> bool:
     return bool(_CONTACT_NAME.search(str(name)))
 
 
+def is_contact_namespace(namespace: str) -> bool:
+    """Whether the identities of ``namespace`` are to be masked whole: one named for contact details, and any the app
+    does not know to hold system ids only, as a namespace of one's own may be named anything (``Kontakt``, ``Line``)
+    and hold phone numbers as bare digits, which no pattern tells from an account number."""
+    return is_contact_name(namespace) or namespace not in PSEUDONYMOUS_NAMESPACES
+
+
 def looks_personal(value: str) -> bool:
-    return bool(_EMAIL.search(value) or _PHONE.search(value))
+    """Whether ``value`` holds an email or phone number that ``mask_text`` masks."""
+    return mask_text(value) != visible(value)
 
 
 def mask_email(value: str) -> str:
     """``hbirkenshawa@businessweek.com`` → ``h•••@businessweek.com``: the domain stays, as it tells a business
     customer from a private one without naming anybody."""
-    at = "@" if "@" in value else "%40"
-    local, _, domain = value.partition(at)
-    return f"{local[:1]}•••{at}{domain}" if domain else "•••"
+    at = _AT_SIGN.search(value)
+    if at is None or not value[at.end():]:
+        return "•••"
+    return f"{value[:1]}•••{at.group(0)}{value[at.end():]}"
+
+
+def visible(text: str) -> str:
+    """``text`` without the characters a screen does not show or that reorder what it shows."""
+    return _INVISIBLE.sub("", text)
 
 
 def mask_phone(value: str) -> str:
@@ -59,12 +100,13 @@ def mask_contact(value: str) -> str:
     """A value from a contact namespace or column: all of it is personal, whatever it looks like. A value holding
     several addresses (``a@x.com; b@y.com``, a list) has each of them masked, not only the first; a JSON object (a
     postal address's lines) has each of its values masked."""
+    value = visible(value)
     parsed = _json_container(value)
     if parsed is not None:
         return json.dumps(_mask_contact_json(parsed), ensure_ascii=False)
     if len(_EMAIL.findall(value)) > 1:
         return mask_text(value)
-    if "@" in value:
+    if _AT_SIGN.search(value):
         return mask_email(value)
     # A number keeps its last two digits, as phone numbers do; a street line keeps nothing.
     return "•••" if _LETTER.search(value) else mask_phone(value)
@@ -106,16 +148,28 @@ def mask_text(text: str) -> str:
     """Masks every email and every phone number inside free text (a name, a file name, a batch error quoting a
     rejected value); in a JSON object also every value under a contact key. Bare digits are left alone: they are
     dates, amounts and ids far more often than phone numbers."""
+    text = visible(text)
     parsed = _json_container(text)
     if parsed is not None:
         return json.dumps(_mask_json(parsed), ensure_ascii=False)
     text = _EMAIL.sub(lambda match: mask_email(match.group(0)), text)
-    text = _LABELLED_PHONE.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
+    text = _LABELLED_NUMBER.sub(_masked_labelled_number, text)
     return _PHONE.sub(lambda match: mask_phone(match.group(0)), text)
 
 
+def _masked_labelled_number(match: re.Match) -> str:
+    label, separator, number = match.groups()
+    return label + separator + (mask_phone(number) if is_contact_name(label) else number)
+
+
 def mask_identity(namespace: str, value: str) -> str:
-    return mask_contact(value) if is_contact_name(namespace) else mask_text(value)
+    return mask_contact(value) if is_contact_namespace(namespace) else mask_text(value)
+
+
+def _mask_beside(key_column: str, key: str, value: str) -> str:
+    if key_column == "namespace":
+        return mask_identity(key, value)
+    return mask_contact(value) if is_contact_name(key) else mask_text(value)
 
 
 def mask_value(value):
@@ -134,7 +188,7 @@ def mask_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if is_contact_name(column):
             masked[column] = values.map(lambda v: mask_contact(v) if isinstance(v, str) else v)
         elif key_column and column in _VALUE_COLUMNS:
-            masked[column] = [mask_identity(str(key), v) if isinstance(v, str) else mask_value(v)
+            masked[column] = [_mask_beside(key_column, str(key), v) if isinstance(v, str) else mask_value(v)
                               for key, v in zip(frame[key_column], values)]
         elif _text_cells(values):
             masked[column] = values.astype(object).map(mask_value)
@@ -169,12 +223,20 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 # Every C0 and C1 control character but the tab and the line feed: ESC and CSI start the sequences by which a
 # terminal makes a link (OSC 8), rewrites the screen or renames its window; a carriage return overwrites a line.
-_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# And the bidirectional controls, by which a terminal that lays out right-to-left text shows a file name or a
+# line in an order other than its own (``invoice\u202egpj.exe`` read as ``invoiceexe.jpg``).
+_TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def terminal_text(text: str) -> str:
-    """``text`` for a terminal: control characters from the data are written as escapes (``\\x1b``), not obeyed."""
-    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
+    """``text`` for a terminal: control characters from the data are written as escapes (``\\x1b``, ``\\u202e``),
+    not obeyed."""
+    return _TERMINAL_CONTROLS.sub(lambda match: _escape(match.group(0)), text)
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xff else f"\\u{code:04x}"
 
 
 def terminal_json(text: str) -> str:

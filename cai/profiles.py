@@ -53,7 +53,8 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
     containing the text. Without ``personal_hits`` nothing that looks like an email or a phone number is matched,
     so a viewer who sees them masked cannot rebuild one by typing it a character at a time."""
     text = (text or "").strip()
-    columns = ["profile_id", "name", "primary_identity", "latest_scores"]
+    # The primary identity as its namespace and value, not one text: masking reads the value by its namespace.
+    columns = ["profile_id", "name", "namespace", "identity", "latest_scores"]
     if not text:
         return pd.DataFrame(columns=columns)
     pattern = _escape_like(text.lower())
@@ -66,13 +67,15 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
                 SELECT DISTINCT profile_id FROM identities
                 WHERE $by_prefix AND namespace = $namespace AND lower(id_value) LIKE $identity_pattern || '%'
                       ESCAPE '\\'
-                      AND ($personal OR (NOT $contact AND NOT regexp_matches(id_value, $personal_pattern)))
+                      AND ($personal OR (NOT $contact AND NOT regexp_matches(
+                          regexp_replace(id_value, $invisible, '', 'g'), $personal_pattern)))
                 UNION
                 SELECT profile_id FROM profiles
                 WHERE lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) LIKE '%' || $pattern || '%'
                       ESCAPE '\\'
-                      AND ($personal OR NOT regexp_matches(coalesce(first_name, '') || ' ' || coalesce(last_name, ''),
-                                                           $personal_pattern))
+                      AND ($personal OR NOT regexp_matches(regexp_replace(
+                          coalesce(first_name, '') || ' ' || coalesce(last_name, ''), $invisible, '', 'g'),
+                          $personal_pattern))
                 UNION
                 SELECT profile_id FROM profiles WHERE CAST(profile_id AS VARCHAR) = $exact
                 LIMIT $limit
@@ -80,8 +83,8 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
             -- Identities and scores are joined to the few hits only, not looked up per row of the whole tables.
             primary_identities AS (
                 SELECT i.profile_id,
-                       arg_min(i.namespace || ': ' || i.id_value, (NOT i.is_primary, i.namespace, i.id_value))
-                           AS primary_identity
+                       arg_min(i.namespace, (NOT i.is_primary, i.namespace, i.id_value)) AS namespace,
+                       arg_min(i.id_value, (NOT i.is_primary, i.namespace, i.id_value)) AS identity
                 FROM hits h JOIN identities i USING (profile_id) GROUP BY i.profile_id
             ),
             latest AS (
@@ -92,14 +95,15 @@ def search(db_path: Path, namespace: str, text: str, limit: int = SEARCH_LIMIT, 
                 GROUP BY s.profile_id
             )
             SELECT h.profile_id, trim(coalesce(p.first_name, '') || ' ' || coalesce(p.last_name, '')) AS name,
-                   pi.primary_identity, l.latest_scores
+                   pi.namespace, pi.identity, l.latest_scores
             FROM hits h JOIN profiles p USING (profile_id)
             LEFT JOIN primary_identities pi USING (profile_id) LEFT JOIN latest l USING (profile_id)
             ORDER BY h.profile_id
             """,
             {"namespace": namespace, "pattern": pattern, "identity_pattern": identity_pattern, "exact": text,
              "limit": limit, "by_prefix": by_prefix, "personal": personal_hits,
-             "personal_pattern": privacy.PERSONAL_VALUE_PATTERN, "contact": privacy.is_contact_name(namespace)},
+             "personal_pattern": privacy.PERSONAL_VALUE_PATTERN, "invisible": privacy.INVISIBLE_PATTERN,
+             "contact": privacy.is_contact_namespace(namespace)},
         ).df()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -309,6 +310,10 @@ def overlap(db_path: Path, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["segment", "shared_profiles", "share_of_this_segment"])
 
 
+# Path separators, what Windows refuses in a file name, and control characters.
+_NOT_IN_FILE_NAMES = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f-\x9f]')
+
+
 def export(db_path: Path, name: str, out: Path, actor: str = "local") -> int:
     """Writes every member (all identities and the scores) as CSV or Parquet, by the file's extension, and records
     who took the customer data out of the app."""
@@ -365,6 +370,14 @@ def export_bytes(db_path: Path, name: str, file_format: str, actor: str = "local
         path = Path(folder) / f"segment.{file_format}"
         export(db_path, name, path, actor)
         return path.read_bytes()
+
+
+def export_file_name(name: str, file_format: str) -> str:
+    """The name a download of segment ``name`` is saved under: without the characters a file name may not hold,
+    nor invisible or bidirectional ones, which would list the saved file under a name read in another order than
+    its own (``Buyers\u202etxt.exe`` + ``.csv`` listed as ``Buyersvsc.exe.txt``)."""
+    stem = _NOT_IN_FILE_NAMES.sub("_", privacy.visible(name)).strip(" .") or "segment"
+    return f"{stem}.{file_format}"
 
 
 def update_segment(db_path: Path, name: str, new_name: str, description: str, actor: str = "local") -> None:

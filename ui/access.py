@@ -122,7 +122,7 @@ def _option_labels(values, masked: bool) -> dict:
 
     labels, taken = {}, {}
     for value in dict.fromkeys(values):
-        label = privacy.mask_text(str(value)) if masked else str(value)
+        label = privacy.mask_text(str(value)) if masked else privacy.visible(str(value))
         taken[label] = taken.get(label, 0) + 1
         labels[value] = label if taken[label] == 1 else f"{label} ({taken[label]})"
     return labels
@@ -130,8 +130,8 @@ def _option_labels(values, masked: bool) -> dict:
 
 def option_labels(viewer: Viewer, values):
     """A ``format_func`` for choices that come from data or from other people (instance, segment and destination
-    names, factors): masked for this viewer, and told apart when masking makes two read alike, since a choice must
-    name one option."""
+    names, factors): masked for this viewer, without characters that hide or reorder text, and told apart when that
+    makes two read alike, since a choice must name one option."""
     labels = _option_labels(values, not viewer.sees_identities)
     return lambda value: labels.get(value, shown_text(viewer, value))
 
@@ -160,10 +160,11 @@ def containing_as_shown(viewer: Viewer, frame: pd.DataFrame, column: str, text: 
 
 def may_search_by_prefix(viewer: Viewer, namespace: str) -> bool:
     """Prefix search would let a viewer rebuild a masked value one character at a time: viewers get exact
-    matches only in contact namespaces (and, elsewhere, no prefix hits on values that look personal)."""
+    matches only in namespaces whose identities they see masked (and, elsewhere, no prefix hits on values that look
+    personal)."""
     from cai import privacy
 
-    return viewer.sees_identities or not privacy.is_contact_name(namespace)
+    return viewer.sees_identities or not privacy.is_contact_namespace(namespace)
 
 
 def view_only_note(viewer: Viewer) -> None:

@@ -9,7 +9,7 @@ import string
 import pandas as pd
 import streamlit as st
 
-from cai import engine, instances
+from cai import engine, instances, privacy
 from cai.instances import Condition, Definition, Goal
 from ui import access
 
@@ -25,8 +25,9 @@ WORD_JOINER = "\u2060"
 
 
 def literal(value) -> str:
-    """Text as literal text in Markdown: no link, image, HTML, directive or formula of Streamlit's can form."""
-    text = str(value).translate(_LINE_BREAKS)
+    """Text as literal text in Markdown: no link, image, HTML, directive or formula of Streamlit's can form, and no
+    invisible or bidirectional control character reorders the sentence around it (a name read backwards)."""
+    text = privacy.visible(str(value)).translate(_LINE_BREAKS)
     return _AUTOLINK_STARTS.sub(WORD_JOINER, text).translate(_MARKDOWN_ESCAPES)
 
 
@@ -135,7 +136,8 @@ def profile_results(results: pd.DataFrame) -> int | None:
             cells = st.columns(widths)
             if cells[0].button(str(row.profile_id), type="tertiary", key=f"profiles_open_{row.profile_id}"):
                 picked = int(row.profile_id)
-            for cell, text in zip(cells[1:], (row.name, row.primary_identity, row.latest_scores)):
+            primary = f"{row.namespace}: {row.identity}" if isinstance(row.identity, str) else None
+            for cell, text in zip(cells[1:], (row.name, primary, row.latest_scores)):
                 cell.text(text if isinstance(text, str) and text else "—")
     return picked
 
