@@ -675,6 +675,9 @@ class _Shared:
 
 _shared: dict[str, _Shared] = {}
 _shared_lock = threading.RLock()
+# One per store: DuckDB holds one handle per file in a process, so a file being closed (idle) must not be opened
+# again by another thread until it is closed ("Unique file handle conflict"). Taken before ``_shared_lock``.
+_gates: dict[str, threading.Lock] = {}
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
@@ -690,20 +693,16 @@ def connect(location: Store | str | os.PathLike, migrate: bool = True) -> Iterat
     PostgreSQL takes many connections at once."""
     target = resolve(location)
     key = target.share_key
-    # Opening may wait for another process, so it happens outside the lock; a thread that loses the race to
-    # open the same store closes its own, redundant connection.
-    opened = None if key in _shared else _open(target)
-    with _shared_lock:
-        shared = _shared.get(key)
-        if shared is None:
-            shared = _shared[key] = _Shared(opened or _open(target))
-        elif opened is not None:
-            opened.close()
-        if shared.release_timer:
-            shared.release_timer.cancel()
-            shared.release_timer = None
-        shared.users += 1
-        cursor = shared.connection.cursor()
+    # Opening may wait for another process, so it holds this store's gate but not the lock every store shares.
+    with _gate(key):
+        opened = None if key in _shared else _open(target)
+        with _shared_lock:
+            shared = _shared[key] if opened is None else _shared.setdefault(key, _Shared(opened))
+            if shared.release_timer:
+                shared.release_timer.cancel()
+                shared.release_timer = None
+            shared.users += 1
+            cursor = shared.connection.cursor()
     try:
         if target.is_postgres:
             cursor.execute(f"USE {POSTGRES_CATALOG}")
@@ -728,8 +727,13 @@ def connect(location: Store | str | os.PathLike, migrate: bool = True) -> Iterat
                 shared.release_timer.start()
 
 
-def _release_if_idle(key: str, shared: _Shared) -> None:
+def _gate(key: str) -> threading.Lock:
     with _shared_lock:
+        return _gates.setdefault(key, threading.Lock())
+
+
+def _release_if_idle(key: str, shared: _Shared) -> None:
+    with _gate(key), _shared_lock:
         if shared.users == 0 and _shared.get(key) is shared:
             del _shared[key]
             if shared.release_timer:
@@ -741,10 +745,10 @@ def release(location: Store | str | os.PathLike | None = None) -> None:
     """Closes the shared connection to one store (every store without ``location``) now if nobody is using it:
     before copying a database file, or handing it to another process straight away."""
     with _shared_lock:
-        keys = [resolve(location).share_key] if location else list(_shared)
-        for key in keys:
-            if key in _shared:
-                _release_if_idle(key, _shared[key])
+        held = [(key, _shared[key]) for key in ([resolve(location).share_key] if location else list(_shared))
+                if key in _shared]
+    for key, shared in held:
+        _release_if_idle(key, shared)
 
 
 atexit.register(release)

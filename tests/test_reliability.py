@@ -57,6 +57,33 @@ def _wait_for(child: subprocess.Popen, line: str) -> None:
     raise AssertionError(f"The child ended before printing {line}: {child.stderr.read()}")
 
 
+def test_units_of_work_opening_a_file_as_it_is_closed_for_idleness_all_succeed(tmp_path, monkeypatch):
+    """DuckDB holds one handle per file in a process: a thread opening the store while the idle timer closes it was
+    refused ("Unique file handle conflict"), a few times in a thousand on the old code."""
+    monkeypatch.setattr(store, "IDLE_RELEASE_SECONDS", 0.002)
+    db = tmp_path / "idle.duckdb"
+    with store.connect(db) as con:
+        con.execute("SELECT 1")
+    failures: list[str] = []
+
+    def work(pause: float) -> None:
+        for _ in range(300):
+            time.sleep(pause)  # spreads the units of work around the moments the file is closed
+            try:
+                with store.connect(db) as con:
+                    con.execute("SELECT 1").fetchall()
+            except Exception as error:  # noqa: BLE001 - the test reports whatever a unit of work would have met
+                failures.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=work, args=(0.0005 * number,)) for number in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.release(db)
+    assert failures == []
+
+
 def test_a_command_line_run_and_users_saving_segments_all_complete(trained_db):
     store.release(trained_db)
     run = subprocess.Popen(
