@@ -55,9 +55,11 @@ PSEUDONYMOUS_NAMESPACES = ("ECID", "CRMID", "LoyaltyID")
 # Keys of a frame that name what the value beside them is (an identity's namespace, an attribute's name).
 _KEY_COLUMNS = ("namespace", "attribute")
 _VALUE_COLUMNS = ("identity", "id_value", "value")
-FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
-# Where a spreadsheet may start a cell inside one text: at its start, after a ';' or a line break.
-_FORMULA_STARTS = re.compile(r"(?:^|(?<=[;\n\r]))(?=[" + re.escape("".join(FORMULA_LEADS)) + "])")
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# Where a spreadsheet may start a cell inside one text: at its start, after a ';' or a line break, and past the
+# spaces an import may trim (Google Sheets does; the fullwidth signs are formulas to Excel in East Asian locales).
+_FORMULA_STARTS = re.compile(
+    r"(?:^|(?<=[;\n\r]))(?=[ \u00a0\u3000]*[" + re.escape("".join(FORMULA_LEADS)) + "])")
 
 
 def is_contact_name(name: str) -> bool:
@@ -210,10 +212,11 @@ def _formula_free(value):
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose text cells and headers cannot run as spreadsheet formulas: a cell starting with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return gets a leading apostrophe (OWASP's rule for CSV injection), and so does
-    each part of a cell after a ``;`` or a line break: a spreadsheet set to a locale whose list separator is ``;``
-    (most of Europe) splits a comma-separated file there, quotes or not, and each part becomes a cell of its own
-    (two emails of one member are exported as ``a@x.com;b@y.com``). Numbers are untouched."""
+    ``-``, ``@`` (or their fullwidth forms), a tab or a carriage return, after spaces or not, gets a leading
+    apostrophe (OWASP's rule for CSV injection), and so does each part of a cell after a ``;`` or a line break: a
+    spreadsheet set to a locale whose list separator is ``;`` (most of Europe) splits a comma-separated file there,
+    quotes or not, and each part becomes a cell of its own (two emails of one member are exported as
+    ``a@x.com;b@y.com``). Numbers are untouched."""
     safe = frame.rename(columns=_formula_free)
     for column in safe.columns:
         if _text_cells(safe[column]):

@@ -233,7 +233,8 @@ def test_a_csv_export_opened_where_lists_are_separated_by_semicolons_holds_no_fo
     ("=1+1", "'=1+1"), ("+1-555-0100", "'+1-555-0100"), ("-3", "'-3"), ("@SUM(A1)", "'@SUM(A1)"),
     ("\tTAB", "'\tTAB"), ("\rCR", "'\rCR"), ("a=b", "a=b"), ("", ""),
     ("a@x.com;=1+1", "a@x.com;'=1+1"), ("+1-555-0100;+1-555-0101", "'+1-555-0100;'+1-555-0101"),
-    ("x\n@SUM(A1)", "x\n'@SUM(A1)"), ("a; =1", "a; =1"),
+    ("x\n@SUM(A1)", "x\n'@SUM(A1)"), ("a; =1", "a;' =1"), ("  =1+1", "'  =1+1"), ("\u00a0@SUM(A1)", "'\u00a0@SUM(A1)"),
+    ("\uff1d1+1", "'\uff1d1+1"), ("a;\u3000\uff0bcmd", "a;'\u3000\uff0bcmd"), ("a b=c", "a b=c"), ("  ok", "  ok"),
 ])
 def test_spreadsheet_safe_cells(cell, safe):
     frame = pd.DataFrame({"text": [cell], "number": [-3.5]})
