@@ -19,7 +19,9 @@ PROFILE_COLUMNS = ["first_name", "last_name", "gender", "birth_year", "city", "c
 
 KNOWN_NAMESPACES = ["Email", "ECID", "Phone", "CRMID", "LoyaltyID"]
 _NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES} | {
-    "emailid": "Email", "email_address": "Email", "mcid": "ECID", "crm_id": "CRMID", "loyalty_id": "LoyaltyID"}
+    "emailid": "Email", "email_address": "Email", "e_mail": "Email", "mcid": "ECID", "crm_id": "CRMID",
+    "loyalty_id": "LoyaltyID", "phone_e.164": "Phone", "phone_number": "Phone", "mobile_phone": "Phone",
+    "mobile_number": "Phone", "telephone": "Phone"}
 MAX_IDENTITY_CHARS = 256
 # Text that stands for "no value" in exports; it must never link two customers.
 PLACEHOLDER_VALUES = {"null", "none", "undefined", "nan", "n/a", "0", "-"}
@@ -293,39 +295,44 @@ def apply_merges(con: duckdb.DuckDBPyConnection, merges: list[tuple[int, int]], 
 
 
 def normalise_stored_phone_numbers(con: duckdb.DuckDBPyConnection) -> None:
-    """A schema upgrade, inside its transaction: the phone numbers a store holds as written, in their canonical form
+    """A schema upgrade, inside its transaction: the phone numbers a store holds as written, or under another
+    spelling of the Phone namespace (Experience Platform's ``Phone_E.164``), in their canonical form under Phone
     (``phone_number``). Profiles whose numbers turn out to be one are one customer and merge as a load merges them;
     a stored value that is no phone number is left as it was (a load now refuses it)."""
-    rows = con.execute("SELECT id_value, is_primary FROM identities WHERE namespace = ?", [PHONE_NAMESPACE]).fetchall()
-    canonical = {value: phone_number(value)[0] for value, _ in rows}
+    namespaces = [namespace for (namespace,) in con.execute("SELECT DISTINCT namespace FROM identities").fetchall()
+                  if canonical_namespace(namespace) == PHONE_NAMESPACE]
+    rows = con.execute("SELECT namespace, id_value, is_primary FROM identities WHERE list_contains(?, namespace)",
+                       [namespaces]).fetchall()
     if not rows:
         return  # an empty store stays empty: a copy is refused a target holding any row
     # Claimed even with nothing to change: a run's swap must not keep scores of profiles merged here, and on
     # PostgreSQL a second replica upgrading at once, whose snapshot predates this one's commit, is refused for
     # writing the same row and finds the upgrade done (see store._migrate).
     claim_profile_set(con)
-    forms: dict[str, list[str]] = {}
-    for value, cleaned in canonical.items():
-        if cleaned is not None and cleaned != value:
-            forms.setdefault(cleaned, [cleaned]).append(value)
+    canonical = {(namespace, value): phone_number(value)[0] for namespace, value, _ in rows}
+    forms: dict[str, list[IdentityKey]] = {}
+    for key, cleaned in canonical.items():
+        if cleaned is not None and key != (PHONE_NAMESPACE, cleaned):
+            forms.setdefault(cleaned, [(PHONE_NAMESPACE, cleaned)]).append(key)
     if not forms:
         return
-    stitched = stitch(con, [[(PHONE_NAMESPACE, value) for value in values] for values in forms.values()], set())
+    stitched = stitch(con, forms.values(), set())
     apply_merges(con, stitched.merges, UPGRADE_BATCH_ID)
-    primary = {canonical[value] for value, is_primary in rows if is_primary}
-    con.register("rewritten_phone_numbers", pd.DataFrame({"id_value": [value for values in forms.values()
-                                                                       for value in values]}))
+    primary = {canonical[(namespace, value)] for namespace, value, is_primary in rows if is_primary}
+    # Every stored form goes, the canonical one too when stored already: it comes back with its merged profile.
+    con.register("replaced_phone_numbers", pd.DataFrame(
+        [key for keys in forms.values() for key in keys], columns=["namespace", "id_value"]))
     con.register("canonical_phone_numbers", pd.DataFrame(
         [(PHONE_NAMESPACE, cleaned, stitched.profile_of[(PHONE_NAMESPACE, cleaned)], cleaned in primary)
          for cleaned in forms], columns=["namespace", "id_value", "profile_id", "is_primary"]))
-    con.execute("DELETE FROM identities WHERE namespace = ? AND id_value IN "
-                "(SELECT id_value FROM rewritten_phone_numbers)", [PHONE_NAMESPACE])
+    con.execute("DELETE FROM identities WHERE EXISTS (SELECT 1 FROM replaced_phone_numbers r "
+                "WHERE r.namespace = identities.namespace AND r.id_value = identities.id_value)")
     con.execute("INSERT INTO identities SELECT namespace, id_value, profile_id, is_primary "
                 "FROM canonical_phone_numbers")
-    con.unregister("rewritten_phone_numbers")
+    con.unregister("replaced_phone_numbers")
     con.unregister("canonical_phone_numbers")
     audit.record(con, UPGRADE_ACTOR, "merge", "identities", PHONE_NAMESPACE, {
-        "numbers_rewritten": sum(len(values) - 1 for values in forms.values()),
+        "numbers_rewritten": sum(len(keys) - 1 for keys in forms.values()),
         "profiles_merged": len(stitched.merges)})
 
 

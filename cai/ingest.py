@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cai import attributes as attribute_versions
-from cai import audit, identity, store, xdm
+from cai import audit, flat_files, identity, store, xdm
 from cai.errors import CaiError, StoreBusy, ValidationError
 
 log = logging.getLogger(__name__)
@@ -490,8 +490,9 @@ def _item_sum(values: list, whole: bool):
     return sum(number for number, _ in numbers)
 
 
-def _parse_xdm(records) -> _Parsed:
-    """The events of (row number, record, problem) triples, as `_upload_records` yields them."""
+def _parse_xdm(records, first_row: int = 1) -> _Parsed:
+    """The events of (row number, record, problem) triples, as `_upload_records` yields them, numbered from
+    ``first_row``."""
     rows, keys, primaries, problems, unreadable, written_identities = [], [], [], [], set(), {}
     columns = [*EVENT_COLUMNS, "type_inferred"]
     for number, record, problem in records:
@@ -514,7 +515,7 @@ def _parse_xdm(records) -> _Parsed:
     frame = pd.DataFrame({column: pd.Series([row[index] for row in rows], dtype=object)
                           for index, column in enumerate(columns)})
     del rows
-    frame["row"] = np.arange(1, len(frame) + 1)
+    frame["row"] = np.arange(first_row, len(frame) + first_row)
     return _Parsed(frame, keys, primaries, problems, unreadable, written_identities)
 
 
@@ -543,11 +544,12 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
         text = _decode(data, file_name)
         if not text.strip():
             raise ValidationError(f"{file_name} is empty.")
+        text, separator = flat_files.separated(text)
         header = text[:text.find("\n")] if "\n" in text else text
         lines = text.count("\n") + (0 if text.endswith("\n") else 1)
-        _check_table_size(lines - 1, header.count(",") + 1, file_name)
+        _check_table_size(lines - 1, header.count(separator) + 1, file_name)
         try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+            frame = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""])
         except (pd.errors.ParserError, ValueError) as error:
             raise ValidationError(f"{file_name} is not a readable CSV file: {error}") from None
     _refuse_case_twins(frame.columns, file_name)
@@ -557,10 +559,11 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
 def _refuse_case_twins(columns, file_name: str) -> None:
     seen: dict[str, str] = {}
     for column in columns:
-        key = str(column).strip().lower()
+        key = flat_files.column_key(column)
         if key in seen:
             raise ValidationError(
-                f"{file_name} has the columns `{seen[key]}` and `{column}`, which differ only in case or spaces. "
+                f"{file_name} has the columns `{seen[key]}` and `{column}`, which differ only in case, spaces or "
+                "underscores. "
                 "Rename or remove one of them.")
         seen[key] = str(column)
 
@@ -569,7 +572,7 @@ def _table_identities(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     """Identity columns of a flat file: a column named after a namespace (``email``, ``ecid`` ...)."""
     namespaces = {}
     for column in table.columns:
-        namespace = identity.canonical_namespace(str(column))
+        namespace = identity.canonical_namespace(flat_files.column_key(column))
         if namespace in identity.KNOWN_NAMESPACES:
             namespaces[column] = namespace
     return list(namespaces), namespaces
@@ -591,7 +594,7 @@ def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[st
 
 
 def _parse_event_table(table: pd.DataFrame) -> _Parsed:
-    table = table.rename(columns={column: str(column).strip().lower() for column in table.columns})
+    table = table.rename(columns=flat_files.column_key)
     table = table.astype(object).where(table.notna(), None)
     missing = [column for column in ("timestamp", "event_type") if column not in table.columns]
     if missing:
@@ -1024,10 +1027,10 @@ def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFr
     for column in table.columns:
         if column in id_columns or column == "identityMap":
             continue
-        if str(column).strip().lower() == attribute_versions.VALID_FROM_COLUMN:
+        if flat_files.column_key(column) == attribute_versions.VALID_FROM_COLUMN:
             attributes["valid_from"] = table[column]
             continue
-        target = PROFILE_ATTRIBUTES.get(str(column).strip().lower().replace(" ", "_"))
+        target = PROFILE_ATTRIBUTES.get(flat_files.column_key(column))
         if target:
             attributes[target] = table[column]
         else:
@@ -1059,10 +1062,10 @@ def _profiles_from_table(table: pd.DataFrame, problems: list[tuple[int, str]], f
     return _profile_attributes(table, id_columns), keys, primaries
 
 
-def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]], now: dt.datetime):
-    """Profile columns, identities and primaries of XDM Individual Profile records."""
+def _profiles_from_xdm(records: list[dict], problems: list[tuple[int, str]], now: dt.datetime, first_row: int = 1):
+    """Profile columns, identities and primaries of XDM Individual Profile records, numbered from ``first_row``."""
     rows, keys, primaries = [], [], []
-    for number, record in enumerate(records, start=1):
+    for number, record in enumerate(records, start=first_row):
         row, found, primary = xdm.profile_row(record)
         rows.append(row)
         row_keys, _ = _with_tenant_identities(record, *_stored_and_written_identities(found, number, problems))
@@ -1233,11 +1236,11 @@ def _table_column_names(data: bytes, file_name: str) -> set[str]:
         if Path(file_name).suffix.lower() == ".parquet":
             names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
         else:
-            header = data[:65536].decode("utf-8-sig", errors="replace").split("\n", 1)[0]
-            names = next(csv.reader([header]), [])
+            text, separator = flat_files.separated(data[:65536].decode("utf-8-sig", errors="replace"))
+            names = next(csv.reader([text.split("\n", 1)[0]], delimiter=separator), [])
     except (ValueError, OSError, csv.Error):
         return set()
-    return {str(name).strip().lower() for name in names}
+    return {flat_files.column_key(name) for name in names} | {str(name).strip() for name in names}
 
 
 def _first_record_is_profile(upload: _Upload) -> bool:
@@ -1247,7 +1250,12 @@ def _first_record_is_profile(upload: _Upload) -> bool:
 
 def _load_events(upload: _Upload, report: BatchReport, now: dt.datetime):
     records = _upload_format(upload) == "records"
-    parsed = _parse_xdm(_upload_records(upload)) if records else _parse_event_table(_upload_table(upload))
+    if records:
+        parsed = _parse_xdm(_upload_records(upload))
+    else:
+        table = _upload_table(upload)
+        parsed = (_parse_xdm(flat_files.xdm_records(table, upload.first_row), upload.first_row)
+                  if flat_files.is_flattened_xdm(table.columns) else _parse_event_table(table))
     report.rows_total = len(parsed.frame)
     if report.rows_total == 0:
         raise ValidationError(f"{upload.name} has no events.")
@@ -1326,9 +1334,15 @@ def _load_profiles(upload: _Upload, report: BatchReport, now: dt.datetime):
             attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
     else:
         table = _upload_table(upload)
-        if {"timestamp", "event_type"} <= {str(column).strip().lower() for column in table.columns}:
+        flattened = flat_files.is_flattened_xdm(table.columns)
+        if {"timestamp", "event_type"} <= {flat_files.column_key(column) for column in table.columns} or (
+                flattened and "timestamp" in table.columns):
             raise _wrong_kind(upload.name, "events")
-        attributes, keys, primaries = _profiles_from_table(table, problems, first_row=upload.first_row)
+        if flattened:
+            records = [record for _, record, _ in flat_files.xdm_records(table, upload.first_row)]
+            attributes, keys, primaries = _profiles_from_xdm(records, problems, now, upload.first_row)
+        else:
+            attributes, keys, primaries = _profiles_from_table(table, problems, first_row=upload.first_row)
     report.rows_total = len(attributes)
     if report.rows_total == 0:
         raise ValidationError(f"{upload.name} has no profiles.")

@@ -370,6 +370,9 @@ MIGRATIONS: list[str] = [
     """,
     # 15: phone numbers stored as written become one canonical form, merging the profiles that share a number.
     DataFix("cai.identity:normalise_stored_phone_numbers"),
+    # 16: Experience Platform's Phone_E.164 namespace (kept apart until now) is the Phone namespace: its numbers join
+    # those stored under Phone, merging the profiles that share one.
+    DataFix("cai.identity:normalise_stored_phone_numbers"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

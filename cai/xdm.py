@@ -144,6 +144,12 @@ def _identity_value(entry: dict):
     return value
 
 
+def _is_primary(entry: dict) -> bool:
+    """An identity marked primary: `true`, or the text `true` of a flattened table's cell."""
+    flag = entry.get("primary")
+    return flag is True or (isinstance(flag, str) and flag.strip().lower() == "true")
+
+
 def identities(record: dict) -> tuple[list[tuple[str, object]], tuple[str, object] | None]:
     """(namespace, value) pairs from ``identityMap``, ``endUserIDs`` and ``stitchedID``, and the primary one.
 
@@ -157,7 +163,7 @@ def identities(record: dict) -> tuple[list[tuple[str, object]], tuple[str, objec
                 if isinstance(entry, dict):
                     key = (namespace_of(namespace), _identity_value(entry))
                     found.append(key)
-                    if entry.get("primary") is True and primary is None:
+                    if _is_primary(entry) and primary is None:
                         primary = key
     end_user_ids = record.get("endUserIDs")
     if isinstance(end_user_ids, dict):
@@ -171,7 +177,7 @@ def identities(record: dict) -> tuple[list[tuple[str, object]], tuple[str, objec
             namespace = code if isinstance(code, str) and code else NAMESPACE_BY_END_USER_KEY.get(name.lower(), name)
             key = (namespace_of(namespace), _identity_value(entry))
             found.append(key)
-            if primary is None and (entry.get("primary") is True or key[0] == "Email"):
+            if primary is None and (_is_primary(entry) or key[0] == "Email"):
                 primary = key
     stitched = record.get("stitchedID")
     if isinstance(stitched, dict) and isinstance(dig(stitched, "namespace", "code"), str):
@@ -210,7 +216,14 @@ def tenant_identities(record: dict) -> list[tuple[str, object]]:
 
 
 def _measured(record: dict, path: str) -> bool:
+    """Whether the measure at ``path`` counts something: a number above 0, or such a number as text (a flattened
+    table's cells are text)."""
     value = dig(record, *path.split("."), "value")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 

@@ -69,14 +69,14 @@ def test_identities_of_a_namespace_the_app_does_not_know_are_masked_whole():
     assert privacy.mask_frame(attributes)["value"].tolist() == ["San Jose", "•••56"]
 
 
-BARE = {"Phone_E.164": "15550009999", "Mobile": "07700900555", "Kontakt": "07700900556"}
+BARE = {"Telefon": "15550009999", "Mobile": "07700900555", "Kontakt": "07700900556"}
 
 
 @pytest.fixture
 def disguised_db(trained_db):
     """A profile whose primary identity is a phone number as bare digits, with numbers in namespaces of a file's own,
     and a profile whose names and notes hold every disguise."""
-    profile = [{"identityMap": {namespace: [{"id": value, "primary": namespace == "Phone_E.164"}]
+    profile = [{"identityMap": {namespace: [{"id": value, "primary": namespace == "Telefon"}]
                                 for namespace, value in BARE.items()},
                 "person": {"name": {"firstName": "Quinlan", "lastName": "Probe"}}}]
     ingest.ingest_bytes(trained_db, json.dumps(profile).encode(), "profile.json", kind="profiles")
@@ -89,7 +89,7 @@ def disguised_db(trained_db):
 
 def test_a_viewer_finds_no_disguised_value_on_the_profile_pages(disguised_db):
     shown = []
-    for crmid_or_phone in (("Phone_E.164", BARE["Phone_E.164"]), ("CRMID", "CRMDISGUISED")):
+    for crmid_or_phone in (("Telefon", BARE["Telefon"]), ("CRMID", "CRMDISGUISED")):
         opened = profiles.find(disguised_db, *crmid_or_phone)
         shown.append(_rendered(_viewer_page("app_pages/profiles.py", {"profile": str(opened)})))
     browse = _viewer_page("app_pages/profiles.py", {})
@@ -100,7 +100,7 @@ def test_a_viewer_finds_no_disguised_value_on_the_profile_pages(disguised_db):
     shown.append(_rendered(browse))
     every = "\n".join(shown)
     # The results name the primary identity by its namespace, its number masked.
-    assert "Phone_E.164: •••99" in [text.value for text in browse.text]
+    assert "Telefon: •••99" in [text.value for text in browse.text]
     leaks = [value for value in [*BARE.values(), *(value for value, _ in DISGUISED)] if value in every]
     assert leaks == []
 

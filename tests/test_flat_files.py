@@ -1,0 +1,235 @@
+"""Flat files as people and tools write them: any list separator, headers in any spelling, XDM records flattened into
+one column per field path, and Experience Platform's Phone_E.164 namespace. Each loads as the file it stands for."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from cai import flat_files, identity, ingest, profiles, store
+
+EVENTS = pd.DataFrame({
+    "timestamp": ["2024-03-01T10:00:00Z", "2024-03-02T11:30:00Z", "2024-03-02T12:00:00Z"],
+    "event_type": ["commerce.productViews", "commerce.purchases", "web.webpagedetails.pageViews"],
+    "email": ["ana@shop.example", "ana@shop.example", "bo@shop.example"],
+    "sku": ["SKU-1", "SKU-1", None],
+    "value": [None, "59.90", None],
+})
+
+
+def _without_nan(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _stored_events(db) -> list[tuple]:
+    return [tuple(row) for row in store.query_df(db, """
+        SELECT CAST(e.ts AS VARCHAR) AS ts, e.event_type, i.id_value, e.sku, e.value
+        FROM events e JOIN identities i ON i.profile_id = e.profile_id AND i.namespace = 'Email'
+        ORDER BY ts, event_type""").pipe(_without_nan).itertuples(index=False)]
+
+
+def _written(frame: pd.DataFrame, separator: str, header: str = "") -> bytes:
+    return (header + frame.to_csv(index=False, sep=separator)).encode()
+
+
+@pytest.mark.parametrize("separator, header", [
+    (";", ""), ("\t", ""), ("|", ""), (";", "sep=;\n"), (",", "sep=,\n"), ("\t", "SEP=\t\r\n")],
+    ids=["semicolon", "tab", "pipe", "excel-sep-line", "excel-sep-line-comma", "excel-sep-line-crlf"])
+def test_a_table_in_any_list_separator_loads_as_the_comma_separated_one(empty_db, tmp_path, separator, header):
+    reference = tmp_path / "reference.duckdb"
+    ingest.ingest_bytes(reference, _written(EVENTS, ","), "events.csv", kind="events")
+    report = ingest.ingest_bytes(empty_db, _written(EVENTS, separator, header), "events.csv")
+    assert (report.kind, report.rows_accepted) == ("events", len(EVENTS))
+    assert _stored_events(empty_db) == _stored_events(reference)
+    # The same events are the same events: the comma-separated file adds nothing more.
+    again = ingest.ingest_bytes(empty_db, _written(EVENTS, ","), "events.csv", kind="events")
+    assert (again.rows_accepted, again.rows_duplicate) == (0, len(EVENTS))
+
+
+def test_a_separator_inside_quotes_does_not_decide_the_separator(empty_db):
+    frame = EVENTS.rename(columns={"sku": "sku;code"}).assign(**{"sku;code": ["a;b", "c;d", None]})
+    ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv", kind="events")
+    assert store.query_df(empty_db, "SELECT count(*) AS n FROM events")["n"][0] == len(EVENTS)
+
+
+@pytest.mark.parametrize("spelling", [
+    {"timestamp": "Timestamp", "event_type": "eventType", "email": "Email Address", "sku": "SKU", "value": "Value"},
+    {"timestamp": "TIMESTAMP", "event_type": "Event Type", "email": "e-mail", "sku": "sku", "value": "value"},
+    {"timestamp": "timestamp", "event_type": "event-type", "email": "emailAddress", "sku": "Sku", "value": "VALUE"},
+], ids=["camel and words", "capitals and spaces", "hyphens"])
+def test_headers_in_any_spelling_name_the_same_columns(empty_db, tmp_path, spelling):
+    reference = tmp_path / "reference.duckdb"
+    ingest.ingest_bytes(reference, _written(EVENTS, ","), "events.csv", kind="events")
+    report = ingest.ingest_bytes(empty_db, _written(EVENTS.rename(columns=spelling), ","), "events.csv")
+    assert report.kind == "events"
+    assert _stored_events(empty_db) == _stored_events(reference)
+
+
+def test_two_columns_that_are_one_column_spelled_twice_are_refused_by_name(empty_db):
+    frame = EVENTS.assign(eventType=EVENTS["event_type"])
+    with pytest.raises(ingest.ValidationError, match="`event_type` and `eventType`"):
+        ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv", kind="events")
+    assert store.is_empty(empty_db) or store.query_df(empty_db, "SELECT count(*) AS n FROM events")["n"][0] == 0
+
+
+@pytest.mark.parametrize("name, key", [
+    ("eventType", "event_type"), ("ECID", "ecid"), ("CRMID", "crmid"), ("crmId", "crm_id"), ("LoyaltyID", "loyalty_id"),
+    (" First Name ", "first_name"), ("signupDate", "signup_date"), ("Phone_E.164", "phone_e.164"),
+    ("loyalty-points", "loyalty_points")])
+def test_column_keys(name, key):
+    assert flat_files.column_key(name) == key
+
+
+NESTED_EVENTS = [
+    {"_id": "evt-1", "timestamp": "2024-03-01T10:00:00Z", "eventType": "commerce.purchases",
+     "identityMap": {"Email": [{"id": "Ana@Shop.example", "primary": True}], "ECID": [{"id": "11112222333344445555"}]},
+     "commerce": {"order": {"priceTotal": 59.9, "purchaseID": "ORD-7"}, "purchases": {"value": 1}},
+     "productListItems": [{"SKU": "SKU-1", "name": "Tent", "quantity": 2, "priceTotal": 59.9}]},
+    {"_id": "evt-2", "timestamp": "2024-03-02T08:00:00Z",
+     "identityMap": {"ECID": [{"id": "99998888777766665555", "primary": True}]},
+     "web": {"webPageDetails": {"name": "home", "pageViews": {"value": 1}}}},
+]
+
+
+def _flattened(paths_as: str) -> pd.DataFrame:
+    """The nested events as a BI tool gets them from Query Service: one column per field path; ``identityMap``, a
+    map, either kept whole as JSON text or spelled out item by item."""
+    index = (lambda key, i: f"{key}[{i}]") if paths_as == "brackets" else (lambda key, i: f"{key}.{i}")
+    rows = []
+    for event in NESTED_EVENTS:
+        row = {"_id": event["_id"], "timestamp": event["timestamp"], "eventType": event.get("eventType")}
+        if paths_as == "json":
+            row["identityMap"] = json.dumps(event["identityMap"])
+        else:
+            for namespace, entries in event["identityMap"].items():
+                for i, entry in enumerate(entries):
+                    row[f"{index(f'identityMap.{namespace}', i)}.id"] = entry["id"]
+                    row[f"{index(f'identityMap.{namespace}', i)}.primary"] = str(entry.get("primary", False)).lower()
+        for path in ("commerce.order.priceTotal", "commerce.order.purchaseID", "commerce.purchases.value",
+                     "web.webPageDetails.name", "web.webPageDetails.pageViews.value"):
+            value = event
+            for key in path.split("."):
+                value = value.get(key, {}) if isinstance(value, dict) else {}
+            row[path] = None if value == {} else str(value)
+        for key in ("SKU", "name", "quantity", "priceTotal"):
+            items = event.get("productListItems", [])
+            row[f"{index('productListItems', 0)}.{key}"] = str(items[0][key]) if items else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _events_as_stored(db) -> list[tuple]:
+    return [tuple(row) for row in store.query_df(db, """
+        SELECT e.xdm_id, CAST(e.ts AS VARCHAR) AS ts, e.event_type, e.value, e.order_id, e.sku, e.product_name,
+               e.quantity, e.page_name, string_agg(i.namespace || ':' || i.id_value, ' ' ORDER BY i.namespace) AS ids
+        FROM events e JOIN identities i USING (profile_id)
+        GROUP BY ALL ORDER BY e.xdm_id""").pipe(_without_nan).itertuples(index=False)]
+
+
+@pytest.mark.parametrize("paths_as", ["json", "dots", "brackets"])
+def test_a_flattened_xdm_table_loads_as_the_nested_export_it_was_made_from(empty_db, tmp_path, paths_as):
+    reference = tmp_path / "reference.duckdb"
+    ingest.ingest_bytes(reference, json.dumps(NESTED_EVENTS).encode(), "events.json", kind="events")
+    table = _flattened(paths_as)
+    report = ingest.ingest_bytes(empty_db, table.to_csv(index=False).encode(), "query-service.csv")
+    assert (report.kind, report.rows_accepted) == ("events", 2)
+    stored = _events_as_stored(empty_db)
+    assert stored == _events_as_stored(reference)
+    # The second event's type is told by its page view, as in the nested export.
+    assert [row[2] for row in stored] == ["commerce.purchases", "web.webpagedetails.pageViews"]
+    assert report.inferred_event_types == {"web.webpagedetails.pageViews": 1}
+
+
+def test_a_flattened_table_names_the_line_of_a_bad_row(empty_db):
+    table = _flattened("dots")
+    table.loc[1, "timestamp"] = "next tuesday"
+    with pytest.raises(ingest.ValidationError) as refused:
+        ingest.ingest_bytes(empty_db, table.to_csv(index=False).encode(), "query-service.csv")
+    assert any(line.startswith("Row 3:") and "timestamp" in line for line in refused.value.problems)
+
+
+def test_a_flattened_profile_table_fills_the_profile_columns_and_identities(empty_db):
+    table = pd.DataFrame({
+        "person.name.firstName": ["Ana"], "person.name.lastName": ["Lima"], "personalEmail.address": ["ana@x.example"],
+        "mobilePhone.number": ["+1 555 010 0200"], "homeAddress.city": ["Porto"], "loyalty.points": ["120"],
+        "loyalty.tier": ["gold"], "_acme.crmId": ["CRM-77"], "_acme.favouriteStore": ["Baixa"]})
+    report = ingest.ingest_bytes(empty_db, table.to_csv(index=False).encode(), "profiles.csv")
+    assert (report.kind, report.rows_accepted) == ("profiles", 1)
+    profile = profiles.find(empty_db, "Email", "ana@x.example")
+    assert profile is not None
+    assert profiles.find(empty_db, "Phone", "+15550100200") == profile
+    assert profiles.find(empty_db, "CRMID", "CRM-77") == profile
+    row = store.query_df(empty_db, "SELECT first_name, last_name, city, loyalty_tier, CAST(loyalty_points AS INTEGER) "
+                                   "AS points, CAST(attributes AS VARCHAR) AS extra FROM profiles").iloc[0]
+    assert (row["first_name"], row["last_name"], row["city"], row["loyalty_tier"], row["points"]) == (
+        "Ana", "Lima", "Porto", "gold", 120)
+    assert json.loads(row["extra"])["_acme"]["favouriteStore"] == "Baixa"
+
+
+def test_a_flattened_events_table_loaded_as_profiles_is_refused(empty_db):
+    with pytest.raises(ingest.ValidationError, match="holds experience events"):
+        ingest.ingest_bytes(empty_db, _flattened("dots").to_csv(index=False).encode(), "events.csv", kind="profiles")
+
+
+def test_a_plain_table_with_a_dotted_column_stays_a_plain_table(empty_db):
+    frame = EVENTS.assign(**{"utm.source": ["news", "news", None], "No.": ["1", "2", "3"]})
+    ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv", kind="events")
+    assert len(_stored_events(empty_db)) == len(EVENTS)
+
+
+@pytest.mark.parametrize("columns", [
+    {"productListItems[999999999].SKU": "x"},  # an index that would make a list of a billion items
+    {"commerce": "not an object", "commerce.order.priceTotal": "10"},  # a value and fields below it
+    {"productListItems.0": "x", "productListItems.0.SKU": "y"},
+    {"identityMap": "{not json", "identityMap.ECID.0.id": "11112222333344445555"},
+])
+def test_hostile_field_paths_load_or_are_refused_with_a_message(empty_db, columns):
+    table = pd.DataFrame([{"timestamp": "2024-03-01T10:00:00Z", "eventType": "commerce.productViews",
+                           "identityMap.Email.0.id": "ana@shop.example", **columns}])
+    report = ingest.ingest_bytes(empty_db, table.to_csv(index=False).encode(), "events.csv")
+    assert report.rows_accepted == 1
+
+
+@pytest.mark.parametrize("column", ["Phone_E.164", "phone_number", "Mobile Phone", "telephone"])
+def test_a_phone_column_under_an_everyday_name_is_the_phone_identity(empty_db, column):
+    frame = pd.DataFrame({"crmid": ["CRM-1"], column: ["+1 (555) 010-0300"]})
+    ingest.ingest_bytes(empty_db, frame.to_csv(index=False).encode(), "crm.csv", kind="profiles")
+    assert profiles.find(empty_db, "Phone", "+15550100300") == profiles.find(empty_db, "CRMID", "CRM-1") is not None
+
+
+def test_an_xdm_phone_e164_identity_joins_the_customer_a_csv_gave_the_same_number(empty_db):
+    crm = pd.DataFrame({"crmid": ["CRM-9"], "phone": ["+1 555 010 0400"]})
+    ingest.ingest_bytes(empty_db, crm.to_csv(index=False).encode(), "crm.csv", kind="profiles")
+    event = [{"timestamp": "2024-03-01T10:00:00Z", "eventType": "commerce.purchases",
+              "identityMap": {"Phone_E.164": [{"id": "+15550100400", "primary": True}]}}]
+    report = ingest.ingest_bytes(empty_db, json.dumps(event).encode(), "events.json", kind="events")
+    assert (report.rows_accepted, report.profiles_created) == (1, 0)
+    assert store.query_df(empty_db, "SELECT DISTINCT namespace FROM identities ORDER BY 1")["namespace"].tolist() == [
+        "CRMID", "Phone"]
+
+
+@pytest.mark.both_backends
+def test_the_upgrade_folds_stored_phone_e164_identities_into_phone_and_merges_their_customers(trained_db):
+    """A store that loaded Phone_E.164 identities before they were Phone numbers: the upgrade moves them, merging
+    a customer with the one the same number under Phone belongs to, and leaves a value that is no number alone."""
+    with store.connect(trained_db) as con:
+        tutorial_number, tutorial_primary = con.execute(
+            "SELECT id_value, is_primary FROM identities WHERE namespace = 'Phone' AND profile_id = 1").fetchall()[0]
+        con.execute("INSERT INTO identities VALUES ('Phone_E.164', ?, 5, false), ('Phone_E.164', '+15559990000', 7, "
+                    "true), ('Phone_E.164', 'unknown', 8, false)", [tutorial_number])
+        con.execute("DELETE FROM schema_version WHERE version = ?", [store.SCHEMA_VERSION])
+        events_before = con.execute("SELECT count(*) FROM events WHERE profile_id IN (1, 5)").fetchall()[0][0]
+    store.release(trained_db)
+
+    assert store.migrate(trained_db) == (store.SCHEMA_VERSION - 1, store.SCHEMA_VERSION)
+    with store.connect(trained_db) as con:
+        moved = con.execute("SELECT namespace, id_value, profile_id, is_primary FROM identities "
+                            "WHERE id_value IN (?, '+15559990000', 'unknown') ORDER BY id_value",
+                            [tutorial_number]).fetchall()
+        merges = con.execute("SELECT merged_profile_id, into_profile_id, batch_id FROM profile_merges").fetchall()
+        events_after = con.execute("SELECT count(*) FROM events WHERE profile_id = 1").fetchall()[0][0]
+    assert moved == [("Phone", tutorial_number, 1, tutorial_primary), ("Phone", "+15559990000", 7, True),
+                     ("Phone_E.164", "unknown", 8, False)]
+    assert merges == [(5, 1, identity.UPGRADE_BATCH_ID)] and events_after == events_before
