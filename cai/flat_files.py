@@ -13,6 +13,10 @@ import pandas as pd
 SEPARATORS = (",", ";", "\t", "|")
 # Excel's own first line naming the separator, e.g. `sep=;`.
 _SEPARATOR_LINE = re.compile(r"sep=(.)\r?\n", re.IGNORECASE)
+# The last key of a column (or field path) that holds an amount or a count: the app reads these as numbers.
+AMOUNT_KEYS = frozenset({"value", "quantity", "price_total", "loyalty_points", "points"})
+# A number with a decimal comma and points between its thousands, or a whole number.
+_DECIMAL_COMMA_NUMBER = r"[+-]?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+)(?:,[0-9]+)?"
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _GAPS = re.compile(r"[\s\-]+")
 # An XDM field path's top (a standard field group's object, or a tenant's `_acme` and Adobe's `_experience`) that
@@ -37,6 +41,22 @@ def separated(text: str) -> tuple[str, str]:
     counts = {separator: outside_quotes.count(separator) for separator in SEPARATORS}
     best = max(SEPARATORS, key=lambda separator: counts[separator])
     return text, best if counts[best] else ","
+
+
+def with_decimal_points(table: pd.DataFrame) -> pd.DataFrame:
+    """A table whose separator is not a comma, as Excel in most of Europe writes it, with its numbers in decimal
+    commas (``59,90``, ``1.234,50``) written with decimal points, in the columns the app reads as amounts. Only a
+    column of numbers alone, one at least with a decimal comma, changes: text in another column stays as written."""
+    converted = table.copy()
+    for column in table.columns:
+        if column_key(str(column).rsplit(".", 1)[-1]) not in AMOUNT_KEYS:
+            continue
+        values = table[column].dropna().astype(str).str.strip()
+        if len(values) and values.str.fullmatch(_DECIMAL_COMMA_NUMBER).all() and values.str.contains(",").any():
+            written = table[column].astype(object)
+            converted[column] = written.where(written.isna(), written.astype(str).str.strip().str.replace(
+                ".", "", regex=False).str.replace(",", ".", regex=False))
+    return converted
 
 
 def column_key(name) -> str:

@@ -552,6 +552,8 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
             frame = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""])
         except (pd.errors.ParserError, ValueError) as error:
             raise ValidationError(f"{file_name} is not a readable CSV file: {error}") from None
+        if separator != ",":
+            frame = flat_files.with_decimal_points(frame)
     _refuse_case_twins(frame.columns, file_name)
     return frame
 

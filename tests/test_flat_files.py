@@ -48,6 +48,20 @@ def test_a_table_in_any_list_separator_loads_as_the_comma_separated_one(empty_db
     assert (again.rows_accepted, again.rows_duplicate) == (0, len(EVENTS))
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_decimal_commas_of_a_european_export_are_the_amounts_they_write(empty_db, tmp_path, separator):
+    points = EVENTS.assign(value=[None, "1234.50", "59.90"], sku=["12,5", "SKU-1", None],
+                           event_type="commerce.purchases")
+    commas = points.assign(value=[None, "1.234,50", "59,90"])
+    reference = tmp_path / "reference.duckdb"
+    ingest.ingest_bytes(reference, _written(points, ","), "events.csv", kind="events")
+    ingest.ingest_bytes(empty_db, _written(commas, separator), "events.csv", kind="events")
+    stored = _stored_events(empty_db)
+    assert stored == _stored_events(reference)
+    assert sorted(row[4] for row in stored if row[4] is not None) == [59.9, 1234.5]
+    assert "12,5" in [row[3] for row in stored]  # a product code is text: its comma stays
+
+
 def test_a_separator_inside_quotes_does_not_decide_the_separator(empty_db):
     frame = EVENTS.rename(columns={"sku": "sku;code"}).assign(**{"sku;code": ["a;b", "c;d", None]})
     ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv", kind="events")
