@@ -52,6 +52,17 @@ class Destination:
         return f"rows of {self.options.get('table', DEFAULT_TABLE)} in {self.target}"
 
 
+def lost_on_restart(db_path, destination: Destination) -> str | None:
+    """Why the files ``destination`` writes may not last, or None: a store in PostgreSQL is how the app is deployed
+    to survive restarts (Streamlit Community Cloud's containers start again on an empty disk), and a folder on the
+    app's own machine is emptied by the same restart, though its deliveries stay recorded as sent."""
+    if destination.kind != "folder" or not store.resolve(db_path).is_postgres:
+        return None
+    return (f"{destination.name} writes into {destination.target} on the app's own machine; when its container "
+            "restarts (Streamlit Community Cloud's do), the files there are gone while the deliveries stay recorded "
+            "as sent. Use an s3 or table destination, or a folder on a disk that outlives the container.")
+
+
 def secret_variable(destination: str, key: str) -> str:
     return f"CAI_DESTINATION_{re.sub(r'[^A-Z0-9]+', '_', destination.upper())}_{key.upper()}"
 

@@ -201,6 +201,21 @@ def test_a_run_stopped_before_it_delivered_is_shown_undelivered_until_sent(train
 
 
 
+@pytest.mark.both_backends
+def test_a_folder_destination_of_a_store_meant_to_survive_restarts_warns_that_its_files_do_not(trained_db, activated,
+                                                                                              backend):
+    """A PostgreSQL store is how the app is deployed to outlive its container; a folder on that container is wiped
+    by the restart that the store survives, while its deliveries stay recorded as sent."""
+    warned = [warning.value for warning in _activation_page().warning if "restarts" in warning.value]
+    if backend == "postgres":
+        [warning] = warned
+        assert "share writes into" in warning and "files there are gone" in warning
+    else:
+        assert warned == []
+    webhook = destinations.Destination("hook", "webhook", "https://example.com/hook")
+    assert destinations.lost_on_restart(trained_db, webhook) is None
+
+
 @pytest.fixture
 def unrelated_process():
     """A live process of this machine that has nothing to do with the app."""

@@ -32,6 +32,10 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
                 "every successful run of its instance.")
     else:
         tables.show(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
+        for name in table["destination"].unique():
+            lost = destinations.lost_on_restart(db, destinations.get_destination(db, name))
+            if lost:
+                st.warning(plain(lost))
         for row in table[table["last_status"] == activation.FAILED].itertuples():
             st.warning(f"The last delivery to {plain(row.destination)} failed: {plain(row.error)} It is retried by "
                        "the next `run-due`, or now with Deliver now.")
