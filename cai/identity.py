@@ -19,9 +19,10 @@ PROFILE_COLUMNS = ["first_name", "last_name", "gender", "birth_year", "city", "c
 
 KNOWN_NAMESPACES = ["Email", "ECID", "Phone", "CRMID", "LoyaltyID"]
 _NAMESPACE_BY_LOWER = {name.lower(): name for name in KNOWN_NAMESPACES} | {
-    "emailid": "Email", "email_address": "Email", "e_mail": "Email", "mcid": "ECID", "crm_id": "CRMID",
-    "loyalty_id": "LoyaltyID", "phone_e.164": "Phone", "phone_number": "Phone", "mobile_phone": "Phone",
-    "mobile_number": "Phone", "telephone": "Phone"}
+    "emailid": "Email", "email_address": "Email", "mcid": "ECID", "crm_id": "CRMID", "loyalty_id": "LoyaltyID",
+    "phone_e.164": "Phone"}
+# Every spelling of a known namespace, lower-case: a flat file's column so named holds that identity.
+NAMESPACE_SPELLINGS = tuple(_NAMESPACE_BY_LOWER)
 MAX_IDENTITY_CHARS = 256
 # Text that stands for "no value" in exports; it must never link two customers.
 PLACEHOLDER_VALUES = {"null", "none", "undefined", "nan", "n/a", "0", "-"}

@@ -68,6 +68,19 @@ PROFILE_ATTRIBUTES = {
 }
 
 
+# A flat file's column in any spelling of these names is that column (`TimeStamp`, `Event Type`, `emailId`).
+_column_key = flat_files.column_keys([
+    "timestamp", "event_type", "profile_id", "event_id", *EVENT_COLUMNS[3:-1], *PROFILE_ATTRIBUTES,
+    attribute_versions.VALID_FROM_COLUMN, *identity.NAMESPACE_SPELLINGS])
+
+
+def _is_plain_column(column) -> bool:
+    """A column of the app's own flat format: an identity named after its namespace, `profile_id`, or a profile
+    attribute."""
+    key = _column_key(column)
+    return identity.canonical_namespace(key) in identity.KNOWN_NAMESPACES or key in ("profile_id", *PROFILE_ATTRIBUTES)
+
+
 @dataclass
 class BatchReport:
     """What one file did to the store."""
@@ -217,8 +230,10 @@ def _is_record_part(name: str, data: bytes) -> bool:
     except (ValueError, OSError, pa.ArrowException):
         return False
     names = {name.lower() for name in schema.names}
-    return "event_type" not in names and (
-        bool(names & XDM_TOP_LEVEL_FIELDS) or any(pa.types.is_nested(column.type) for column in schema))
+    nested = any(pa.types.is_nested(column.type) for column in schema)
+    if not nested and flat_files.is_flattened_xdm(schema.names, _is_plain_column):
+        return False  # a flattened table: its rows are rebuilt as records from their columns' paths
+    return "event_type" not in names and (bool(names & XDM_TOP_LEVEL_FIELDS) or nested)
 
 
 def _upload_format(upload: _Upload) -> str:
@@ -561,7 +576,7 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
 def _refuse_case_twins(columns, file_name: str) -> None:
     seen: dict[str, str] = {}
     for column in columns:
-        key = flat_files.column_key(column)
+        key = _column_key(column)
         if key in seen:
             raise ValidationError(
                 f"{file_name} has the columns `{seen[key]}` and `{column}`, which differ only in case, spaces or "
@@ -574,7 +589,7 @@ def _table_identities(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     """Identity columns of a flat file: a column named after a namespace (``email``, ``ecid`` ...)."""
     namespaces = {}
     for column in table.columns:
-        namespace = identity.canonical_namespace(flat_files.column_key(column))
+        namespace = identity.canonical_namespace(_column_key(column))
         if namespace in identity.KNOWN_NAMESPACES:
             namespaces[column] = namespace
     return list(namespaces), namespaces
@@ -596,7 +611,7 @@ def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[st
 
 
 def _parse_event_table(table: pd.DataFrame) -> _Parsed:
-    table = table.rename(columns=flat_files.column_key)
+    table = table.rename(columns=_column_key)
     table = table.astype(object).where(table.notna(), None)
     missing = [column for column in ("timestamp", "event_type") if column not in table.columns]
     if missing:
@@ -1029,10 +1044,10 @@ def _profile_attributes(table: pd.DataFrame, id_columns: list[str]) -> pd.DataFr
     for column in table.columns:
         if column in id_columns or column == "identityMap":
             continue
-        if flat_files.column_key(column) == attribute_versions.VALID_FROM_COLUMN:
+        if _column_key(column) == attribute_versions.VALID_FROM_COLUMN:
             attributes["valid_from"] = table[column]
             continue
-        target = PROFILE_ATTRIBUTES.get(flat_files.column_key(column))
+        target = PROFILE_ATTRIBUTES.get(_column_key(column))
         if target:
             attributes[target] = table[column]
         else:
@@ -1232,8 +1247,9 @@ def _detect_kind(upload: _Upload) -> str:
 
 
 def _table_column_names(data: bytes, file_name: str) -> set[str]:
-    """The column names of a CSV (its header line) or Parquet file (its schema, at the end of the file), lower-case;
-    an unreadable file has none here, and the load that follows says what is wrong with it."""
+    """The column names of a CSV (its header line) or Parquet file (its schema, at the end of the file), as the app
+    matches them and as XDM keys (`xdm:timestamp` is `timestamp`); an unreadable file has none here, and the load
+    that follows says what is wrong with it."""
     try:
         if Path(file_name).suffix.lower() == ".parquet":
             names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
@@ -1242,7 +1258,7 @@ def _table_column_names(data: bytes, file_name: str) -> set[str]:
             names = next(csv.reader([text.split("\n", 1)[0]], delimiter=separator), [])
     except (ValueError, OSError, csv.Error):
         return set()
-    return {flat_files.column_key(name) for name in names} | {str(name).strip() for name in names}
+    return {_column_key(name) for name in names} | {xdm.normalise_key(str(name).strip()) for name in names}
 
 
 def _first_record_is_profile(upload: _Upload) -> bool:
@@ -1257,7 +1273,7 @@ def _load_events(upload: _Upload, report: BatchReport, now: dt.datetime):
     else:
         table = _upload_table(upload)
         parsed = (_parse_xdm(flat_files.xdm_records(table, upload.first_row), upload.first_row)
-                  if flat_files.is_flattened_xdm(table.columns) else _parse_event_table(table))
+                  if flat_files.is_flattened_xdm(table.columns, _is_plain_column) else _parse_event_table(table))
     report.rows_total = len(parsed.frame)
     if report.rows_total == 0:
         raise ValidationError(f"{upload.name} has no events.")
@@ -1336,8 +1352,8 @@ def _load_profiles(upload: _Upload, report: BatchReport, now: dt.datetime):
             attributes, keys, primaries = _profiles_from_table(table, problems, first_row=1)
     else:
         table = _upload_table(upload)
-        flattened = flat_files.is_flattened_xdm(table.columns)
-        if {"timestamp", "event_type"} <= {flat_files.column_key(column) for column in table.columns} or (
+        flattened = flat_files.is_flattened_xdm(table.columns, _is_plain_column)
+        if {"timestamp", "event_type"} <= {_column_key(column) for column in table.columns} or (
                 flattened and "timestamp" in table.columns):
             raise _wrong_kind(upload.name, "events")
         if flattened:
