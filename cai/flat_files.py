@@ -3,6 +3,7 @@ records flattened into one column per field path (as Query Service hands them to
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +48,11 @@ MAX_CELL_DEPTH = 64
 
 def _outside_quotes(line: str) -> str:
     return "".join(line.split('"')[::2])
+
+
+def header(text: str, separator: str) -> list[str]:
+    """The names of a separated text's columns, as its first line writes them."""
+    return next(csv.reader([_LINE_END.split(text, maxsplit=1)[0]], delimiter=separator), [])
 
 
 def separated(text: str) -> tuple[str, str]:
@@ -132,6 +138,13 @@ def _path(column) -> list[str | int] | None:
     return steps
 
 
+def record_field(column) -> str | None:
+    """The top-level field of a record a column names by itself (`xdm:timestamp` and `Timestamp` name
+    `timestamp`), or None."""
+    path = _path(column)
+    return path[0] if path and len(path) == 1 and isinstance(path[0], str) else None
+
+
 def _is_field_path(column) -> bool:
     path = _path(column)
     return bool(path) and isinstance(path[0], str) and (path[0] in XDM_TOPS or path[0].startswith("_")) and (
@@ -173,7 +186,9 @@ def _cell(value):
     is no field."""
     if value is None or (isinstance(value, float) and value != value):
         return None
-    if isinstance(value, str) and value.lstrip()[:1] in ("{", "[") and _json_depth(value) <= MAX_CELL_DEPTH:
+    if not isinstance(value, str):
+        return xdm.from_parquet(value)  # a typed Parquet column's time or decimal, as the JSON export writes it
+    if value.lstrip()[:1] in ("{", "[") and _json_depth(value) <= MAX_CELL_DEPTH:
         try:
             return json.loads(value)
         except ValueError:

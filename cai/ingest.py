@@ -69,9 +69,22 @@ PROFILE_ATTRIBUTES = {
 
 
 # A flat file's column in any spelling of these names is that column (`TimeStamp`, `Event Type`, `emailId`).
-_column_key = flat_files.column_keys([
-    "timestamp", "event_type", "profile_id", "event_id", *EVENT_COLUMNS[3:-1], *PROFILE_ATTRIBUTES,
-    attribute_versions.VALID_FROM_COLUMN, *identity.NAMESPACE_SPELLINGS])
+_spelled = flat_files.column_keys([
+    "timestamp", "event_type", *EVENT_COLUMNS[3:-1], *PROFILE_ATTRIBUTES, attribute_versions.VALID_FROM_COLUMN,
+    *identity.NAMESPACE_SPELLINGS])
+# Ids are named exactly: another system's `Profile ID` is no profile of this store, and an `Event ID` read under
+# another spelling would give a file loaded before a new id, so its events twice.
+_EXACT_NAMES = ("profile_id", "event_id")
+
+
+def _written_key(column) -> str:
+    """A column's name as the app matched it before it matched spellings: trimmed and lower-case."""
+    return str(column).strip().lower()
+
+
+def _column_key(column) -> str:
+    key = _spelled(column)
+    return key if key not in _EXACT_NAMES or _written_key(column) == key else _written_key(column)
 
 
 def _is_plain_column(column) -> bool:
@@ -115,6 +128,8 @@ class _Parsed:
     unreadable_rows: set[int] = field(default_factory=set)  # refused whole; their fields are not checked
     # The identities as written of the rows where they differ from those stored (see _content_ids).
     written_identities: dict[int, list[identity.IdentityKey]] = field(default_factory=dict)
+    # Columns read from a header in a spelling the app did not match before (see _content_ids).
+    respelled: list[str] = field(default_factory=list)
 
 
 # --- Reading files -------------------------------------------------------------------------------------------
@@ -569,6 +584,8 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
             raise ValidationError(f"{file_name} is not a readable CSV file: {error}") from None
         if separator != ",":
             frame = flat_files.with_decimal_points(frame)
+        # pandas renames a second `email` column `email.1`: the names as written are checked.
+        _refuse_case_twins(flat_files.header(text, separator), file_name)
     _refuse_case_twins(frame.columns, file_name)
     return frame
 
@@ -578,10 +595,9 @@ def _refuse_case_twins(columns, file_name: str) -> None:
     for column in columns:
         key = _column_key(column)
         if key in seen:
-            raise ValidationError(
-                f"{file_name} has the columns `{seen[key]}` and `{column}`, which differ only in case, spaces or "
-                "underscores. "
-                "Rename or remove one of them.")
+            how = (f"two columns named `{column}`" if seen[key] == str(column) else
+                   f"the columns `{seen[key]}` and `{column}`, which differ only in case, spaces or underscores")
+            raise ValidationError(f"{file_name} has {how}. Rename or remove one of them.")
         seen[key] = str(column)
 
 
@@ -596,13 +612,19 @@ def _table_identities(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
 
 
 def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[str, str], first_row: int,
-                    problems: list[tuple[int, str]]):
-    """Each row's identities and primary identity, and the identities as written of the rows where they differ."""
+                    problems: list[tuple[int, str]], respelled: frozenset[str] = frozenset()):
+    """Each row's identities and primary identity, and the identities as written of the rows where they differ
+    (without those of ``respelled`` columns: see ``_content_ids``)."""
     keys, primaries, written_identities = [], [], {}
     values = {column: table[column].tolist() for column in columns}
     for index in range(len(table)):
         row_keys, written = _stored_and_written_identities(
             ((namespaces[column], values[column][index]) for column in columns), index + first_row, problems)
+        if respelled:
+            written = list(dict.fromkeys(
+                (namespaces[column], text) for column in columns if column not in respelled
+                for text in [identity.written_value(namespaces[column], values[column][index])[0]]
+                if text is not None))
         if written != row_keys:
             written_identities[index] = written
         keys.append(row_keys)
@@ -611,6 +633,7 @@ def _row_identities(table: pd.DataFrame, columns: list[str], namespaces: dict[st
 
 
 def _parse_event_table(table: pd.DataFrame) -> _Parsed:
+    spellings = {_column_key(column): _written_key(column) for column in table.columns}
     table = table.rename(columns=_column_key)
     table = table.astype(object).where(table.notna(), None)
     missing = [column for column in ("timestamp", "event_type") if column not in table.columns]
@@ -637,10 +660,19 @@ def _parse_event_table(table: pd.DataFrame) -> _Parsed:
         "type_inferred": False,
     })
     problems: list[tuple[int, str]] = []
-    keys, primaries, written_identities = _row_identities(table, id_columns, namespaces, 2, problems)
+    # Columns the app read only once it matched spellings (`Product Name`, `Email Address`): an event's content id
+    # leaves them out, so a file loaded before keeps its events' ids (a file none of whose identities was read
+    # before could not load, and keeps them all).
+    unread_identities = frozenset(column for column in id_columns
+                                  if identity.canonical_namespace(spellings[column]) not in identity.KNOWN_NAMESPACES)
+    if len(unread_identities) == len(id_columns):
+        unread_identities = frozenset()
+    keys, primaries, written_identities = _row_identities(table, id_columns, namespaces, 2, problems,
+                                                          unread_identities)
     frame["known_profile_id"] = table.get("profile_id")
     frame["row"] = np.arange(2, len(frame) + 2)
-    return _Parsed(frame, keys, primaries, problems, written_identities=written_identities)
+    return _Parsed(frame, keys, primaries, problems, written_identities=written_identities,
+                   respelled=[column for column in EVENT_COLUMNS[3:-1] if spellings.get(column, column) != column])
 
 
 # --- Validation ----------------------------------------------------------------------------------------------
@@ -1254,8 +1286,7 @@ def _table_column_names(data: bytes, file_name: str) -> set[str]:
         if Path(file_name).suffix.lower() == ".parquet":
             names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
         else:
-            text, separator = flat_files.separated(data[:65536].decode("utf-8-sig", errors="replace"))
-            names = next(csv.reader([text.split("\n", 1)[0]], delimiter=separator), [])
+            names = flat_files.header(*flat_files.separated(data[:65536].decode("utf-8-sig", errors="replace")))
     except (ValueError, OSError, csv.Error):
         return set()
     return {_column_key(name) for name in names} | {xdm.normalise_key(str(name).strip()) for name in names}
@@ -1287,7 +1318,7 @@ def _load_events(upload: _Upload, report: BatchReport, now: dt.datetime):
     # the whole file in memory.
     missing = np.flatnonzero(clean["xdm_id"].isna().to_numpy())
     if len(missing):
-        clean.loc[clean.index[missing], "xdm_id"] = _content_ids(
+        clean.loc[clean.index[missing], "xdm_id"] = _content_ids(parsed.respelled,
             clean.iloc[missing], [parsed.written_identities.get(i, parsed.identities[i]) for i in missing])
     return clean, parsed
 
@@ -1303,15 +1334,18 @@ def _canonical(value) -> str:
     return str(value)
 
 
-def _content_ids(clean: pd.DataFrame, identities: list[list[identity.IdentityKey]]) -> pd.Series:
+def _content_ids(respelled: list[str], clean: pd.DataFrame, identities: list[list[identity.IdentityKey]]
+                 ) -> pd.Series:
     """An id made from each event's content (every field and identity as written), for events that bring no `_id`,
     so that a file loaded twice, or two exports that overlap, add each event once. The n-th copy of an event within
     one file gets its own id, so events a file repeats on purpose (two equal purchases in one second) are all kept.
-    A phone number counts as written, not in its canonical form: ids made before numbers were normalised stay."""
+    A phone number counts as written, not in its canonical form, and a column read from a header in a spelling
+    matched only since (`Product Name`) counts as absent: ids made before either rule stay."""
     text = pd.Series(["\x1f".join(f"{namespace}\x1e{value}" for namespace, value in sorted(keys))
                       for keys in identities], index=clean.index, dtype=object)
     for column in clean.columns.drop("xdm_id"):
-        text = text + "\x1f" + clean[column].astype(object).where(clean[column].notna(), None).map(_canonical)
+        values = pd.Series(None, index=clean.index, dtype=object) if column in respelled else clean[column]
+        text = text + "\x1f" + values.astype(object).where(values.notna(), None).map(_canonical)
     digests = pd.Series([hashlib.sha256(value.encode()).hexdigest()[:32] for value in text], index=clean.index)
     copy = digests.groupby(digests, sort=False).cumcount() + 1
     ids = ("content:" + digests).where(copy == 1, "content:" + digests + ":" + copy.astype(str))
@@ -1354,11 +1388,19 @@ def _load_profiles(upload: _Upload, report: BatchReport, now: dt.datetime):
         table = _upload_table(upload)
         flattened = flat_files.is_flattened_xdm(table.columns, _is_plain_column)
         if {"timestamp", "event_type"} <= {_column_key(column) for column in table.columns} or (
-                flattened and "timestamp" in table.columns):
+                flattened and "timestamp" in {flat_files.record_field(column) for column in table.columns}):
             raise _wrong_kind(upload.name, "events")
         if flattened:
-            records = [record for _, record, _ in flat_files.xdm_records(table, upload.first_row)]
+            dated_by = [column for column in table.columns
+                        if _column_key(column) == attribute_versions.VALID_FROM_COLUMN]
+            records = [record for _, record, _ in flat_files.xdm_records(table.drop(columns=dated_by),
+                                                                         upload.first_row)]
             attributes, keys, primaries = _profiles_from_xdm(records, problems, now, upload.first_row)
+            if dated_by:
+                # The file's own column dates its values, as in a flat profile file; a row without one keeps the
+                # date its record gives.
+                given = table[dated_by[0]].to_numpy(dtype=object)
+                attributes["valid_from"] = np.where(pd.notna(given), given, attributes["valid_from"].to_numpy())
         else:
             attributes, keys, primaries = _profiles_from_table(table, problems, first_row=upload.first_row)
     report.rows_total = len(attributes)

@@ -355,3 +355,69 @@ def test_a_cell_nesting_deeper_than_a_record_may_is_that_row_s_problem(empty_db)
 def test_a_column_named_with_a_superscript_digit_is_a_name(empty_db):
     frame = EVENTS.assign(**{"size.\u00b2": ["1", "2", "3"]})
     assert ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv").rows_accepted == len(EVENTS)
+
+
+# What a second hostile reading found.
+
+def test_a_file_loaded_before_headers_were_matched_in_any_spelling_adds_nothing_when_loaded_again(empty_db):
+    """`Product Name` and `Email Address` were not read before: a file that loaded without them keeps its events'
+    ids now that they are read, so loading it again adds nothing."""
+    frame = EVENTS.assign(**{"Product Name": ["Tent", "Tent", None], "Email Address": ["a@b.example"] * 3})
+    before = EVENTS.assign(product_name=None)  # the same file as the app read it before
+    first = ingest.ingest_bytes(empty_db, _written(before, ","), "events.csv", kind="events")
+    again = ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv", kind="events")
+    assert (first.rows_accepted, again.rows_accepted, again.rows_duplicate) == (len(EVENTS), 0, len(EVENTS))
+
+
+@pytest.mark.parametrize("column", ["Profile ID", "profileId", "Event ID"])
+def test_another_system_s_ids_are_not_taken_for_the_app_s_own(empty_db, column):
+    frame = EVENTS.assign(**{column: ["P-001", "P-002", "P-003"]})
+    report = ingest.ingest_bytes(empty_db, _written(frame, ","), "events.csv", kind="events")
+    assert report.rows_accepted == len(EVENTS)
+    assert not store.query_df(empty_db, "SELECT xdm_id FROM events")["xdm_id"].str.startswith("P-").any()
+
+
+def test_a_flattened_parquet_file_with_typed_times_and_decimals_loads(empty_db, tmp_path):
+    import decimal
+
+    table = _flattened("dots")
+    table["timestamp"] = pd.to_datetime(table["timestamp"], utc=True)
+    table["commerce.order.priceTotal"] = [decimal.Decimal("59.90"), None]
+    report = ingest.ingest_bytes(empty_db, table.to_parquet(index=False), "query-service.parquet")
+    assert report.rows_accepted == 2
+    reference = tmp_path / "reference.duckdb"
+    ingest.ingest_bytes(reference, json.dumps(NESTED_EVENTS).encode(), "events.json", kind="events")
+    assert _events_as_stored(empty_db) == _events_as_stored(reference)
+
+
+def test_a_flattened_profile_table_s_valid_from_dates_its_values(empty_db):
+    table = pd.DataFrame({"identityMap": [json.dumps({"Email": [{"id": "a@x.example"}]})], "loyalty.tier": ["gold"],
+                          "valid_from": ["2024-01-01"]})
+    ingest.ingest_bytes(empty_db, table.to_csv(index=False).encode(), "profiles.csv", kind="profiles")
+    dated = store.query_df(empty_db, "SELECT CAST(valid_from AS DATE) AS day FROM profile_attribute_versions "
+                                     "WHERE attribute = 'loyalty_tier'")["day"].astype(str).tolist()
+    assert dated == ["2024-01-01"]
+    extra = store.query_df(empty_db, "SELECT CAST(attributes AS VARCHAR) AS extra FROM profiles")["extra"][0]
+    assert extra is None or "valid_from" not in extra
+
+
+@pytest.mark.parametrize("header", ["email,email", "timestamp,event_type,email,web.webPageDetails.name,"
+                                                   "web.webPageDetails.name"])
+def test_two_columns_of_one_name_are_refused_by_name(empty_db, header):
+    columns = header.split(",")
+    text = header + "\n" + ",".join(["2024-03-01T10:00:00Z", "purchase", "a@x.example", "x", "y"][-len(columns):]
+                                    if len(columns) > 2 else ["a@x.example", "b@x.example"]) + "\n"
+    with pytest.raises(ingest.ValidationError, match="two columns named"):
+        ingest.ingest_bytes(empty_db, text.encode(), "file.csv")
+
+
+def test_flattened_events_forced_as_profiles_are_refused_whatever_the_time_s_spelling(empty_db):
+    table = _flattened("dots").rename(columns={"timestamp": "xdm:timestamp", "eventType": "xdm:eventType"})
+    with pytest.raises(ingest.ValidationError, match="holds experience events"):
+        ingest.ingest_bytes(empty_db, table.to_csv(index=False).encode(), "events.csv", kind="profiles")
+
+
+def test_a_file_with_carriage_returns_only_is_told_to_hold_events(empty_db):
+    text = "timestamp,event_type,email,value\r2024-03-01T10:00:00Z,commerce.purchases,a@x.example,5\r"
+    report = ingest.ingest_bytes(empty_db, text.encode(), "mac.csv")
+    assert (report.kind, report.rows_accepted) == ("events", 1)
