@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -748,8 +749,22 @@ def _is_date_digits(number: int | float) -> bool:
     return True
 
 
+# A date as Excel writes it in most of Europe (`05.01.2024`, `05.01.2024 10:00`): the day first, always.
+_DOTTED_DATE = re.compile(r"(?P<day>[0-9]{1,2})\.(?P<month>[0-9]{1,2})\.(?P<year>[0-9]{4})"
+                          r"(?:[ T](?P<hour>[0-9]{1,2}):(?P<rest>[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?))?")
+
+
+def _iso_date_text(text: str) -> str:
+    """A dotted European date (and time) as ISO 8601 text; any other text as it is."""
+    dotted = _DOTTED_DATE.fullmatch(text.strip()) if "." in text[:3] else None
+    if not dotted:
+        return text
+    day = f"{dotted['year']}-{int(dotted['month']):02d}-{int(dotted['day']):02d}"
+    return f"{day}T{int(dotted['hour']):02d}:{dotted['rest']}" if dotted["hour"] else day
+
+
 def _timestamp_text(value) -> str | None:
-    """A timestamp as ISO 8601 text, epoch numbers included."""
+    """A timestamp as ISO 8601 text, epoch numbers and dotted European dates included."""
     if value is None:
         return None
     unit = _epoch_unit(value)
@@ -759,7 +774,7 @@ def _timestamp_text(value) -> str | None:
             return pd.Timestamp(number, unit=unit, tz="UTC").isoformat()
         except (OverflowError, ValueError):
             return str(value)
-    return str(value)
+    return _iso_date_text(str(value))
 
 
 def _as_given(given, when: pd.Timestamp) -> str:
@@ -1139,8 +1154,8 @@ def _modify_dates(records: list[dict], now: dt.datetime) -> pd.Series:
 def _dates(values: pd.Series, column: str, rows: np.ndarray, problems: list[tuple[int, str]]) -> pd.Series:
     """Dates (or date-times) of a profile column; anything else is a problem of its row."""
     cleaned = values.map(lambda v: None if _is_nested(v) or isinstance(v, bool) else v)
-    parsed = pd.to_datetime(cleaned.map(lambda v: None if v is None else str(v)), errors="coerce", format="ISO8601",
-                            utc=True).dt.tz_localize(None)
+    parsed = pd.to_datetime(cleaned.map(lambda v: None if v is None else _iso_date_text(str(v))), errors="coerce",
+                            format="ISO8601", utc=True).dt.tz_localize(None)
     for row in rows[(values.notna() & parsed.isna()).to_numpy(dtype=bool)][:MAX_PROBLEMS_REPORTED]:
         problems.append((int(row), f"`{column}` is not a date"))
     return parsed

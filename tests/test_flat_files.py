@@ -421,3 +421,26 @@ def test_a_file_with_carriage_returns_only_is_told_to_hold_events(empty_db):
     text = "timestamp,event_type,email,value\r2024-03-01T10:00:00Z,commerce.purchases,a@x.example,5\r"
     report = ingest.ingest_bytes(empty_db, text.encode(), "mac.csv")
     assert (report.kind, report.rows_accepted) == ("events", 1)
+
+
+def test_dotted_european_dates_are_read_day_first_and_impossible_ones_refused(empty_db, tmp_path):
+    reference = tmp_path / "reference.duckdb"
+    ingest.ingest_bytes(reference, _written(EVENTS, ","), "events.csv", kind="events")
+    european = EVENTS.assign(timestamp=["01.03.2024 10:00", "2.3.2024 11:30:00", "02.03.2024 12:00"])
+    ingest.ingest_bytes(empty_db, _written(european, ";"), "events.csv", kind="events")
+    assert _stored_events(empty_db) == _stored_events(reference)
+    for written in ("31.02.2024 10:00", "03/01/2024 10:00"):  # no such day; a slash leaves day and month unknown
+        with pytest.raises(ingest.ValidationError) as refused:
+            ingest.ingest_bytes(tmp_path / "other.duckdb", _written(EVENTS.assign(timestamp=written), ";"), "e.csv",
+                                kind="events")
+        assert any(line.startswith("Row 2:") and written in line for line in refused.value.problems)
+
+
+def test_a_profile_file_s_dotted_dates_date_its_values(empty_db):
+    frame = pd.DataFrame({"email": ["ana@x.example"], "signup_date": ["05.01.2023"], "loyalty_tier": ["gold"],
+                          "valid_from": ["01.02.2024"]})
+    ingest.ingest_bytes(empty_db, _written(frame, ";"), "crm.csv", kind="profiles")
+    row = store.query_df(empty_db, "SELECT CAST(signup_date AS DATE) AS signed, (SELECT CAST(min(valid_from) AS DATE) "
+                                   "FROM profile_attribute_versions WHERE attribute = 'loyalty_tier') AS dated "
+                                   "FROM profiles").astype(str).iloc[0].tolist()
+    assert row == ["2023-01-05", "2024-02-01"]
