@@ -71,16 +71,14 @@ for card, row in zip(cards, summary.itertuples()):
 
 moved = evaluation.forward_range(run["details"])
 season = evaluation.year_ago_move(run["details"])
-carried = (f" They carry forward the {season['move']:+.0%} by which the goal's rate moved over the same weeks last "
-           "year." if season and season["carried"] != 1 else "")
-if moved is not None:
+carried = evaluation.carried_move(season)
+if moved is not None or carried is not None:
     st.caption(f"Expected conversions are the sum of the probabilities over the next {definition.window_days} days."
-               f"{carried} The likely ranges allow for the goal's rate moving by up to {moved:.0%} from one "
-               f"{definition.window_days}-day window to the next, as it did in the months this run learned from, "
-               "and for chance.")
-elif carried:
-    st.caption(f"Expected conversions are the sum of the probabilities over the next {definition.window_days} days."
-               f"{carried}")
+               + (f" They carry forward the {carried:+.0%} by which the goal's rate moved over the same weeks last "
+                  "year." if carried is not None else "")
+               + (f" The likely ranges allow for the goal's rate moving by up to {moved:.0%} from one "
+                  f"{definition.window_days}-day window to the next, as it did in the months this run learned from, "
+                  "and for chance." if moved is not None else ""))
 
 st.subheader("Distribution of scores")
 cached.chart(st, charts.score_histogram, cached.score_distribution(db, run["run_id"]), definition.propensity_type,
@@ -177,6 +175,6 @@ with st.expander("Show more: definition, data and model"):
         + (f"\n- **Season:** over the same weeks last year (windows from {season['from']} and {season['to']}, "
            f"customers active in the {season['lookback_days']} days before each) the goal's rate went from "
            f"{season['rates'][0]:.1%} to {season['rates'][1]:.1%} ({season['move']:+.1%}); "
-           + ("carried into this run's probabilities" if season["carried"] != 1 else "within chance, so not carried")
+           + ("carried into this run's probabilities" if carried is not None else "within chance, so not carried")
            if season else "")
     )

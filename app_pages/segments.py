@@ -62,7 +62,8 @@ with export_tab:
         # Made only when clicked: an export of a large segment takes a while, and is audited when it happens.
         st.download_button(f"Download {file_format.upper()}",
                            functools.partial(segments.export_bytes, db, chosen, file_format, viewer.actor),
-                           file_name=segments.export_file_name(chosen, file_format), mime=mime, key=f"segments_export_{file_format}",
+                           file_name=segments.export_file_name(chosen, file_format), mime=mime,
+                           key=f"segments_export_{file_format}",
                            disabled=not viewer.sees_identities)
 with activation_tab:
     activation.section(db, viewer, chosen)

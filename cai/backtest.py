@@ -84,13 +84,9 @@ def backtest(db_path: Path, name: str, cutoffs: list[dt.date], seeds: int = 1) -
                 cutoff.isoformat(), seed, int(len(labels)), actual, expected,
                 expected / actual - 1 if actual else float("nan"), figures["auc"], figures["average_precision"],
                 figures["lift_top_decile"], model.training["training_rows"], low, high,
-                low <= actual <= high if likely else None, _carried_move(model.training.get("season")),
+                low <= actual <= high if likely else None, evaluation.carried_move(model.training.get("season")),
             ))
     return results
-
-
-def _carried_move(season: dict | None) -> float | None:
-    return season["move"] if season and season["carried"] != 1 else None
 
 
 def summary(results: list[CutoffResult]) -> dict:

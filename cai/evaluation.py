@@ -58,6 +58,12 @@ def year_ago_move(details: dict | str | None) -> dict | None:
     return (details or {}).get("training", {}).get("season")
 
 
+def carried_move(season: dict | None) -> float | None:
+    """The move of ``year_ago_move`` when it was carried into the probabilities; None when it was within chance or
+    not measured."""
+    return season["move"] if season and season["carried"] != 1 else None
+
+
 def likely_ranges(expected, variance, moved: float | None) -> tuple[list, list]:
     """:func:`likely_range` of each expected count (with its variance): the lows and the highs, None where the run
     measured no ``forward_range``."""

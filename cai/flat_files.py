@@ -42,8 +42,8 @@ _INDEXED = re.compile(rf"(?P<key>[^\[\]]*)\[(?P<index>{_INDEX})\]")
 # An identity's path, whose namespace may hold dots (`identityMap.Phone_E.164.0.id`).
 _IDENTITY_PATH = re.compile(rf"identityMap\.(?P<namespace>.+?)(?:\.(?P<index>{_INDEX})|\[(?P<bracketed>{_INDEX})\])"
                             r"(?:\.(?P<field>[^.]+))?")
-# JSON in a cell nests at most this deep, as a record of a JSON file may (ingest.MAX_NESTING_DEPTH).
-MAX_CELL_DEPTH = 64
+# How deeply JSON may nest: a record of a JSON file, and JSON in a flattened table's cell.
+MAX_NESTING_DEPTH = 64
 
 
 def _outside_quotes(line: str) -> str:
@@ -188,7 +188,7 @@ def _cell(value):
         return None
     if not isinstance(value, str):
         return xdm.from_parquet(value)  # a typed Parquet column's time or decimal, as the JSON export writes it
-    if value.lstrip()[:1] in ("{", "[") and _json_depth(value) <= MAX_CELL_DEPTH:
+    if value.lstrip()[:1] in ("{", "[") and _json_depth(value) <= MAX_NESTING_DEPTH:
         try:
             return json.loads(value)
         except ValueError:

@@ -37,7 +37,7 @@ MAX_RECORD_CHARS = 1_000_000
 # file from decoding into millions of rows.
 MIN_AVERAGE_RECORD_CHARS = 20
 DENSITY_CHECK_AFTER_RECORDS = 10_000
-MAX_NESTING_DEPTH = 64
+MAX_NESTING_DEPTH = flat_files.MAX_NESTING_DEPTH
 MAX_TEXT_CHARS = 10_000
 MAX_ABS_NUMBER = 1e12
 MAX_INTEGER = 2**31 - 1
@@ -571,6 +571,7 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
         except Exception as error:
             raise ValidationError(f"{file_name} is a damaged Parquet file ({error}).") from None
         frame = table.astype(object).where(table.notna(), None)
+        _refuse_case_twins(frame.columns, file_name)
     else:
         text = _decode(data, file_name)
         if not text.strip():
@@ -587,7 +588,6 @@ def _read_table(data: bytes, file_name: str) -> pd.DataFrame:
             frame = flat_files.with_decimal_points(frame)
         # pandas renames a second `email` column `email.1`: the names as written are checked.
         _refuse_case_twins(flat_files.header(text, separator), file_name)
-    _refuse_case_twins(frame.columns, file_name)
     return frame
 
 

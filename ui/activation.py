@@ -27,13 +27,15 @@ def _show_results(results: list[activation.DeliveryResult]) -> None:
 def section(db: Path, viewer: access.Viewer, segment: str) -> None:
     """The segment's activations with their last delivery, the history, Deliver now and the Activate form."""
     table = activation.list_activations(db, segment)
+    known = destinations.list_destinations(db)
+    used = set(table["destination"])
     if table.empty:
         st.info("This segment is not sent anywhere yet. Activate it below: it is delivered now and again after "
                 "every successful run of its instance.")
     else:
         tables.show(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
-        for name in table["destination"].unique():
-            lost = destinations.lost_on_restart(db, destinations.get_destination(db, name))
+        for destination in known:
+            lost = destinations.lost_on_restart(db, destination) if destination.name in used else None
             if lost:
                 st.warning(plain(lost))
         for row in table[table["last_status"] == activation.FAILED].itertuples():
@@ -50,7 +52,7 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
                      help="Sends the latest run wherever it has not been delivered yet; a run is never sent twice."):
             _show_results(activation.deliver_pending(db, segment=segment, actor=viewer.actor))
     access.view_only_note(viewer)
-    names = [destination.name for destination in destinations.list_destinations(db)]
+    names = [destination.name for destination in known]
     if names:
         with st.form("activation_form"):
             st.markdown("**Activate**")
