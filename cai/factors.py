@@ -271,13 +271,21 @@ class Explainer:
 
     def effects(self, matrix: np.ndarray) -> np.ndarray:
         """Log-odds change per row and per reason from setting all of the reason's features to their typical values."""
+        return self.logit_and_effects(matrix)[1]
+
+    def logit_and_effects(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's log-odds per row (as ``Trees.logit``) and :meth:`effects`, from one pass of the rows through
+        the trees' splits."""
+        logit = np.empty(len(matrix))
         result = np.zeros((len(matrix), len(self.groups)))
+        trees = np.arange(len(self.trees.values))[:, None]
         for start in range(0, len(matrix), CHUNK_ROWS):
             codes = self.trees.codes(np.ascontiguousarray(matrix[start:start + CHUNK_ROWS].T))
+            logit[start:start + CHUNK_ROWS] = self.trees.baseline + self.trees.values[trees, codes].sum(axis=0)
             for position, (touched, (change, offsets)) in enumerate(zip(self.touched, self.changes)):
                 if len(touched):
                     result[start:start + CHUNK_ROWS, position] = change[offsets + codes[touched]].sum(axis=0)
-        return result
+        return logit, result
 
 
 def effects(trees: Trees, matrix: np.ndarray, typical: np.ndarray, groups: list[Reason]) -> np.ndarray:

@@ -28,6 +28,9 @@ COMPLETE_DAY_SHARE = 0.5
 TYPICAL_DAY_WINDOW_DAYS = 28
 # The relation of (snapshot, profile_id) rows a query keeps when it is restricted to chosen rows.
 CHOSEN_ROWS = "chosen_rows"
+# The relation the queries read events from, unless they are given another with the same columns.
+EVENTS = "events"
+EVENT_COLUMNS = "profile_id, ts, event_type, value, sku, channel"
 
 STANDARD_ACTIVITIES = [
     ("purchases", "commerce.purchases", "purchases"),
@@ -162,13 +165,15 @@ def build(
     sample_fraction: float = 1.0,
     profile_ids: list[int] | None = None,
     rows: pd.DataFrame | None = None,
+    events: str = EVENTS,
 ) -> pd.DataFrame:
     """One row per eligible (snapshot ``t``, profile): features from events before ``t``, and with ``with_labels``
     whether the goal was reached in ``[t, t + window)``. ``sample_fraction`` keeps a stable hash sample of
     profiles, so the same profiles are sampled in every snapshot and every run; ``profile_ids`` keeps only those
     profiles, and ``rows`` (columns ``snapshot``, ``profile_id``) only those rows (a profile's features do not depend
-    on the others)."""
-    sql, params = query(definition, snapshots, with_labels, sample_fraction, chosen_rows=rows is not None)
+    on the others). ``events`` names the relation of events to read (see :func:`sampled_events_query`)."""
+    sql, params = query(definition, snapshots, with_labels, sample_fraction, chosen_rows=rows is not None,
+                        events=events)
     if profile_ids is not None:
         sql = f"SELECT * FROM ({sql}) WHERE list_contains($profile_ids, profile_id)"
         params["profile_ids"] = [int(profile_id) for profile_id in profile_ids]
@@ -182,11 +187,21 @@ def build(
 
 
 def labels(con: duckdb.DuckDBPyConnection, definition: Definition, snapshots: list[dt.date],
-           sample_fraction: float = 1.0) -> pd.DataFrame:
+           sample_fraction: float = 1.0, events: str = EVENTS) -> pd.DataFrame:
     """The rows :func:`build` would give with labels, in the same order, with only ``snapshot``, ``profile_id`` and
     ``label``: far cheaper than the features, so a caller can choose rows before computing their features."""
-    sql, params = labels_query(definition, snapshots, sample_fraction)
+    sql, params = labels_query(definition, snapshots, sample_fraction, events)
     return con.execute(sql, params).df()
+
+
+def sampled_events_query(sample_fraction: float, events: str = EVENTS) -> tuple[str, dict]:
+    """The events of the profiles in the stable hash sample of ``sample_fraction``, as every query here samples
+    them, and the query's parameters."""
+    # The grain is a literal, as hash() is unsigned and a parameter would make DuckDB take every remainder in 128
+    # bits (eight times slower).
+    return (f"SELECT {EVENT_COLUMNS} FROM {events} "
+            f"WHERE $sample >= {SAMPLE_GRAIN} OR hash(profile_id) % {SAMPLE_GRAIN} < $sample",
+            {"sample": int(round(sample_fraction * SAMPLE_GRAIN))})
 
 
 def columns(definition: Definition, with_labels: bool) -> list[str]:
@@ -196,14 +211,15 @@ def columns(definition: Definition, with_labels: bool) -> list[str]:
 
 
 def _population_sql(definition: Definition, snapshots: list[dt.date], sample_fraction: float, chosen_rows: bool,
-                    params: dict) -> str:
+                    params: dict, events: str) -> str:
     """The WITH clauses every query here starts from: the snapshots, the sampled events and the eligible population
     (restricted to the relation ``CHOSEN_ROWS`` with ``chosen_rows``)."""
+    sampled, sample_params = sampled_events_query(sample_fraction, events)
     params.update({
         "snapshots": [d.isoformat() for d in snapshots],
         "eligible_days": definition.eligible_days,
         "passive": PASSIVE_EVENT,
-        "sample": int(round(sample_fraction * SAMPLE_GRAIN)),
+        **sample_params,
     })
     population_filter = ""
     if definition.population_event_type:
@@ -239,12 +255,8 @@ def _population_sql(definition: Definition, snapshots: list[dt.date], sample_fra
                          "AND c.profile_id = el.profile_id")
     return f"""
     WITH snaps AS (SELECT CAST(unnest(CAST($snapshots AS DATE[])) AS TIMESTAMP) AS t),
-    -- Never materialised: a copy of every event would set the run's peak memory. The grain is a literal, as
-    -- hash() is unsigned and a parameter would make DuckDB take every remainder in 128 bits (eight times slower).
-    sampled AS NOT MATERIALIZED (
-        SELECT profile_id, ts, event_type, value, sku, channel FROM events
-        WHERE $sample >= {SAMPLE_GRAIN} OR hash(profile_id) % {SAMPLE_GRAIN} < $sample
-    ),
+    -- Never materialised: a copy of every event would set the run's peak memory.
+    sampled AS NOT MATERIALIZED ({sampled}),
     eligible AS (
         SELECT s.t, e.profile_id, min(epoch(s.t) - epoch(e.ts)) / 86400.0 AS last_activity_days
         FROM snaps s JOIN sampled e
@@ -265,10 +277,11 @@ def _labels_sql(definition: Definition, params: dict) -> str:
             "AND f.ts < el.t + to_days(CAST($window_days AS INTEGER)) GROUP BY el.t, el.profile_id")
 
 
-def labels_query(definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0) -> tuple[str, dict]:
+def labels_query(definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0,
+                 events: str = EVENTS) -> tuple[str, dict]:
     """The DuckDB SQL of :func:`labels` and its parameters."""
     params: dict = {}
-    population = _population_sql(definition, snapshots, sample_fraction, False, params)
+    population = _population_sql(definition, snapshots, sample_fraction, False, params, events)
     return f"""{population}
     SELECT CAST(lab.t AS DATE) AS snapshot, lab.profile_id, lab.label
     FROM ({_labels_sql(definition, params)}) lab
@@ -277,13 +290,13 @@ def labels_query(definition: Definition, snapshots: list[dt.date], sample_fracti
 
 
 def query(definition: Definition, snapshots: list[dt.date], with_labels: bool,
-          sample_fraction: float = 1.0, chosen_rows: bool = False) -> tuple[str, dict]:
-    """The DuckDB SQL of :func:`build` over the tables ``events``, ``profiles`` and ``profile_attribute_versions``
-    (and ``CHOSEN_ROWS`` with ``chosen_rows``), and its parameters: the one definition of every feature, which the
-    Spark engine transpiles."""
+          sample_fraction: float = 1.0, chosen_rows: bool = False, events: str = EVENTS) -> tuple[str, dict]:
+    """The DuckDB SQL of :func:`build` over the tables ``events`` (or the relation ``events`` names), ``profiles``
+    and ``profile_attribute_versions`` (and ``CHOSEN_ROWS`` with ``chosen_rows``), and its parameters: the one
+    definition of every feature, which the Spark engine transpiles."""
     activities = _activities(definition)
     params: dict = {"purchase": PURCHASE_EVENT, "history_days": HISTORY_DAYS}
-    population = _population_sql(definition, snapshots, sample_fraction, chosen_rows, params)
+    population = _population_sql(definition, snapshots, sample_fraction, chosen_rows, params, events)
     # Conditional aggregates take CASE expressions (an aggregate skips the NULLs of a CASE without ELSE): the same
     # values as FILTER clauses for 40% less CPU at a million profiles. Distinct counts keep their FILTER, which
     # keeps the other rows out of their hash tables.

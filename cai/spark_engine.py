@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -272,8 +272,7 @@ def _scorer(model, typical: np.ndarray, groups: list[factors.Reason]):
     def score(batches):
         for batch in batches:
             matrix = engine.encode(batch, model)
-            raw = model.logit(matrix)
-            effect_matrix = explainer.effects(matrix)
+            raw, effect_matrix = explainer.logit_and_effects(matrix)
             profile_ids = batch["profile_id"].to_numpy(dtype=np.int64)
             top = factors.top_factors(profile_ids, matrix, typical, groups, effect_matrix, model.feature_names)
             per_profile = top.groupby("profile_id", sort=False)[list(FACTOR_FIELDS)].agg(list).reindex(profile_ids)
@@ -321,6 +320,10 @@ class SparkExecutor:
                                    "profile_id": rows["profile_id"].to_numpy(dtype=np.int64)})
             self.spark.createDataFrame(chosen).createOrReplaceTempView(features.CHOSEN_ROWS)
         return self.spark.sql(spark_sql(sql), args=_spark_args(params))
+
+    def sampled(self, sample_fraction: float) -> nullcontext:
+        """Spark reads the sample from its events each time (see ``engine.DuckDBExecutor.sampled``)."""
+        return nullcontext()
 
     def labels(self, definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0) -> pd.DataFrame:
         sql, params = features.labels_query(definition, snapshots, sample_fraction)

@@ -34,11 +34,16 @@ def test_scores_and_effects_equal_scikit_learns_predictor_with_the_reason_undone
     matrix = np.vstack([matrix, odd])
     typical = factors.typical_values(matrix, model.categorical)
     groups = factors.reasons(model.feature_names)
-    effects = factors.effects(factors.Trees(model.classifier), matrix, typical, groups)
+    explainer = factors.Explainer(factors.Trees(model.classifier), typical, groups)
+    logit, effects = explainer.logit_and_effects(matrix)
     # scikit-learn's own predictor, not model.logit, which reads the same arrays as the effects.
     rescore = model.classifier.decision_function
     baseline = rescore(matrix)
     np.testing.assert_allclose(model.logit(matrix), baseline, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(logit, model.logit(matrix))
+    # The same answers whichever way the matrix is laid out (the model's input is column-major).
+    for answer, again in zip((logit, effects), explainer.logit_and_effects(np.asfortranarray(matrix))):
+        np.testing.assert_array_equal(answer, again)
     for position, group in enumerate(groups):
         undone = matrix.copy()
         undone[:, list(group.members)] = typical[list(group.members)]
