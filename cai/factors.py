@@ -388,26 +388,25 @@ def top_factors(profile_ids: np.ndarray, matrix: np.ndarray, typical: np.ndarray
     })
 
 
-def bucket_distributions(values: pd.Series, bucket: np.ndarray, categorical: bool,
+def bucket_distributions(values: np.ndarray, in_bucket: dict[str, np.ndarray], categorical: bool,
                          categories: list[str] | None) -> dict:
-    """Per bucket: quartiles for a numeric factor, or the share of each category for a categorical one."""
+    """Per bucket (``in_bucket`` holds each bucket's rows as a mask): quartiles for a numeric factor, or the share of
+    each category for a categorical one."""
     result = {}
     names = np.array([*(categories or []), "(none)"], dtype=object)
-    for name in ("high", "medium", "low"):
-        subset = values[bucket == name]
+    for name, mask in in_bucket.items():
+        subset = values[mask]
         if categorical:
-            codes = subset.to_numpy(dtype=float)
-            decoded = pd.Series(names[np.where(np.isnan(codes), len(names) - 1, codes).astype(np.int64)], dtype=object)
+            decoded = pd.Series(names[np.where(np.isnan(subset), len(names) - 1, subset).astype(np.int64)], dtype=object)
             shares = decoded.value_counts(normalize=True).head(8)
             result[name] = {"shares": {str(k): float(v) for k, v in shares.items()}, "profiles": int(len(subset))}
         else:
-            present = subset.dropna()
+            present = subset[~np.isnan(subset)]
+            p25, median, p75 = (float(q) for q in np.quantile(present, [0.25, 0.5, 0.75])) if len(present) else [None] * 3
             result[name] = {
                 "profiles": int(len(subset)),
                 "missing_share": float(1 - len(present) / len(subset)) if len(subset) else None,
-                "median": float(present.median()) if len(present) else None,
-                "p25": float(present.quantile(0.25)) if len(present) else None,
-                "p75": float(present.quantile(0.75)) if len(present) else None,
+                "median": median, "p25": p25, "p75": p75,
                 "mean": float(present.mean()) if len(present) else None,
             }
     return result

@@ -117,9 +117,23 @@ def test_agreement_counts_the_same_top_reason_and_a_missing_one_disagrees():
 
 
 def test_a_categorical_reason_shows_each_buckets_category_shares_with_missing_as_none():
-    codes = pd.Series([0.0, 1.0, 1.0, np.nan, 2.0, 2.0, 2.0, 0.0])
+    codes = np.array([0.0, 1.0, 1.0, np.nan, 2.0, 2.0, 2.0, 0.0])
     bucket = np.array(["high", "high", "high", "high", "low", "low", "low", "medium"])
-    shares = factors.bucket_distributions(codes, bucket, True, ["Bronze", "Gold", engine.OTHER_CATEGORY])
+    in_bucket = {name: bucket == name for name in ("high", "medium", "low")}
+    shares = factors.bucket_distributions(codes, in_bucket, True, ["Bronze", "Gold", engine.OTHER_CATEGORY])
     assert shares["high"] == {"shares": {"Gold": 0.5, "Bronze": 0.25, "(none)": 0.25}, "profiles": 4}
     assert shares["low"] == {"shares": {engine.OTHER_CATEGORY: 1.0}, "profiles": 3}
     assert shares["medium"] == {"shares": {"Bronze": 1.0}, "profiles": 1}
+
+
+def test_a_numeric_reason_shows_each_buckets_quartiles_over_the_profiles_with_a_value():
+    values = np.array([1.0, 2.0, 3.0, 10.0, np.nan, 5.0, np.nan])
+    bucket = np.array(["high", "high", "high", "high", "high", "low", "low"])
+    in_bucket = {name: bucket == name for name in ("high", "medium", "low")}
+    figures = factors.bucket_distributions(values, in_bucket, False, None)
+    high = pd.Series([1.0, 2.0, 3.0, 10.0])
+    assert figures["high"] == {"profiles": 5, "missing_share": pytest.approx(0.2), "median": high.median(),
+                               "p25": high.quantile(0.25), "p75": high.quantile(0.75), "mean": high.mean()}
+    assert figures["low"] == {"profiles": 2, "missing_share": 0.5, "median": 5.0, "p25": 5.0, "p75": 5.0, "mean": 5.0}
+    assert figures["medium"] == {"profiles": 0, "missing_share": None, "median": None, "p25": None, "p75": None,
+                                 "mean": None}
