@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("results.json")
-# Sections other benchmarks write; the engine benchmark keeps them when it rewrites the file.
-APP_SECTIONS = ("first_start", "pages", "sessions", "backends", "growth")
 
 
 def load(path: Path = DEFAULT_PATH) -> dict:
@@ -20,7 +18,9 @@ def save_section(name: str, figures: dict, path: Path = DEFAULT_PATH) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def keep_app_sections(results: dict, path: Path) -> dict:
-    """The engine benchmark's figures with the app benchmarks' sections already in ``path`` carried over."""
+def keep_other_sections(results: dict, path: Path) -> dict:
+    """The engine benchmark's figures with every other benchmark's section already in ``path`` carried over: each
+    is a named object the engine benchmark does not write (a list of names to keep lost each newer benchmark's)."""
     previous = load(path)
-    return {**results, **{name: previous[name] for name in APP_SECTIONS if name in previous}}
+    return {**results, **{name: figures for name, figures in previous.items()
+                          if name not in results and isinstance(figures, dict)}}

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         results = measure(args.profiles, Path(folder), args.repeat, log=_progress, db=args.db, engine_name=args.engine)
-    Path(args.out).write_text(json.dumps(bench_results.keep_app_sections(results, Path(args.out)), indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(bench_results.keep_other_sections(results, Path(args.out)), indent=2) + "\n")
     print(report(results))
     print(f"\nWrote {args.out}")
     return 0

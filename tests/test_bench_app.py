@@ -21,13 +21,17 @@ def test_each_benchmark_keeps_the_other_sections_of_the_results_file(tmp_path):
     path.write_text(json.dumps({"profiles": 1000, "run_s": 9.0}))
     results.save_section("pages", {"server_render_ms": {"dashboard": {"p50": 1.0}}}, path)
     results.save_section("first_start", {"median_dashboard_full_s": 4.0}, path)
-    engine_rerun = {"profiles": 2000, "run_s": 8.0}
+    # A section no list names: a benchmark added later keeps its figures too.
+    results.save_section("seasons", {"shops": [{"shop": "flat"}]}, path)
+    engine_rerun = {"profiles": 2000, "run_s": 8.0, "latency_ms": {"segment_size": {"p50": 2.0}}}
 
-    merged = results.keep_app_sections(engine_rerun, path)
+    merged = results.keep_other_sections(engine_rerun, path)
 
     assert merged["run_s"] == 8.0 and merged["profiles"] == 2000
+    assert merged["latency_ms"] == {"segment_size": {"p50": 2.0}}
     assert merged["pages"]["server_render_ms"]["dashboard"]["p50"] == 1.0
     assert merged["first_start"]["median_dashboard_full_s"] == 4.0
+    assert merged["seasons"] == {"shops": [{"shop": "flat"}]}
 
 
 def test_main_thread_cpu_counts_the_renderers_tasks_between_the_click_and_the_content():
