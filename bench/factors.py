@@ -34,9 +34,11 @@ def factor_stage(db_path: Path, repeat: int) -> dict:
         "trees": lambda _: factors.Trees(model.classifier),
         "screen": lambda done: factors.screen(done["trees"], matrix, done["typical"],
                                               factors.reasons(model.feature_names), engine.SEED),
-        "effects": lambda done: factors.effects(done["trees"], matrix, done["typical"], done["screen"]),
+        # A run takes each profile's score and its reasons' effects from one pass through the trees.
+        "scores_and_effects": lambda done: factors.Explainer(done["trees"], done["typical"],
+                                                             done["screen"]).logit_and_effects(matrix),
         "top_factors": lambda done: factors.top_factors(profile_ids, matrix, done["typical"], done["screen"],
-                                                        done["effects"], model.feature_names),
+                                                        done["scores_and_effects"][1], model.feature_names),
     }
     figures, done = {}, {}
     for name, step in steps.items():

@@ -194,6 +194,11 @@ def labels(con: duckdb.DuckDBPyConnection, definition: Definition, snapshots: li
     return con.execute(sql, params).df()
 
 
+def sample_grains(sample_fraction: float) -> int:
+    """How many of the ``SAMPLE_GRAIN`` hash remainders a sample of ``sample_fraction`` keeps."""
+    return int(round(sample_fraction * SAMPLE_GRAIN))
+
+
 def sampled_events_query(sample_fraction: float, events: str = EVENTS) -> tuple[str, dict]:
     """The events of the profiles in the stable hash sample of ``sample_fraction``, as every query here samples
     them, and the query's parameters."""
@@ -201,7 +206,7 @@ def sampled_events_query(sample_fraction: float, events: str = EVENTS) -> tuple[
     # bits (eight times slower).
     return (f"SELECT {EVENT_COLUMNS} FROM {events} "
             f"WHERE $sample >= {SAMPLE_GRAIN} OR hash(profile_id) % {SAMPLE_GRAIN} < $sample",
-            {"sample": int(round(sample_fraction * SAMPLE_GRAIN))})
+            {"sample": sample_grains(sample_fraction)})
 
 
 def columns(definition: Definition, with_labels: bool) -> list[str]:

@@ -322,8 +322,8 @@ class SparkExecutor:
         return self.spark.sql(spark_sql(sql), args=_spark_args(params))
 
     def sampled(self, sample_fraction: float) -> nullcontext:
-        """Spark reads the sample from its events each time (see ``engine.DuckDBExecutor.sampled``)."""
-        return nullcontext()
+        """This executor: Spark reads the sample from its events each time (see ``engine.DuckDBExecutor.sampled``)."""
+        return nullcontext(self)
 
     def labels(self, definition: Definition, snapshots: list[dt.date], sample_fraction: float = 1.0) -> pd.DataFrame:
         sql, params = features.labels_query(definition, snapshots, sample_fraction)
