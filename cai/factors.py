@@ -397,12 +397,14 @@ def bucket_distributions(values: np.ndarray, in_bucket: dict[str, np.ndarray], c
     for name, mask in in_bucket.items():
         subset = values[mask]
         if categorical:
-            decoded = pd.Series(names[np.where(np.isnan(subset), len(names) - 1, subset).astype(np.int64)], dtype=object)
+            codes = np.where(np.isnan(subset), len(names) - 1, subset).astype(np.int64)
+            decoded = pd.Series(names[codes], dtype=object)
             shares = decoded.value_counts(normalize=True).head(8)
             result[name] = {"shares": {str(k): float(v) for k, v in shares.items()}, "profiles": int(len(subset))}
         else:
             present = subset[~np.isnan(subset)]
-            p25, median, p75 = (float(q) for q in np.quantile(present, [0.25, 0.5, 0.75])) if len(present) else [None] * 3
+            quartiles = np.quantile(present, [0.25, 0.5, 0.75]) if len(present) else [None] * 3
+            p25, median, p75 = (None if q is None else float(q) for q in quartiles)
             result[name] = {
                 "profiles": int(len(subset)),
                 "missing_share": float(1 - len(present) / len(subset)) if len(subset) else None,
