@@ -569,7 +569,7 @@ def _global_factors(model: _Model, catalog, scored: Scored, bucket: np.ndarray) 
     rows = []
     effect_matrix = scored.effects
     strength = np.abs(effect_matrix).mean(axis=0) if len(effect_matrix) else np.zeros(len(scored.groups))
-    in_bucket = {name: bucket == name for name in ("high", "medium", "low")}
+    in_bucket = {name: bucket == name for name in evaluation.BUCKETS}
     for rank, position in enumerate(np.argsort(-strength)[:10], start=1):
         feature = catalog[scored.groups[position].headline]
         by_bucket = factors.bucket_distributions(

@@ -34,8 +34,8 @@ def section(db: Path, viewer: access.Viewer, segment: str) -> None:
                 "every successful run of its instance.")
     else:
         tables.show(table.drop(columns=["activation_id", "segment"]), hide_index=True, key="activation_table")
-        for destination in known:
-            lost = destinations.lost_on_restart(db, destination) if destination.name in used else None
+        for destination in (destination for destination in known if destination.name in used):
+            lost = destinations.lost_on_restart(db, destination)
             if lost:
                 st.warning(plain(lost))
         for row in table[table["last_status"] == activation.FAILED].itertuples():
